@@ -1,0 +1,218 @@
+//! `vela`: the command-line front door to the studio, graphs and tools.
+
+mod presets;
+mod registry;
+mod run;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use vela_runtime::{Availability, Preset};
+
+#[derive(Parser)]
+#[command(name = "vela", version, about = "Agent studio for vision-language-action robotics")]
+struct Cli {
+    /// Folder of named presets (default: $VELA_PRESETS, ./presets, or the shipped ones).
+    #[arg(long, global = true, value_name = "DIR")]
+    presets_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List node types with their ports and parameters.
+    Nodes {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check or list presets.
+    Preset {
+        #[command(subcommand)]
+        command: PresetCommand,
+    },
+    /// Run a preset's graph headless until Ctrl-C or until a node ends the run.
+    Run(run::RunArgs),
+    /// Measure the graph engine: hop latency and throughput through a 5-node chain.
+    BenchRuntime {
+        /// Messages per configuration.
+        #[arg(long, default_value_t = 5000)]
+        messages: usize,
+        /// Write the results as JSON here.
+        #[arg(long, value_name = "FILE.json")]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PresetCommand {
+    /// Validate preset files (or names) against the node types of this build.
+    Validate {
+        #[arg(required = true)]
+        presets: Vec<String>,
+    },
+    /// List the presets in the preset folder, or describe the given files.
+    List { files: Vec<PathBuf> },
+}
+
+fn main() {
+    let filter = EnvFilter::try_from_env("VELA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    if let Err(e) = real_main() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    let store = presets::store(cli.presets_dir.as_deref());
+    match cli.command {
+        Command::Nodes { json } => nodes(json),
+        Command::Preset { command: PresetCommand::Validate { presets } } => validate(&store, &presets),
+        Command::Preset { command: PresetCommand::List { files } } => list(&store, &files),
+        Command::Run(args) => run::run(&store, args),
+        Command::BenchRuntime { messages, out } => bench_runtime(messages, out),
+    }
+}
+
+fn nodes(json: bool) -> Result<()> {
+    let list = registry::build().list();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    for info in list {
+        let d = &info.descriptor;
+        let avail = match &info.availability {
+            Availability::Available => String::new(),
+            Availability::Unavailable { reason } => format!("  [unavailable: {reason}]"),
+        };
+        println!("{} ({}){avail}", d.type_name, d.category);
+        if !d.description.is_empty() {
+            println!("  {}", d.description);
+        }
+        for p in &d.inputs {
+            println!("  in  {:<12} {}", p.name, p.types_string());
+        }
+        for p in &d.outputs {
+            println!("  out {:<12} {}", p.name, p.types_string());
+        }
+        for p in &d.params {
+            let kind = serde_json::to_value(&p.kind)?;
+            println!(
+                "  param {:<14} {:<8} default {}{}  {}",
+                p.name,
+                kind["type"].as_str().unwrap_or("?"),
+                p.default,
+                if p.runtime { "" } else { " (start-up only)" },
+                p.help
+            );
+        }
+    }
+    Ok(())
+}
+
+fn validate(store: &vela_runtime::PresetStore, presets: &[String]) -> Result<()> {
+    let registry = registry::build();
+    let mut bad = 0;
+    for name in presets {
+        match store.load(name) {
+            Ok((preset, path, warnings)) => {
+                for w in &warnings {
+                    eprintln!("warning: {w}");
+                }
+                match preset.validate(&registry, &path) {
+                    Ok(()) => println!(
+                        "ok: {} ('{}', {} nodes, {} edges)",
+                        path.display(),
+                        preset.name,
+                        preset.nodes.len(),
+                        preset.edges.len()
+                    ),
+                    Err(e) => {
+                        bad += 1;
+                        eprintln!("invalid: {e}");
+                    }
+                }
+            }
+            Err(e) => {
+                bad += 1;
+                eprintln!("invalid: {e}");
+            }
+        }
+    }
+    if bad > 0 {
+        bail!("{bad} of {} presets invalid", presets.len());
+    }
+    Ok(())
+}
+
+fn list(store: &vela_runtime::PresetStore, files: &[PathBuf]) -> Result<()> {
+    let paths: Vec<PathBuf> = if files.is_empty() {
+        store.list().iter().map(|n| store.path_of(n)).collect::<Result<_, _>>()?
+    } else {
+        files.to_vec()
+    };
+    if paths.is_empty() {
+        println!("no presets in {}", store.dir.display());
+    }
+    for path in paths {
+        match Preset::load(&path) {
+            Ok((p, _)) => println!(
+                "{:<28} {:>2} nodes {:>2} edges  {}",
+                path.file_stem().and_then(|s| s.to_str()).unwrap_or("?"),
+                p.nodes.len(),
+                p.edges.len(),
+                p.description
+            ),
+            Err(e) => println!("{:<28} unreadable: {e}", path.display()),
+        }
+    }
+    Ok(())
+}
+
+fn bench_runtime(messages: usize, out: Option<PathBuf>) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut results = Vec::new();
+    for cfg in vela_runtime::bench::standard_suite(messages) {
+        let r = rt.block_on(vela_runtime::bench::run_chain(&cfg)).map_err(anyhow::Error::msg)?;
+        println!(
+            "{:<22} {:<19} hop p50 {:>7.1} µs  p99 {:>7.1} µs  e2e p99 {:>8.1} µs  {:>9.0} msg/s {:>8.1} MB/s  zero-copy {}",
+            r.payload,
+            r.mode,
+            r.hop_p50_us,
+            r.hop_p99_us,
+            r.e2e_p99_us,
+            r.throughput_msgs_per_s,
+            r.throughput_mb_per_s,
+            r.zero_copy
+        );
+        results.push(r);
+    }
+    if let Some(path) = out {
+        let doc = serde_json::json!({
+            "benchmark": "runtime",
+            "machine": machine_description(),
+            "tokio_worker_threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            "results": results,
+        });
+        std::fs::write(&path, serde_json::to_string_pretty(&doc)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// CPU model and core count, so benchmark files say where they were measured.
+pub fn machine_description() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    format!("{cpu}, {cores} cores, {}", std::env::consts::ARCH)
+}

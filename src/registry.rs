@@ -1,0 +1,9 @@
+//! The node types this build of Vela ships. Each node family registers itself here
+//! explicitly; families whose libraries or model files are missing register as
+//! unavailable with a reason instead of failing start-up.
+
+use vela_runtime::Registry;
+
+pub fn build() -> Registry {
+    Registry::with_builtins()
+}

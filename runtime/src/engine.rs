@@ -770,7 +770,13 @@ impl NodeRunner {
                     }
                 },
                 (port, msg) = self.shared.mailbox.recv() => Call::Input(port, msg),
-                _ = tokio::time::sleep_until(next_tick), if interval.is_some() => {
+                _ = async {
+                    // Tokio timers have millisecond resolution: a tick that is already due
+                    // must not wait for the next timer turn.
+                    if next_tick > tokio::time::Instant::now() {
+                        tokio::time::sleep_until(next_tick).await;
+                    }
+                }, if interval.is_some() => {
                     let period = interval.unwrap_or_default();
                     let now = tokio::time::Instant::now();
                     next_tick = (next_tick + period).max(if period.is_zero() { now } else { now - period });

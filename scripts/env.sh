@@ -1,0 +1,10 @@
+# Shared settings for Vela's scripts. Sourced, not run.
+# One target dir for every build of this checkout's scripts (and CI on the same machine),
+# kept outside the clone so a fresh clone does not rebuild every dependency.
+export VELA_CACHE="${VELA_CACHE:-$HOME/.cache/vela}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$VELA_CACHE/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+mkdir -p "$VELA_CACHE"
+
+stage_start() { STAGE_NAME="$1"; STAGE_T0=$(date +%s); echo "==> $1"; }
+stage_end() { echo "==> $STAGE_NAME done in $(( $(date +%s) - STAGE_T0 )) s"; }

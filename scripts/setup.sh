@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs whatever this machine lacks to build and run Vela, then builds it.
+# Idempotent: a second run on a set-up machine only checks. Everything fetched goes to
+# $VELA_CACHE (outside git), checked by version and hash; nothing is fetched at run time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/env.sh
+
+if ! command -v cargo >/dev/null; then
+    echo "error: cargo is missing. Install a Rust toolchain (rustup) first; Vela needs Rust 1.85 or newer." >&2
+    exit 1
+fi
+
+# Debian packages the build or run needs; installed only when missing.
+need_apt() {
+    local missing=()
+    for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+        echo "error: missing Debian packages: ${missing[*]} (install them with apt-get)" >&2
+        exit 1
+    fi
+    echo "installing ${missing[*]}"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+need_apt pkg-config
+
+# Node families bring their own setup steps (assets, libraries, models).
+for s in scripts/setup-*.sh; do
+    [ -e "$s" ] || continue
+    stage_start "setup: $(basename "$s")"
+    bash "$s"
+    stage_end
+done
+
+stage_start "build"
+cargo build --release --bin vela
+stage_end

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Sets up what is missing, then runs every test: unit, property, integration, CLI end to end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+T0=$(date +%s)
+bash scripts/setup.sh
+. scripts/env.sh
+
+stage_start "build tests"
+cargo test --workspace --no-run
+stage_end
+
+stage_start "cargo test"
+cargo test --workspace
+stage_end
+
+echo "all tests passed in $(( $(date +%s) - T0 )) s"

@@ -1,0 +1,137 @@
+//! The `vela` binary end to end, as a user runs it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn vela(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vela"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("VELA_LOG", "info")
+        .output()
+        .expect("vela runs")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("vela-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn nodes_lists_types_as_text_and_json() {
+    let o = vela(&["nodes"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("Counter (Utility)") && t.contains("param interval_ms"), "{t}");
+
+    let o = vela(&["nodes", "--json"]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("valid JSON");
+    let counter = v.as_array().unwrap().iter().find(|n| n["type_name"] == "Counter").expect("Counter listed");
+    assert_eq!(counter["outputs"][0]["name"], "out");
+    assert_eq!(counter["availability"]["status"], "available");
+    assert!(counter["params"].as_array().unwrap().iter().any(|p| p["name"] == "interval_ms" && p["type"] == "float"));
+}
+
+#[test]
+fn shipped_presets_validate() {
+    let presets: Vec<String> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("presets"))
+        .unwrap()
+        .map(|e| e.unwrap().path().to_string_lossy().into_owned())
+        .filter(|p| p.ends_with(".json"))
+        .collect();
+    assert!(!presets.is_empty());
+    let mut args = vec!["preset", "validate"];
+    args.extend(presets.iter().map(|s| s.as_str()));
+    let o = vela(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = vela(&["preset", "list"]);
+    assert!(text(&o).contains("counter-demo"), "{}", text(&o));
+}
+
+#[test]
+fn run_ends_when_a_node_signals_completion() {
+    let dir = scratch("run");
+    let stats = dir.join("stats.json");
+    let o = vela(&["run", "--preset", "counter-demo", "--stats-every", "0", "--stats-json", stats.to_str().unwrap()]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("run ended: counter: counted 20 values"), "{t}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    // Nothing in flight is lost when the run ends: all 20 scaled values reach the log.
+    assert_eq!(v["nodes"]["log"]["received"], 20, "{v}");
+    assert_eq!(v["nodes"]["half"]["summary"], "× 0.5");
+    assert!(v["nodes"]["frames"]["received"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn bad_presets_give_clear_errors_and_exit_non_zero() {
+    let dir = scratch("bad");
+    let cases = [
+        ("syntax.json", "{\"vela_preset\": 1,\n \"name\": }", "syntax.json:2:"),
+        ("old.json", r#"{"vela_preset": 99, "name": "old"}"#, "version 99 is not supported"),
+        (
+            "types.json",
+            r#"{"vela_preset": 1, "name": "types", "nodes": [{"name": "c", "type": "Counter"}, {"name": "p", "type": "TestPattern"}, {"name": "s", "type": "Scale"}],
+               "edges": [{"from": "p.image", "to": "s.in"}]}"#,
+            "output 'p.image' carries image, but input 's.in' accepts json",
+        ),
+        ("unknown.json", r#"{"vela_preset": 1, "name": "unknown", "nodes": [{"name": "w", "type": "WhisperASRR"}]}"#, "node 'w': unknown node type 'WhisperASRR'"),
+    ];
+    for (file, body, expect) in cases {
+        let path = dir.join(file);
+        std::fs::write(&path, body).unwrap();
+        for cmd in [vec!["preset", "validate", path.to_str().unwrap()], vec!["run", "--preset", path.to_str().unwrap()]] {
+            let o = vela(&cmd);
+            let t = text(&o);
+            assert!(!o.status.success(), "{cmd:?} should fail: {t}");
+            assert!(t.contains(expect), "{cmd:?}: expected {expect:?} in:\n{t}");
+            assert!(!t.contains("panicked"), "{t}");
+        }
+        // The file is untouched.
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), body);
+    }
+}
+
+#[test]
+fn unknown_preset_names_list_what_exists() {
+    let o = vela(&["run", "--preset", "no-such-preset"]);
+    let t = text(&o);
+    assert!(!o.status.success());
+    assert!(t.contains("no preset named 'no-such-preset'") && t.contains("counter-demo"), "{t}");
+    let o = vela(&["run", "--preset", "../../etc/passwd"]);
+    assert!(!o.status.success());
+}
+
+#[test]
+fn impossible_parameters_stop_before_anything_runs() {
+    let dir = scratch("fail");
+    let path = dir.join("fail.json");
+    std::fs::write(
+        &path,
+        r#"{"vela_preset": 1, "name": "fail", "nodes": [{"name": "c", "type": "Counter", "params": {"interval_ms": -1}}]}"#,
+    )
+    .unwrap();
+    let o = vela(&["run", "--preset", path.to_str().unwrap()]);
+    let t = text(&o);
+    assert!(!o.status.success());
+    assert!(t.contains("node 'c': parameter 'interval_ms': -1 is below the minimum 0"), "{t}");
+}
+
+#[test]
+fn bench_runtime_writes_json() {
+    let dir = scratch("bench");
+    let out = dir.join("bench.json");
+    let o = vela(&["bench-runtime", "--messages", "300", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 6);
+    assert!(results.iter().all(|r| r["zero_copy"] == true && r["hops"] == 4));
+    assert!(v["machine"].as_str().unwrap().contains("cores"));
+}

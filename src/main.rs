@@ -1,8 +1,6 @@
 //! `vela`: the command-line front door to the studio, graphs and tools.
 
-mod presets;
-mod registry;
-mod run;
+use vela::{presets, registry, run, studio};
 
 use std::path::PathBuf;
 
@@ -36,6 +34,23 @@ enum Command {
     },
     /// Run a preset's graph headless until Ctrl-C or until a node ends the run.
     Run(run::RunArgs),
+    /// Serve the browser studio: edit and run graphs live.
+    Studio {
+        /// Preset to load at start (name or path).
+        #[arg(long, value_name = "PRESET")]
+        load: Option<String>,
+        /// Start the loaded preset right away.
+        #[arg(long)]
+        start: bool,
+        /// Address to bind. Anything but loopback exposes the studio to the network.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
+        #[arg(long, default_value_t = 8050)]
+        port: u16,
+        /// Folder with the built UI (default: $VELA_UI_DIST, then the setup script's build).
+        #[arg(long, value_name = "DIR")]
+        ui: Option<PathBuf>,
+    },
     /// Measure the graph engine: hop latency and throughput through a 5-node chain.
     BenchRuntime {
         /// Messages per configuration.
@@ -76,6 +91,19 @@ fn real_main() -> Result<()> {
         Command::Preset { command: PresetCommand::List { files } } => list(&store, &files),
         Command::Run(args) => run::run(&store, args),
         Command::BenchRuntime { messages, out } => bench_runtime(messages, out),
+        Command::Studio { load, start, host, port, ui } => {
+            if !host.is_loopback() {
+                tracing::warn!("binding to {host}: the studio has no authentication; anyone who can reach this address can run graphs");
+            }
+            let ui_dist = ui.or_else(studio::default_ui_dist);
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(async move {
+                let registry = std::sync::Arc::new(registry::build());
+                let cfg = studio::StudioConfig { store, ui_dist, load, autostart: start };
+                let s = studio::Studio::new(registry, cfg).await?;
+                studio::serve(s, std::net::SocketAddr::new(host, port)).await
+            })
+        }
     }
 }
 

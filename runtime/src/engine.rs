@@ -50,17 +50,7 @@ fn join_errors(errs: &[GraphError]) -> String {
     errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
 }
 
-/// Life-cycle state of one node.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum NodeStatus {
-    /// In the graph, not started.
-    Idle,
-    Running,
-    /// Stopped by an error or panic; the rest of the graph keeps running.
-    Failed { error: String },
-    Stopped,
-}
+pub use vela_protocol::types::NodeStatus;
 
 /// What the engine tells its observers (studio clients, `vela run`, tests).
 #[derive(Debug, Clone, Serialize)]

@@ -12,6 +12,7 @@ pub mod graph;
 pub mod message;
 pub mod node;
 pub mod preset;
+pub use vela_protocol as protocol;
 pub mod registry;
 pub mod stats;
 pub mod types;

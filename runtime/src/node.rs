@@ -65,14 +65,7 @@ pub struct NodeInit<'a> {
     pub params: &'a Params,
 }
 
-/// Severity of an alert shown to the user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertLevel {
-    Info,
-    Warning,
-    Error,
-}
+pub use vela_protocol::types::AlertLevel;
 
 /// A node instance.
 pub trait Node: Send + 'static {

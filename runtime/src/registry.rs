@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::node::{Node, NodeError, NodeInit, Params};
@@ -19,13 +18,7 @@ pub struct RegistryEntry {
     factory: Option<Factory>,
 }
 
-/// What `vela nodes --json` and the studio palette show for one node type.
-#[derive(Debug, Clone, Serialize)]
-pub struct NodeTypeInfo {
-    #[serde(flatten)]
-    pub descriptor: NodeDescriptor,
-    pub availability: Availability,
-}
+pub use vela_protocol::types::NodeTypeInfo;
 
 #[derive(Clone, Default)]
 pub struct Registry {

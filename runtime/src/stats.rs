@@ -4,33 +4,12 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+pub use vela_protocol::types::NodeStats;
 
 /// How many recent callbacks the rate and latency figures look at.
 const WINDOW: usize = 128;
 /// Samples older than this do not count towards the rate, so a stalled node shows 0 fps.
 const RATE_HORIZON: Duration = Duration::from_secs(3);
-
-/// A point-in-time view of one node's figures.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct NodeStats {
-    /// Callbacks (inputs and ticks) per second over the last few seconds.
-    pub fps: f64,
-    /// Mean processing time of recent callbacks, milliseconds.
-    pub latency_ms: f64,
-    /// Slowest recent callback, milliseconds.
-    pub max_latency_ms: f64,
-    pub received: u64,
-    pub processed: u64,
-    pub sent: u64,
-    /// Messages waiting in this node's input queues.
-    pub queue_depth: usize,
-    /// Messages dropped at this node's inputs (stale frames, or the node was down).
-    pub dropped: u64,
-    pub errors: u64,
-    /// A one-line human summary, like the line Agent Studio shows under each node.
-    pub summary: String,
-}
 
 #[derive(Default)]
 struct Inner {

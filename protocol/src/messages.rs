@@ -1,0 +1,90 @@
+//! The studio's WebSocket protocol: typed, versioned JSON in both directions.
+//!
+//! Every client request names an `op`; the server answers each request that carried an
+//! `id` with a `reply` naming the same id, and pushes state to every connected client.
+//! There is deliberately no "set any attribute" message: each edit is its own variant,
+//! checked on the server like any other input.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::graph::{EdgeSpec, GraphSpec, NodeSpec, PortRef};
+use crate::types::{AlertLevel, NodeStats, NodeStatus, NodeTypeInfo};
+
+/// Bumped on any incompatible change; the server refuses other versions.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// What a browser sends: `{"v": 1, "id": 3, "op": "connect", ...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientEnvelope {
+    /// Protocol version the client speaks.
+    pub v: u32,
+    /// Echoed in the reply so the client can match answers to requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    #[serde(flatten)]
+    pub msg: ClientMsg,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ClientMsg {
+    /// Ask for the full state again (the server also sends it on connect).
+    GetState,
+    AddNode { node: NodeSpec },
+    RemoveNode { name: String },
+    Connect { edge: EdgeSpec },
+    Disconnect { from: PortRef, to: PortRef },
+    SetParam { node: String, param: String, value: Value },
+    MoveNode { node: String, position: [f32; 2] },
+    /// A node-specific action, e.g. a widget's reset button.
+    Command { node: String, name: String, #[serde(default)] args: Value },
+    RestartNode { name: String },
+    ListPresets,
+    LoadPreset { name: String },
+    SavePreset { name: String, #[serde(default)] description: Option<String> },
+    Start,
+    Stop,
+    /// Stop and clear the graph.
+    Reset,
+}
+
+/// What the server pushes: `{"event": "state", ...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ServerMsg {
+    /// First message on every connection.
+    Welcome { protocol: u32, version: String, node_types: Vec<NodeTypeInfo>, presets: Vec<String> },
+    /// The whole graph; sent on connect and after every change by any client.
+    State(StudioState),
+    /// Per-node figures, a few times a second while running.
+    Stats { nodes: BTreeMap<String, NodeStats> },
+    Alert { level: AlertLevel, #[serde(default, skip_serializing_if = "Option::is_none")] node: Option<String>, text: String },
+    /// Something a node published for widgets (text lines, action vectors, progress).
+    Output { node: String, value: Value },
+    Presets { names: Vec<String> },
+    /// The answer to a request that carried an id.
+    Reply {
+        id: u64,
+        ok: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// A message that could not be understood at all (bad JSON, unknown op, wrong version).
+    Error {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StudioState {
+    /// The preset the graph was loaded from or last saved as.
+    pub preset: Option<String>,
+    pub graph: GraphSpec,
+    pub running: bool,
+    pub status: BTreeMap<String, NodeStatus>,
+}

@@ -5,5 +5,7 @@
 use vela_runtime::Registry;
 
 pub fn build() -> Registry {
-    Registry::with_builtins()
+    let mut r = Registry::with_builtins();
+    vela_prompt::register(&mut r);
+    r
 }

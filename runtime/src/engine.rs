@@ -657,7 +657,14 @@ impl Engine {
         };
         *shared.status.lock().unwrap() = NodeStatus::Running;
         self.emit(EngineEvent::Status { node: shared.name.to_string(), status: NodeStatus::Running });
-        let runner = NodeRunner { engine: self.clone(), node, shared, descriptor: slot.descriptor.clone(), control: rx };
+        let runner = NodeRunner {
+            engine: self.clone(),
+            node,
+            shared,
+            descriptor: slot.descriptor.clone(),
+            control: rx,
+            last_summary: Instant::now() - Duration::from_secs(1),
+        };
         let join = if runner.node.blocking() {
             let handle = tokio::runtime::Handle::current();
             tokio::task::spawn_blocking(move || handle.block_on(runner.run()))
@@ -699,6 +706,7 @@ struct NodeRunner {
     shared: Arc<NodeShared>,
     descriptor: Arc<NodeDescriptor>,
     control: mpsc::UnboundedReceiver<Control>,
+    last_summary: Instant,
 }
 
 /// Which callback to run; kept as data so every call goes through one guarded path.
@@ -744,7 +752,6 @@ impl NodeRunner {
         }
         let interval = self.node.tick_interval();
         let mut next_tick = tokio::time::Instant::now();
-        let mut last_summary = Instant::now() - Duration::from_secs(1);
         loop {
             let call = tokio::select! {
                 biased;
@@ -775,11 +782,6 @@ impl NodeRunner {
             };
             if let Outcome::Failed(_) = self.call(call, &mut ctx).await {
                 return;
-            }
-            // Refresh the summary when idle or every 100 ms: cheap at low rates, bounded at high ones.
-            if last_summary.elapsed() >= Duration::from_millis(100) || self.shared.mailbox.depth() == 0 {
-                self.shared.stats.set_summary(self.node.summary());
-                last_summary = Instant::now();
             }
             if interval == Some(Duration::ZERO) {
                 // A free-running source must not monopolise a worker thread.
@@ -812,6 +814,12 @@ impl NodeRunner {
         let took = started.elapsed();
         let sent = ctx.outbox.len();
         self.shared.stats.record(started, took, received, sent);
+        // Refresh the summary when idle, after user requests, or every 100 ms: cheap at
+        // low rates, bounded at high ones.
+        if from_user || self.last_summary.elapsed() >= Duration::from_millis(100) || self.shared.mailbox.depth() == 0 {
+            self.shared.stats.set_summary(self.node.summary());
+            self.last_summary = Instant::now();
+        }
         self.flush(ctx).await;
         match result {
             Ok(Ok(())) => Outcome::Done,

@@ -71,6 +71,16 @@ enum PresetCommand {
     },
     /// List the presets in the preset folder, or describe the given files.
     List { files: Vec<PathBuf> },
+    /// Convert an Agent Studio (NanoLLM) preset into a Vela preset in the preset folder.
+    Import {
+        file: PathBuf,
+        /// Name of the new preset (default: the file name, cleaned up).
+        #[arg(long)]
+        name: Option<String>,
+        /// Replace an existing preset of that name.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() {
@@ -89,6 +99,7 @@ fn real_main() -> Result<()> {
         Command::Nodes { json } => nodes(json),
         Command::Preset { command: PresetCommand::Validate { presets } } => validate(&store, &presets),
         Command::Preset { command: PresetCommand::List { files } } => list(&store, &files),
+        Command::Preset { command: PresetCommand::Import { file, name, force } } => import(&store, &file, name, force),
         Command::Run(args) => run::run(&store, args),
         Command::BenchRuntime { messages, out } => bench_runtime(messages, out),
         Command::Studio { load, start, host, port, ui } => {
@@ -200,6 +211,33 @@ fn list(store: &vela_runtime::PresetStore, files: &[PathBuf]) -> Result<()> {
             Err(e) => println!("{:<28} unreadable: {e}", path.display()),
         }
     }
+    Ok(())
+}
+
+fn import(store: &vela_runtime::PresetStore, file: &std::path::Path, name: Option<String>, force: bool) -> Result<()> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let name = name.unwrap_or_else(|| {
+        let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("imported");
+        stem.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '-' }).collect()
+    });
+    let target = store.path_of(&name)?;
+    if target.exists() && !force {
+        bail!("preset '{name}' exists ({}); pass --force to replace it or --name to pick another", target.display());
+    }
+    let registry = registry::build();
+    let (preset, report) = vela::import::import_agent_studio(&text, &name, &registry)
+        .with_context(|| format!("importing {}", file.display()))?;
+    for line in report.lines() {
+        println!("  {line}");
+    }
+    let path = store.save(&name, &preset)?;
+    println!(
+        "imported {} nodes and {} edges into {}{}",
+        preset.nodes.len(),
+        preset.edges.len(),
+        path.display(),
+        if report.is_clean() { "" } else { " (see the report above)" }
+    );
     Ok(())
 }
 

@@ -211,6 +211,24 @@ impl Studio {
                 self.save_preset(&name, description).await?;
                 self.push_state().await;
             }
+            ClientMsg::ImportPreset { name, content, replace } => {
+                let path = self.store.path_of(&name).map_err(|e| e.to_string())?;
+                if path.exists() && !replace {
+                    return Err(format!("preset '{name}' exists; choose another name or replace it"));
+                }
+                let (preset, report) =
+                    crate::import::import_agent_studio(&content, &name, &self.registry).map_err(|e| e.to_string())?;
+                self.store.save(&name, &preset).map_err(|e| e.to_string())?;
+                let lines = report.lines();
+                let text = if lines.is_empty() {
+                    format!("imported '{name}': {} nodes, {} edges", preset.nodes.len(), preset.edges.len())
+                } else {
+                    format!("imported '{name}' with notes:\n{}", lines.join("\n"))
+                };
+                let level = if report.is_clean() { AlertLevel::Info } else { AlertLevel::Warning };
+                self.broadcast(&ServerMsg::Alert { level, node: None, text });
+                self.broadcast(&ServerMsg::Presets { names: self.store.list() });
+            }
             ClientMsg::Start => {
                 self.engine.start().await;
                 self.push_state().await;

@@ -135,3 +135,48 @@ fn bench_runtime_writes_json() {
     assert!(results.iter().all(|r| r["zero_copy"] == true && r["hops"] == 4));
     assert!(v["machine"].as_str().unwrap().contains("cores"));
 }
+
+#[test]
+fn agent_studio_presets_import_with_a_report() {
+    let dir = scratch("import");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/agent-studio");
+    let chat = fixtures.join("chat.json");
+    let dir_s = dir.to_str().unwrap();
+    let o = vela(&["--presets-dir", dir_s, "preset", "import", chat.to_str().unwrap()]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("unknown node type: NanoLLM (NanoLLM)"), "{t}");
+    assert!(t.contains("connection skipped: AutoPrompt[0] -> NanoLLM[0]: node not imported"), "{t}");
+    assert!(t.contains("unknown parameter dropped: Log window.colour"), "{t}");
+    assert!(t.contains("not applicable here: Log window.text_color"), "{t}");
+    let (preset, _) = vela_runtime::Preset::load(&dir.join("chat.json")).unwrap();
+    let names: Vec<&str> = preset.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["UserPrompt", "AutoPrompt", "Log_window"]);
+    assert_eq!(preset.nodes[2].type_name, "Collector");
+    assert_eq!(preset.nodes[1].params["template"], "<text> Answer briefly.");
+    assert_eq!(preset.nodes[1].position, Some([200.0, 20.0]));
+    let edges: Vec<String> = preset.edges.iter().map(|e| e.to_string()).collect();
+    assert_eq!(edges, ["UserPrompt.text -> AutoPrompt.in", "AutoPrompt.prompt -> Log_window.in"]);
+    // The result is a valid preset of ours.
+    let o = vela(&["--presets-dir", dir_s, "preset", "validate", "chat"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // Importing again does not overwrite without --force.
+    let o = vela(&["--presets-dir", dir_s, "preset", "import", chat.to_str().unwrap()]);
+    assert!(!o.status.success() && text(&o).contains("--force"), "{}", text(&o));
+    // Not an Agent Studio file: a clear error.
+    let o = vela(&["--presets-dir", dir_s, "preset", "import", "--name", "x", "presets/counter-demo.json"]);
+    assert!(!o.status.success() && text(&o).contains("no \"plugins\" list"), "{}", text(&o));
+
+    // The OpenVLA tutorial preset: every plugin is either imported or reported.
+    let o = vela(&["--presets-dir", dir_s, "preset", "import", fixtures.join("OpenVLA-MimicGen-INT4.json").to_str().unwrap()]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let (preset, _) = vela_runtime::Preset::load(&dir.join("OpenVLA-MimicGen-INT4.json")).unwrap();
+    for their in ["MimicGen", "VideoOutput", "NanoVLA", "AutoPrompt", "TextOverlay", "UserPrompt"] {
+        let ours = if their == "NanoVLA" { "OpenVLA" } else { their };
+        assert!(
+            preset.nodes.iter().any(|n| n.type_name == ours) || t.contains(&format!("unknown node type: {their}")),
+            "{their} neither imported nor reported:\n{t}"
+        );
+    }
+}

@@ -143,6 +143,18 @@ async fn every_edit_message_works_and_is_seen_by_other_tabs() {
     assert_eq!(request(&mut a, 15, json!({"op": "list_presets"})).await["ok"], true);
     let r = request(&mut a, 16, json!({"op": "get_state"})).await;
     assert_eq!(r["ok"], true);
+
+    let content = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/agent-studio/chat.json")).unwrap();
+    let r = request(&mut a, 17, json!({"op": "import_preset", "name": "chat", "content": content})).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let alert = next_matching(&mut b, |m| m["event"] == "alert" && m["text"].as_str().unwrap_or("").contains("imported 'chat'")).await;
+    assert!(alert["text"].as_str().unwrap().contains("unknown node type: NanoLLM"), "{alert}");
+    assert!(dir.join("chat.json").is_file());
+    let r = request(&mut a, 18, json!({"op": "import_preset", "name": "chat", "content": content})).await;
+    assert!(r["error"].as_str().unwrap().contains("exists"), "{r}");
+    let r = request(&mut a, 19, json!({"op": "import_preset", "name": "junk", "content": "{}"})).await;
+    assert!(r["error"].as_str().unwrap().contains("plugins"), "{r}");
+    assert!(!dir.join("junk.json").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -45,6 +45,8 @@ pub enum ClientMsg {
     ListPresets,
     LoadPreset { name: String },
     SavePreset { name: String, #[serde(default)] description: Option<String> },
+    /// Convert an Agent Studio preset file's content and save it as preset `name`.
+    ImportPreset { name: String, content: String, #[serde(default)] replace: bool },
     Start,
     Stop,
     /// Stop and clear the graph.

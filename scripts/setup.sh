@@ -24,7 +24,7 @@ need_apt() {
     apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
-need_apt pkg-config
+need_apt pkg-config fonts-dejavu-core
 
 # Node families bring their own setup steps (assets, libraries, models).
 for s in scripts/setup-*.sh; do

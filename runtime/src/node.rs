@@ -126,6 +126,17 @@ impl Context {
         Context { name, descriptor, outbox: Vec::new(), finished: None, alerts: Vec::new(), published: Vec::new() }
     }
 
+    /// A context outside any engine, for unit-testing a node's callbacks.
+    pub fn detached(name: &str, descriptor: NodeDescriptor) -> Self {
+        Self::new(name.into(), Arc::new(descriptor))
+    }
+
+    /// Takes what the node sent so far as (port, message) pairs; for tests of detached nodes.
+    pub fn take_sent(&mut self) -> Vec<(String, Message)> {
+        let d = self.descriptor.clone();
+        self.outbox.drain(..).map(|(i, m)| (d.outputs[i].name.clone(), m)).collect()
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

@@ -236,3 +236,26 @@ impl Store for GgufStore {
         &self.device
     }
 }
+
+/// Tensors held in memory, by name (tests, and models built programmatically).
+pub struct MemStore {
+    tensors: std::collections::HashMap<String, Tensor>,
+    device: Device,
+}
+
+impl MemStore {
+    pub fn new(tensors: std::collections::HashMap<String, Tensor>) -> Self {
+        Self { tensors, device: Device::Cpu }
+    }
+}
+
+impl Store for MemStore {
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self.tensors.get(name).ok_or_else(|| VlaError::Weights(format!("missing tensor {name}")))?;
+        check_shape(name, t, shape)?;
+        Ok(t.clone())
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+}

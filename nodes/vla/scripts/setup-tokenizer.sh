@@ -8,7 +8,7 @@ set -euo pipefail
 
 VERSION=0.3.36
 PKG=llama-cpp-python
-GGUF_SHA256=16c37245
+GGUF_SHA256=16c3724582d59aa8bf84711894e833f916ee46a31d80e21312759c48bf8d0e69
 CACHE="${VELA_CACHE:-$HOME/.cache/vela}/tokenizer"
 HERE="$(cd "$(dirname "$0")/.." && pwd)"
 mkdir -p "$CACHE"
@@ -28,7 +28,7 @@ fi
 
 sum="$(sha256sum "$VOCAB" | cut -d' ' -f1)"
 case "$sum" in
-  "$GGUF_SHA256"*) echo "vocab ok: $sum" ;;
+  "$GGUF_SHA256") echo "vocab ok: $sum" ;;
   *) echo "sha256 mismatch for $VOCAB: $sum" >&2; exit 1 ;;
 esac
 echo "$sum" > "$CACHE/ggml-vocab-llama-spm.gguf.sha256"

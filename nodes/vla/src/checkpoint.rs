@@ -137,7 +137,7 @@ fn init_values(t: &TensorSpec, seed: u64, action_rows: std::ops::Range<usize>) -
     let n: usize = t.shape.iter().product();
     let name = t.name.as_str();
     let mut rng = SplitMix64::new(tensor_seed(seed, name));
-    let is_norm = name.contains("norm") && !name.contains("attn_pool.norm.bias");
+    let is_norm = name.contains("norm");
     if name.ends_with("scale_factor") {
         return vec![0.1; n];
     }

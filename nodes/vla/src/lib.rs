@@ -6,6 +6,7 @@
 
 pub mod action;
 pub mod checkpoint;
+pub mod cli;
 pub mod config;
 pub mod eval;
 pub mod llama;

@@ -47,3 +47,126 @@ impl NanMean {
         self.n
     }
 }
+
+/// NRMSE with the scalar range the reference uses for `--normalized` runs (outputs in [-1, 1]):
+/// `sqrt(nanmean((gt − pred)²)) / 2`.
+pub fn nrmse_normalized(gt: &[f32], pred: &[f32]) -> f32 {
+    let ones = vec![0.0f32; gt.len()];
+    let twos = vec![1.0f32; gt.len()];
+    // range 1 per dimension gives the plain RMSE; divide by the scalar range 2.
+    nrmse(gt, pred, &ones, &twos) / 2.0
+}
+
+/// Per-dimension ranges for NRMSE, as chosen by `vela vla eval`.
+#[derive(Clone, Debug)]
+pub enum ActionRange {
+    /// `q99 − q01` of the action space's statistics.
+    Quantiles { q01: Vec<f32>, q99: Vec<f32> },
+    /// `--normalized`: scalar range 2.0.
+    Normalized,
+}
+
+impl ActionRange {
+    pub fn nrmse(&self, gt: &[f32], pred: &[f32]) -> f32 {
+        match self {
+            Self::Quantiles { q01, q99 } => nrmse(gt, pred, q01, q99),
+            Self::Normalized => nrmse_normalized(gt, pred),
+        }
+    }
+}
+
+/// Aggregates in the `mean` block of `--save-stats`.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct EvalMean {
+    pub timesteps: usize,
+    pub latency: f64,
+    pub fps: f64,
+    pub error: f64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub eval_latency: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub eval_fps: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub eval_error: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub quant_error: Option<f64>,
+}
+
+/// The `--save-stats FILE.json` document (same keys as the reference; latencies in seconds).
+/// The eval_* / quant_error lists stay empty unless a second model is compared.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct EvalStats {
+    pub latency: Vec<f64>,
+    pub eval_latency: Vec<f64>,
+    pub eval_error: Vec<f64>,
+    pub quant_error: Vec<f64>,
+    pub error: Vec<f64>,
+    pub mean: EvalMean,
+}
+
+fn nanmean(v: &[f64]) -> f64 {
+    let (s, n) = v.iter().filter(|x| !x.is_nan()).fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    if n == 0 { f64::NAN } else { s / n as f64 }
+}
+
+impl EvalStats {
+    /// Records one step of the model under test.
+    pub fn push(&mut self, latency_s: f64, error: f32) {
+        self.latency.push(latency_s);
+        self.error.push(error as f64);
+        self.update_mean();
+    }
+
+    /// Records the comparison model for the same step (`--eval-model`).
+    pub fn push_eval(&mut self, latency_s: f64, eval_error: f32, quant_error: f32) {
+        self.eval_latency.push(latency_s);
+        self.eval_error.push(eval_error as f64);
+        self.quant_error.push(quant_error as f64);
+        self.update_mean();
+    }
+
+    fn update_mean(&mut self) {
+        let opt = |v: &[f64]| if v.is_empty() { None } else { Some(nanmean(v)) };
+        let latency = nanmean(&self.latency);
+        let eval_latency = opt(&self.eval_latency);
+        self.mean = EvalMean {
+            timesteps: self.latency.len(),
+            latency,
+            fps: 1.0 / latency,
+            error: nanmean(&self.error),
+            eval_latency,
+            eval_fps: eval_latency.map(|l| 1.0 / l),
+            eval_error: opt(&self.eval_error),
+            quant_error: opt(&self.quant_error),
+        };
+    }
+
+    /// `step {i}  [actions]  accuracy a ~mean  time=… ms  fps=… ~…`
+    pub fn step_line(&self, i: usize, action: &[f32]) -> String {
+        let err = self.error.last().copied().unwrap_or(f64::NAN);
+        let t = self.latency.last().copied().unwrap_or(f64::NAN);
+        format!(
+            "step {i}  {}  accuracy {:.4} ~{:.4}  time={:.1} ms  fps={:.2} ~{:.2}",
+            fmt_vec(action),
+            1.0 - err,
+            1.0 - self.mean.error,
+            t * 1e3,
+            1.0 / t,
+            self.mean.fps
+        )
+    }
+
+    /// `gt   {i}  [gt]`
+    pub fn gt_line(i: usize, gt: &[f32]) -> String {
+        format!("gt   {i}  {}", fmt_vec(gt))
+    }
+
+    pub fn save(&self, path: &std::path::Path) -> crate::Result<()> {
+        let s = serde_json::to_string_pretty(self).map_err(|e| crate::VlaError::Config(e.to_string()))?;
+        std::fs::write(path, s).map_err(|e| crate::VlaError::io(path, e))
+    }
+}
+
+fn fmt_vec(v: &[f32]) -> String {
+    format!("[{}]", v.iter().map(|x| format!("{x:+.4}")).collect::<Vec<_>>().join(" "))
+}

@@ -270,3 +270,29 @@ fn nrmse_and_zero_range() {
     assert!((nrmse(&gt, &pred, &q01, &q99) - want).abs() < 1e-6);
     assert!(nrmse(&gt, &gt, &q01, &q99).abs() < 1e-7);
 }
+
+#[test]
+fn save_stats_shape_and_normalized_range() {
+    use vela_vla::eval::{nrmse_normalized, ActionRange, EvalStats};
+    // normalized: scalar range 2 → rmse / 2
+    let e = nrmse_normalized(&[0.0, 1.0], &[1.0, 0.0]);
+    assert!((e - 0.5).abs() < 1e-6);
+    let r = ActionRange::Quantiles { q01: vec![0.0, 0.0], q99: vec![2.0, 2.0] };
+    assert!((r.nrmse(&[0.0, 1.0], &[1.0, 0.0]) - 0.5).abs() < 1e-6);
+    let mut s = EvalStats::default();
+    s.push(0.5, 0.2);
+    s.push(0.25, 0.4);
+    assert_eq!(s.mean.timesteps, 2);
+    assert!((s.mean.latency - 0.375).abs() < 1e-9);
+    assert!((s.mean.error - 0.3).abs() < 1e-6);
+    let j = serde_json::to_value(&s).unwrap();
+    for k in ["latency", "eval_latency", "eval_error", "quant_error", "error", "mean"] {
+        assert!(j.get(k).is_some(), "{k}");
+    }
+    assert!(j["mean"].get("quant_error").is_none(), "eval keys only when a second model ran");
+    s.push_eval(1.0, 0.1, 0.05);
+    assert!(serde_json::to_value(&s).unwrap()["mean"].get("quant_error").is_some());
+    let line = s.step_line(1, &[0.1, -0.2]);
+    assert!(line.starts_with("step 1  [+0.1000 -0.2000]  accuracy 0.6000 ~0.7000  time=250.0 ms"), "{line}");
+    assert_eq!(EvalStats::gt_line(1, &[0.5]), "gt   1  [+0.5000]");
+}

@@ -182,6 +182,13 @@ impl OpenVla {
         Ok(p)
     }
 
+    /// Logits after the prefill of `[BOS] + patches + ids[1..]` (for checks and scoring).
+    pub fn prefill_logits(&self, patches: &Tensor, ids: &[u32]) -> Result<Tensor> {
+        let emb = Tensor::cat(&[&self.llm.embed(&ids[..1])?, patches, &self.llm.embed(&ids[1..])?], 1)?;
+        let mut cache = KvCache::new(self.config.text_config.num_hidden_layers);
+        self.llm.forward_embeds(&emb, &mut cache)
+    }
+
     /// Greedy decoding of one token per action dimension from projected patches + prompt ids.
     pub fn generate(
         &self,

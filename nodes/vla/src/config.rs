@@ -44,7 +44,9 @@ pub struct VitConfig {
 }
 
 /// ImageNet mean/std rounded to bf16, exactly as the released preprocessor_config.json has them.
+#[allow(clippy::excessive_precision)]
 pub const DINO_MEAN: [f32; 3] = [0.484375, 0.455078125, 0.40625];
+#[allow(clippy::excessive_precision)]
 pub const DINO_STD: [f32; 3] = [0.228515625, 0.2236328125, 0.224609375];
 pub const SIGLIP_MEAN: [f32; 3] = [0.5, 0.5, 0.5];
 pub const SIGLIP_STD: [f32; 3] = [0.5, 0.5, 0.5];
@@ -407,6 +409,7 @@ impl OpenVlaConfig {
 }
 
 /// Bridge V2 action statistics as published in openvla-7b's config.json.
+#[allow(clippy::excessive_precision)]
 pub fn bridge_orig_stats() -> DatasetStats {
     DatasetStats {
         action: Stats {

@@ -8,6 +8,7 @@
 //!   one f16 scale. It is not a float8 format.
 //! - Vision towers and projector are stored as F16, norms as F32 (the reference also keeps the
 //!   vision encoder in half precision). Activations stay F32 on CPU.
+//!
 //! "FP16" in the reference corresponds to loading the safetensors shards without quantization.
 
 use std::path::Path;
@@ -36,9 +37,9 @@ impl Quantization {
     }
     fn weight_type(&self, row_len: usize) -> GgmlDType {
         match self {
-            Self::Q4F16 if row_len % 256 == 0 => GgmlDType::Q4K,
-            Self::Q4F16 if row_len % 32 == 0 => GgmlDType::Q4_0,
-            Self::Q8F16 if row_len % 32 == 0 => GgmlDType::Q8_0,
+            Self::Q4F16 if row_len.is_multiple_of(256) => GgmlDType::Q4K,
+            Self::Q4F16 if row_len.is_multiple_of(32) => GgmlDType::Q4_0,
+            Self::Q8F16 if row_len.is_multiple_of(32) => GgmlDType::Q8_0,
             _ => GgmlDType::F16,
         }
     }

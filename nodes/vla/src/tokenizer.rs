@@ -184,8 +184,7 @@ pub fn convert_gguf_vocab(gguf: &Path, out: &Path) -> Result<usize> {
             continue;
         }
         let chars: Vec<(usize, char)> = piece.char_indices().collect();
-        for k in 1..chars.len() {
-            let split = chars[k].0;
+        for &(split, _) in chars.iter().skip(1) {
             let (l, r) = piece.split_at(split);
             if let (Some(&li), Some(&ri)) = (index.get(l), index.get(r)) {
                 if v.types[li] == 1 && v.types[ri] == 1 {

@@ -33,9 +33,7 @@ fn patch_embedding_is_a_strided_conv() {
     // patch, filter 1 picks the top-left pixel of channel 2, plus biases 0.5 / -1.
     let img: Vec<f32> = (0..48).map(|i| i as f32).collect();
     let mut w = vec![0f32; 2 * 3 * 2 * 2];
-    for k in 0..4 {
-        w[k] = 1.0; // filter 0, channel 0, all 4 taps
-    }
+    w[..4].fill(1.0); // filter 0, channel 0, all 4 taps
     w[12 + 8] = 1.0; // filter 1, channel 2, tap (0,0)
     let pe = PatchEmbed::load(&ws(vec![("patch_embed.proj.weight", t(&w, &[2, 3, 2, 2])), ("patch_embed.proj.bias", t(&[0.5, -1.0], &[2]))]), 2, 2).unwrap();
     let y = pe.forward(&t(&img, &[1, 3, 4, 4])).unwrap();

@@ -163,8 +163,8 @@ fn tiny_predicts_deterministically_and_streams() {
     assert_eq!(*p.prompt_ids.last().unwrap(), 29871);
     // un-normalisation: gripper (unmasked) passes through, the rest stay inside [q01, q99]
     let stats = m.config.action_stats("bridge_orig").unwrap();
-    for i in 0..6 {
-        assert!(a[i] >= stats.q01[i] - 1e-6 && a[i] <= stats.q99[i] + 1e-6);
+    for (i, v) in a.iter().enumerate().take(6) {
+        assert!(*v >= stats.q01[i] - 1e-6 && *v <= stats.q99[i] + 1e-6);
     }
     assert_eq!(p.action[6], p.normalized[6]);
     let n = m.predict_action_stream(&img, "pick up the red block", "normalized", |_| {}).unwrap();

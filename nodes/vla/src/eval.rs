@@ -170,3 +170,60 @@ impl EvalStats {
 fn fmt_vec(v: &[f32]) -> String {
     format!("[{}]", v.iter().map(|x| format!("{x:+.4}")).collect::<Vec<_>>().join(" "))
 }
+
+/// One dataset step for [`evaluate`]; dataset readers (RLDS, MimicGen HDF5) produce these.
+pub struct EvalStep<'a> {
+    pub image: &'a image::RgbImage,
+    pub instruction: &'a str,
+    /// Ground-truth action in the same space as the predictions.
+    pub action: &'a [f32],
+}
+
+/// The loop behind `vela vla eval`: predict every step, score it with NRMSE against the
+/// ground truth (and against `eval_model` when comparing, e.g. INT4 vs FP16), hand the console
+/// lines to `on_line`, and rewrite `save_stats` after every step like the reference does.
+pub fn evaluate<'a>(
+    model: &crate::OpenVla,
+    eval_model: Option<&crate::OpenVla>,
+    steps: impl IntoIterator<Item = EvalStep<'a>>,
+    action_space: &str,
+    mut on_line: impl FnMut(&str),
+    save_stats: Option<&std::path::Path>,
+) -> crate::Result<EvalStats> {
+    let range = if action_space == crate::model::NORMALIZED {
+        ActionRange::Normalized
+    } else {
+        let s = model.config.action_stats(action_space)?;
+        ActionRange::Quantiles { q01: s.q01.clone(), q99: s.q99.clone() }
+    };
+    let mut stats = EvalStats::default();
+    for (i, step) in steps.into_iter().enumerate() {
+        let t = std::time::Instant::now();
+        let p = model.predict_action_stream(step.image, step.instruction, action_space, |_| {})?;
+        let latency = t.elapsed().as_secs_f64();
+        stats.push(latency, range.nrmse(step.action, &p.action));
+        on_line(&stats.step_line(i, &p.action));
+        on_line(&EvalStats::gt_line(i, step.action));
+        if let Some(e) = eval_model {
+            let t = std::time::Instant::now();
+            let q = e.predict_action_stream(step.image, step.instruction, action_space, |_| {})?;
+            let el = t.elapsed().as_secs_f64();
+            let eval_error = range.nrmse(step.action, &q.action);
+            let quant_error = range.nrmse(&q.action, &p.action);
+            stats.push_eval(el, eval_error, quant_error);
+            on_line(&format!(
+                "eval {i}  {}  accuracy {:.4} ~{:.4}  time={:.1} ms  q_err={:.4} ~{:.4}",
+                fmt_vec(&q.action),
+                1.0 - eval_error,
+                1.0 - stats.mean.eval_error.unwrap_or(f64::NAN),
+                el * 1e3,
+                quant_error,
+                stats.mean.quant_error.unwrap_or(f64::NAN),
+            ));
+        }
+        if let Some(path) = save_stats {
+            stats.save(path)?;
+        }
+    }
+    Ok(stats)
+}

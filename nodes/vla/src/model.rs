@@ -13,7 +13,7 @@ use crate::llama::{argmax, KvCache, Llama};
 use crate::quantize::Quantization;
 use crate::tokenizer::{self, TextTokenizer, SPACE_TOKEN};
 use crate::vision::{Projector, VisionBackbone};
-use crate::weights::{parse_torch_dtype, GgufStore, SafetensorsStore, Weights};
+use crate::weights::{parse_torch_dtype, GgufStore, ProgressStore, SafetensorsStore, Weights};
 use crate::{Result, VlaError};
 
 /// Pseudo action space that skips un-normalisation and returns values in [-1, 1].
@@ -77,7 +77,19 @@ pub fn prompt_text(instruction: &str) -> String {
 impl OpenVla {
     /// Loads an HF-layout folder (config.json + safetensors shards) or a `quantize` output.
     pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Self> {
+        Self::load_with_progress(dir, opts, |_, _| {})
+    }
+
+    /// Like [`Self::load`], calling `progress(loaded, total)` after each tensor. Meant to run on
+    /// a loader thread, off the graph's hot path.
+    pub fn load_with_progress(
+        dir: &Path,
+        opts: &LoadOptions,
+        progress: impl Fn(usize, usize) + Send + Sync + 'static,
+    ) -> Result<Self> {
         let config = OpenVlaConfig::from_file(&dir.join("config.json"))?;
+        let total = crate::checkpoint::loader_expectations(&config)?.len();
+        let cb: Box<dyn Fn(usize, usize) + Send + Sync> = Box::new(progress);
         let t0 = Instant::now();
         let (weights, kind) = match opts.quantization {
             Some(q) => {
@@ -88,14 +100,13 @@ impl OpenVla {
                         path.display()
                     )));
                 }
-                (Weights::new(Arc::new(GgufStore::open(&path, opts.dtype, &opts.device)?)), q.to_string())
+                let store = GgufStore::open(&path, opts.dtype, &opts.device)?;
+                (Weights::new(Arc::new(ProgressStore::new(store, total, cb))), q.to_string())
             }
             None => {
                 let stored = parse_torch_dtype(&config.torch_dtype)?;
-                (
-                    Weights::new(Arc::new(SafetensorsStore::open(dir, stored, opts.dtype, &opts.device)?)),
-                    format!("safetensors {}", config.torch_dtype),
-                )
+                let store = SafetensorsStore::open(dir, stored, opts.dtype, &opts.device)?;
+                (Weights::new(Arc::new(ProgressStore::new(store, total, cb))), format!("safetensors {}", config.torch_dtype))
             }
         };
         let tok = tokenizer::load_for_model(dir)?;

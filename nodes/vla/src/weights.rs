@@ -28,6 +28,43 @@ pub trait Store: Send + Sync {
     fn device(&self) -> &Device;
 }
 
+/// Wraps a store and reports `(tensors loaded, tensors expected)` after every request, so a
+/// graph node can show load progress for a 15 GB checkpoint.
+pub struct ProgressStore<S: Store> {
+    inner: S,
+    done: std::sync::atomic::AtomicUsize,
+    total: usize,
+    callback: Box<dyn Fn(usize, usize) + Send + Sync>,
+}
+
+impl<S: Store> ProgressStore<S> {
+    pub fn new(inner: S, total: usize, callback: Box<dyn Fn(usize, usize) + Send + Sync>) -> Self {
+        Self { inner, done: std::sync::atomic::AtomicUsize::new(0), total, callback }
+    }
+    fn tick(&self) {
+        let d = self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        (self.callback)(d, self.total);
+    }
+}
+
+impl<S: Store> Store for ProgressStore<S> {
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self.inner.tensor(name, shape);
+        self.tick();
+        t
+    }
+    fn qmatmul(&self, name: &str, shape: &[usize]) -> Result<Option<QMatMul>> {
+        let q = self.inner.qmatmul(name, shape)?;
+        if q.is_some() {
+            self.tick();
+        }
+        Ok(q)
+    }
+    fn device(&self) -> &Device {
+        self.inner.device()
+    }
+}
+
 /// A prefixed view on a store, in the spirit of candle's `VarBuilder::pp`.
 #[derive(Clone)]
 pub struct Weights {
@@ -224,13 +261,14 @@ impl Store for GgufStore {
         Ok(self.qtensor(name, shape)?.dequantize(&self.device)?.to_dtype(self.compute)?)
     }
     fn qmatmul(&self, name: &str, shape: &[usize]) -> Result<Option<QMatMul>> {
-        let q = self.qtensor(name, shape)?;
         use candle_core::quantized::GgmlDType as G;
-        if matches!(q.dtype(), G::F32 | G::F16 | G::BF16) {
+        match self.content.tensor_infos.get(name) {
             // Unquantized entries stay on the dense path so they get the compute dtype.
-            return Ok(None);
+            None => return Ok(None),
+            Some(i) if matches!(i.ggml_dtype, G::F32 | G::F16 | G::BF16) => return Ok(None),
+            Some(_) => {}
         }
-        Ok(Some(QMatMul::from_qtensor(q)?))
+        Ok(Some(QMatMul::from_qtensor(self.qtensor(name, shape)?)?))
     }
     fn device(&self) -> &Device {
         &self.device

@@ -50,3 +50,49 @@ fn quantized_models_load_and_track_the_dense_one() {
     assert!(OpenVla::load(&dir, &LoadOptions { quantization: Some(Quantization::Q4F16), ..Default::default() }).is_err());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn eval_loop_compares_quantized_with_dense_and_reports_progress() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use vela_vla::eval::{evaluate, EvalStats, EvalStep};
+    let cfg = OpenVlaConfig::preset(Preset::TinySingle);
+    let dir = tmp("eval");
+    make_checkpoint_with(&cfg, &dir, &MakeOptions { seed: 3, max_shard_bytes: None, tokenizer: TokenizerSource::None }).unwrap();
+    let out = dir.join("q8");
+    quantize(&dir, Quantization::Q8F16, &out).unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let s2 = seen.clone();
+    let dense = OpenVla::load_with_progress(&dir, &LoadOptions::default(), move |d, t| {
+        assert!(d <= t);
+        s2.store(d, Ordering::Relaxed);
+    })
+    .unwrap();
+    let total = vela_vla::loader_expectations(&cfg).unwrap().len();
+    assert_eq!(seen.load(Ordering::Relaxed), total, "progress reaches the total");
+    let q8 = OpenVla::load(&out, &LoadOptions { quantization: Some(Quantization::Q8F16), ..Default::default() }).unwrap();
+    let imgs: Vec<RgbImage> = (0..3).map(|k| RgbImage::from_fn(40, 40, |x, y| image::Rgb([(x * k) as u8, y as u8, 7]))).collect();
+    let gt = [0.0f32, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0];
+    let steps = imgs.iter().map(|im| EvalStep { image: im, instruction: "stack the red cube", action: &gt });
+    let stats_path = dir.join("stats.json");
+    let mut lines = Vec::new();
+    let stats = evaluate(&q8, Some(&dense), steps, "bridge_orig", |l| lines.push(l.to_string()), Some(&stats_path)).unwrap();
+    assert_eq!(stats.error.len(), 3);
+    assert_eq!(stats.quant_error.len(), 3);
+    assert_eq!(lines.len(), 9);
+    assert!(lines[0].starts_with("step 0  ["));
+    assert!(lines[1].starts_with("gt   0  ["));
+    assert!(lines[2].starts_with("eval 0  ["));
+    let back: EvalStats = serde_json::from_str(&std::fs::read_to_string(&stats_path).unwrap()).unwrap();
+    assert_eq!(back.error, stats.error);
+    assert_eq!(back.quant_error, stats.quant_error);
+    assert_eq!(back.mean.timesteps, 3);
+    assert!(stats.mean.error.is_finite() && stats.mean.quant_error.unwrap().is_finite());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn model_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<OpenVla>();
+}

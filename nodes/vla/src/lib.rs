@@ -20,7 +20,7 @@ pub mod weights;
 
 pub use checkpoint::{checkpoint_plan, loader_expectations, make_checkpoint};
 pub use config::{OpenVlaConfig, Preset};
-pub use model::{ActionPrediction, LoadOptions, OpenVla, PartialAction};
+pub use model::{ActionPrediction, ActionStream, LoadOptions, OpenVla, PartialAction};
 pub use quantize::{quantize, Quantization};
 
 use std::path::Path;

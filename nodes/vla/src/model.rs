@@ -208,51 +208,128 @@ impl OpenVla {
         action_space: &str,
         mut on_token: impl FnMut(&PartialAction),
     ) -> Result<ActionPrediction> {
+        let mut stream = self.start_decoding(patches, ids, action_space)?;
+        let t1 = Instant::now();
+        for step in stream.by_ref() {
+            on_token(&step?);
+        }
+        let mut p = stream.finish()?;
+        p.decode_ms = t1.elapsed().as_secs_f64() * 1e3;
+        tracing::debug!(tokens = ?p.tokens, action = ?p.action, "decoded action");
+        Ok(p)
+    }
+
+    /// Iterator form of the decoder: encodes the image and runs the prefill now, then yields
+    /// one [`PartialAction`] per `next()`. Dropping it early abandons the rest of the decode
+    /// (a node can skip stale frames this way).
+    pub fn stream(&self, img: &RgbImage, instruction: &str, action_space: &str) -> Result<ActionStream<'_>> {
+        let t0 = Instant::now();
+        let patches = self.encode_image(img)?;
+        let vision_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let mut s = self.start_decoding(&patches, &self.prompt_ids(instruction), action_space)?;
+        s.vision_ms = vision_ms;
+        Ok(s)
+    }
+
+    /// Prefill of `[BOS] + patches + ids[1..]`; decoding continues in the returned stream.
+    pub fn start_decoding(&self, patches: &Tensor, ids: &[u32], action_space: &str) -> Result<ActionStream<'_>> {
         if ids.is_empty() {
             return Err(VlaError::Input("empty prompt".into()));
         }
-        let stats = if action_space == NORMALIZED { None } else { Some(self.config.action_stats(action_space)?) };
-        let dims = stats.map(|s| s.q01.len()).unwrap_or(7);
+        let stats = if action_space == NORMALIZED { None } else { Some(self.config.action_stats(action_space)?.clone()) };
+        let dims = stats.as_ref().map(|s| s.q01.len()).unwrap_or(7);
         let t0 = Instant::now();
         // [BOS] + image patches + rest of the prompt, positions 0..L-1 over the whole sequence.
         let emb = Tensor::cat(&[&self.llm.embed(&ids[..1])?, patches, &self.llm.embed(&ids[1..])?], 1)?;
         let mut cache = KvCache::new(self.config.text_config.num_hidden_layers);
-        let mut logits = self.llm.forward_embeds(&emb, &mut cache)?;
-        let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let t1 = Instant::now();
-        let mut tokens = Vec::with_capacity(dims);
-        let mut normalized = Vec::with_capacity(dims);
-        for i in 0..dims {
-            let tok = argmax(&logits)?;
-            tokens.push(tok);
-            normalized.push(self.actions.decode(tok));
-            let values = match stats {
-                Some(s) => unnormalize(&normalized, s),
-                None => normalized.clone(),
-            };
-            on_token(&PartialAction { index: i, token: tok, values });
-            if i + 1 < dims {
-                logits = self.llm.forward_embeds(&self.llm.embed(&[tok])?, &mut cache)?;
-            }
-        }
-        let action = match stats {
-            Some(s) => unnormalize(&normalized, s),
-            None => normalized.clone(),
-        };
-        tracing::debug!(?tokens, ?action, "decoded action");
-        Ok(ActionPrediction {
-            action,
-            normalized,
-            tokens,
+        let logits = self.llm.forward_embeds(&emb, &mut cache)?;
+        Ok(ActionStream {
+            model: self,
+            cache,
+            logits: Some(logits),
+            stats,
+            dims,
+            tokens: Vec::with_capacity(dims),
+            normalized: Vec::with_capacity(dims),
             prompt_ids: ids.to_vec(),
             vision_ms: 0.0,
-            prefill_ms,
-            decode_ms: t1.elapsed().as_secs_f64() * 1e3,
+            prefill_ms: t0.elapsed().as_secs_f64() * 1e3,
+            decode_start: Instant::now(),
+            failed: false,
         })
     }
 
     /// Reads an image file (PNG/JPEG) as RGB8.
     pub fn read_image(path: &Path) -> Result<RgbImage> {
         Ok(image::open(path)?.to_rgb8())
+    }
+}
+
+/// Token-by-token greedy decoding with the KV cache; see [`OpenVla::stream`].
+pub struct ActionStream<'a> {
+    model: &'a OpenVla,
+    cache: KvCache,
+    /// Logits for the next token; `None` once all dimensions are decoded.
+    logits: Option<Tensor>,
+    stats: Option<crate::config::Stats>,
+    dims: usize,
+    tokens: Vec<u32>,
+    normalized: Vec<f32>,
+    prompt_ids: Vec<u32>,
+    vision_ms: f64,
+    prefill_ms: f64,
+    decode_start: Instant,
+    failed: bool,
+}
+
+impl ActionStream<'_> {
+    fn values(&self) -> Vec<f32> {
+        match &self.stats {
+            Some(s) => unnormalize(&self.normalized, s),
+            None => self.normalized.clone(),
+        }
+    }
+
+    fn step(&mut self) -> Result<Option<PartialAction>> {
+        let Some(logits) = self.logits.take() else { return Ok(None) };
+        let tok = argmax(&logits)?;
+        self.tokens.push(tok);
+        self.normalized.push(self.model.actions.decode(tok));
+        let index = self.tokens.len() - 1;
+        if self.tokens.len() < self.dims {
+            let emb = self.model.llm.embed(&[tok])?;
+            self.logits = Some(self.model.llm.forward_embeds(&emb, &mut self.cache)?);
+        }
+        Ok(Some(PartialAction { index, token: tok, values: self.values() }))
+    }
+
+    /// Decodes whatever is left and returns the full prediction.
+    pub fn finish(mut self) -> Result<ActionPrediction> {
+        while self.step()?.is_some() {}
+        Ok(ActionPrediction {
+            action: self.values(),
+            normalized: self.normalized.clone(),
+            tokens: self.tokens.clone(),
+            prompt_ids: self.prompt_ids.clone(),
+            vision_ms: self.vision_ms,
+            prefill_ms: self.prefill_ms,
+            decode_ms: self.decode_start.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+}
+
+impl Iterator for ActionStream<'_> {
+    type Item = Result<PartialAction>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        match self.step() {
+            Ok(p) => p.map(Ok),
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
     }
 }

@@ -196,3 +196,21 @@ fn kv_cache_decoding_equals_full_recompute() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn iterator_stream_matches_callback_stream() {
+    let (_cfg, dir) = make(Preset::TinySingle, "iter");
+    let m = OpenVla::load(&dir, &LoadOptions::default()).unwrap();
+    let img = test_image(5);
+    let full = m.predict_action_stream(&img, "wipe the table", "bridge_orig", |_| {}).unwrap();
+    let parts: Vec<_> = m.stream(&img, "wipe the table", "bridge_orig").unwrap().map(|p| p.unwrap()).collect();
+    assert_eq!(parts.len(), 7);
+    assert_eq!(parts.last().unwrap().values, full.action);
+    // taking two tokens and finishing gives the same result as decoding everything
+    let mut s = m.stream(&img, "wipe the table", "bridge_orig").unwrap();
+    let _ = s.next();
+    let _ = s.next();
+    let rest = s.finish().unwrap();
+    assert_eq!(rest.tokens, full.tokens);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -214,3 +214,13 @@ fn iterator_stream_matches_callback_stream() {
     assert_eq!(rest.tokens, full.tokens);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn half_precision_compute_runs() {
+    // bf16 compute halves memory (a real 7B needs ~15 GB instead of ~30 GB in f32).
+    let (_cfg, dir) = make(Preset::Tiny, "bf16");
+    let m = OpenVla::load(&dir, &LoadOptions { dtype: candle_core::DType::BF16, ..Default::default() }).unwrap();
+    let a = m.predict_action(&test_image(2), "close the gripper", "bridge_orig").unwrap();
+    assert!(a.iter().all(|v| v.is_finite()));
+    let _ = std::fs::remove_dir_all(dir);
+}

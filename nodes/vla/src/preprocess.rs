@@ -35,3 +35,15 @@ pub fn pixel_values(img: &RgbImage, towers: &[VitConfig], dtype: DType, dev: &De
     }
     Ok(Tensor::cat(&chans, 1)?.to_dtype(dtype)?)
 }
+
+/// The evaluation-time centre crop for models fine-tuned with random-resized-crop augmentation
+/// (LIBERO-style): keep the central box covering `area` of the frame (side `sqrt(area)`), then
+/// resize back to the original size with bilinear filtering. Models trained without
+/// augmentation (e.g. Bridge) must not use it.
+pub fn center_crop(img: &RgbImage, area: f32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let s = area.clamp(0.0, 1.0).sqrt();
+    let (cw, ch) = (((w as f32) * s).round().max(1.0) as u32, ((h as f32) * s).round().max(1.0) as u32);
+    let crop = image::imageops::crop_imm(img, (w - cw) / 2, (h - ch) / 2, cw, ch).to_image();
+    image::imageops::resize(&crop, w, h, FilterType::Triangle)
+}

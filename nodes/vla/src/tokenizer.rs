@@ -68,7 +68,16 @@ struct BpeModel {
     fuse_unk: bool,
     byte_fallback: bool,
     vocab: serde_json::Map<String, serde_json::Value>,
-    merges: Vec<String>,
+    /// `"a b"` strings (what we write, and older `tokenizers`) or `["a", "b"]` pairs (newer).
+    merges: Vec<serde_json::Value>,
+}
+
+fn merge_pair(m: &serde_json::Value) -> Option<(String, String)> {
+    match m {
+        serde_json::Value::String(s) => s.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())),
+        serde_json::Value::Array(v) if v.len() == 2 => Some((v[0].as_str()?.to_string(), v[1].as_str()?.to_string())),
+        _ => None,
+    }
 }
 
 /// SentencePiece-style BPE: normalise (prefix "▁", spaces → "▁"), split into characters, merge
@@ -94,7 +103,7 @@ impl SpmTokenizer {
             .merges
             .iter()
             .enumerate()
-            .filter_map(|(i, m)| m.split_once(' ').map(|(a, b)| ((a.to_string(), b.to_string()), i)))
+            .filter_map(|(i, m)| merge_pair(m).map(|p| (p, i)))
             .collect();
         let unk = vocab.get("<unk>").copied().unwrap_or(0);
         Ok(Self { vocab, ranks, unk })
@@ -218,7 +227,7 @@ pub fn convert_gguf_vocab(gguf: &Path, out: &Path) -> Result<usize> {
             fuse_unk: true,
             byte_fallback: true,
             vocab,
-            merges: merges.into_iter().map(|m| m.3).collect(),
+            merges: merges.into_iter().map(|m| serde_json::Value::String(m.3)).collect(),
         },
         added_tokens: added,
         normalizer: serde_json::json!({"type": "Sequence", "normalizers": [

@@ -294,3 +294,14 @@ fn save_stats_shape_and_normalized_range() {
     assert!(line.starts_with("step 1  [+0.1000 -0.2000]  accuracy 0.6000 ~0.7000  time=250.0 ms"), "{line}");
     assert_eq!(EvalStats::gt_line(1, &[0.5]), "gt   1  [+0.5000]");
 }
+
+#[test]
+fn center_crop_keeps_the_middle() {
+    // 10x10 image whose centre 6x6 is white and border black: area 0.36 keeps only white.
+    let img = image::RgbImage::from_fn(10, 10, |x, y| {
+        if (2..8).contains(&x) && (2..8).contains(&y) { image::Rgb([255, 255, 255]) } else { image::Rgb([0, 0, 0]) }
+    });
+    let c = vela_vla::preprocess::center_crop(&img, 0.36);
+    assert_eq!(c.dimensions(), (10, 10));
+    assert!(c.pixels().all(|p| p.0 == [255, 255, 255]));
+}

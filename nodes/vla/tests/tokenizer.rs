@@ -46,3 +46,16 @@ fn llama_spm_matches_reference_encodings() {
     assert_eq!(ids, vec![1, 512, 29901, 1724, 3158, 881, 278, 19964, 2125, 304, 5839, 701, 278, 18002, 29973, 13, 3744, 29901]);
     let _ = std::fs::remove_file(out);
 }
+
+#[test]
+fn reads_pair_style_merges_from_newer_tokenizer_json() {
+    let j = r#"{"version":"1.0","model":{"type":"BPE","unk_token":"<unk>","fuse_unk":true,"byte_fallback":true,
+        "vocab":{"<unk>":0,"<s>":1,"</s>":2,"\u2581":3,"a":4,"b":5,"\u2581a":6,"\u2581ab":7},
+        "merges":[["\u2581","a"],"\u2581a b"]}}"#;
+    let p = std::env::temp_dir().join(format!("vela-tok-pairs-{}.json", std::process::id()));
+    std::fs::write(&p, j).unwrap();
+    let t = SpmTokenizer::from_file(&p).unwrap();
+    assert_eq!(t.encode("ab", true), vec![1, 7]);
+    assert_eq!(t.encode("ab a", false), vec![7, 6]);
+    let _ = std::fs::remove_file(p);
+}

@@ -242,6 +242,26 @@ pub struct CheckpointSummary {
     pub tokenizer: Option<PathBuf>,
 }
 
+/// Splits the plan into shards greedily in state-dict order, like transformers'
+/// `shard_checkpoint`. `None` = HF's 7 GB, except models under 2 GB are split in two so the
+/// index path is always exercised.
+pub fn shard_plan(plan: &[TensorSpec], max_shard_bytes: Option<u64>) -> Vec<Vec<&TensorSpec>> {
+    let total: u64 = plan.iter().map(nbytes).sum();
+    let limit = max_shard_bytes.unwrap_or(if total < 2 * HF_SHARD_BYTES / 7 { total / 2 + 1 } else { HF_SHARD_BYTES });
+    let mut shards: Vec<Vec<&TensorSpec>> = vec![vec![]];
+    let mut cur = 0u64;
+    for t in plan {
+        let n = nbytes(t);
+        if cur + n > limit && !shards.last().expect("non-empty").is_empty() {
+            shards.push(vec![]);
+            cur = 0;
+        }
+        shards.last_mut().expect("non-empty").push(t);
+        cur += n;
+    }
+    shards
+}
+
 /// `vela vla make-checkpoint`: a random-initialised model folder with the real HF layout.
 pub fn make_checkpoint(cfg: &OpenVlaConfig, out_dir: &Path, seed: u64) -> Result<CheckpointSummary> {
     make_checkpoint_with(cfg, out_dir, &MakeOptions { seed, max_shard_bytes: None, tokenizer: TokenizerSource::Auto })
@@ -251,19 +271,7 @@ pub fn make_checkpoint_with(cfg: &OpenVlaConfig, out_dir: &Path, opts: &MakeOpti
     std::fs::create_dir_all(out_dir).map_err(|e| VlaError::io(out_dir, e))?;
     let plan = checkpoint_plan(cfg)?;
     let total: u64 = plan.iter().map(nbytes).sum();
-    let limit = opts.max_shard_bytes.unwrap_or(if total < 2 * HF_SHARD_BYTES / 7 { total / 2 + 1 } else { HF_SHARD_BYTES });
-    // Greedy split in state-dict order, like transformers' shard_checkpoint.
-    let mut shards: Vec<Vec<&TensorSpec>> = vec![vec![]];
-    let mut cur = 0u64;
-    for t in &plan {
-        let n = nbytes(t);
-        if cur + n > limit && !shards.last().expect("non-empty").is_empty() {
-            shards.push(vec![]);
-            cur = 0;
-        }
-        shards.last_mut().expect("non-empty").push(t);
-        cur += n;
-    }
+    let shards = shard_plan(&plan, opts.max_shard_bytes);
     let base = cfg.base_vocab();
     let bins = cfg.n_action_bins;
     let action_rows = base.saturating_sub(bins)..base;

@@ -78,6 +78,11 @@ fn seven_b_layout_agrees_without_materialising() {
     assert_eq!(get("language_model.model.layers.31.mlp.down_proj.weight"), vec![4096, 11008]);
     assert_eq!(get("language_model.lm_head.weight"), vec![32064, 4096]);
     assert!(m.values().all(|(_, d)| d == "BF16"));
+    // 15.1 GB of bf16 in 7 GB shards: three files, like the released model-0000X-of-00003.
+    let shards = vela_vla::checkpoint::shard_plan(&plan, None);
+    assert_eq!(shards.len(), 3);
+    let total: usize = plan.iter().map(|t| t.shape.iter().product::<usize>() * 2).sum();
+    assert!((15_000_000_000..15_200_000_000).contains(&total), "{total}");
     check_plan_matches_loader(Preset::SevenB);
 }
 

@@ -1,0 +1,77 @@
+//! OpenVLA's 256-bin action tokenizer and the q01/q99 un-normalisation.
+
+use crate::config::Stats;
+
+/// Maps continuous actions in [-1, 1] to the last `n_bins` ids of the tokenizer vocabulary.
+///
+/// Encoding uses the `n_bins` *edges* of `linspace(-1, 1, n_bins)` (numpy `digitize`), decoding
+/// the `n_bins - 1` bin *centres*; the asymmetry is the reference behaviour and is kept.
+#[derive(Clone, Debug)]
+pub struct ActionTokenizer {
+    /// Tokenizer vocabulary without padding (32000 for Llama-2).
+    pub vocab: u32,
+    bins: Vec<f64>,
+    centers: Vec<f64>,
+}
+
+impl ActionTokenizer {
+    pub fn new(vocab: u32, n_bins: usize) -> Self {
+        let bins: Vec<f64> = (0..n_bins).map(|i| -1.0 + 2.0 * i as f64 / (n_bins - 1) as f64).collect();
+        let centers = bins.windows(2).map(|w| (w[0] + w[1]) / 2.0).collect();
+        Self { vocab, bins, centers }
+    }
+
+    pub fn n_bins(&self) -> usize {
+        self.bins.len()
+    }
+
+    /// First id that can be an action token (ids above `vocab - n_bins - 1`).
+    pub fn first_action_id(&self) -> u32 {
+        self.vocab - self.bins.len() as u32
+    }
+
+    /// Normalised action value → token id (`vocab - digitize(clip(a))`).
+    pub fn encode(&self, a: f32) -> u32 {
+        let a = (a as f64).clamp(-1.0, 1.0);
+        // numpy digitize (right=False): number of edges <= a.
+        let d = self.bins.partition_point(|&e| e <= a);
+        self.vocab - d as u32
+    }
+
+    /// Token id → normalised value (the bin centre); out-of-range ids clip like the reference.
+    pub fn decode(&self, token: u32) -> f32 {
+        let idx = (self.vocab as i64 - token as i64 - 1).clamp(0, self.centers.len() as i64 - 1);
+        self.centers[idx as usize] as f32
+    }
+}
+
+/// `0.5·(n+1)·(q99−q01) + q01` on masked dimensions; unmasked ones (the gripper) pass through.
+pub fn unnormalize(normalized: &[f32], stats: &Stats) -> Vec<f32> {
+    normalized
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            let masked = stats.mask.as_ref().map(|m| m.get(i).copied().unwrap_or(true)).unwrap_or(true);
+            match (masked, stats.q01.get(i), stats.q99.get(i)) {
+                (true, Some(&lo), Some(&hi)) => 0.5 * (n + 1.0) * (hi - lo) + lo,
+                _ => n,
+            }
+        })
+        .collect()
+}
+
+/// The inverse used for training targets (`BOUNDS_Q99`), handy for tests and the eval tooling.
+pub fn normalize(action: &[f32], stats: &Stats) -> Vec<f32> {
+    action
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| {
+            let masked = stats.mask.as_ref().map(|m| m.get(i).copied().unwrap_or(true)).unwrap_or(true);
+            if !masked {
+                return x;
+            }
+            let (lo, hi) = (stats.q01[i], stats.q99[i]);
+            (2.0 * (x - lo) / (hi - lo + 1e-8) - 1.0).clamp(-1.0, 1.0)
+        })
+        .collect()
+}

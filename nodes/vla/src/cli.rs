@@ -1,0 +1,56 @@
+//! Plain functions behind `vela vla make-checkpoint | predict | quantize`, so the CLI crate only
+//! parses arguments and prints.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::checkpoint::CheckpointSummary;
+use crate::quantize::QuantizeReport;
+use crate::{LoadOptions, OpenVla, OpenVlaConfig, Preset, Quantization, Result};
+
+/// `vela vla make-checkpoint --config tiny|tiny-single|small|7b-shape --out DIR [--seed N]`.
+pub fn make_checkpoint(preset: &str, out: &Path, seed: u64) -> Result<CheckpointSummary> {
+    let p: Preset = preset.parse()?;
+    crate::make_checkpoint(&OpenVlaConfig::preset(p), out, seed)
+}
+
+/// `vela vla quantize --model DIR --quantization q4f16|q8f16 --out DIR`.
+pub fn quantize(model: &Path, quantization: &str, out: &Path) -> Result<QuantizeReport> {
+    let q: Quantization = quantization.parse()?;
+    crate::quantize(model, q, out)
+}
+
+/// `vela vla predict --model DIR [--quantization q4f16|q8f16|fp16] --image FILE
+/// --instruction TEXT [--action-space KEY] [--verbose]`: returns the text to print
+/// (the action vector; with `verbose` also tokens, prompt ids and timings).
+pub fn predict(
+    model: &Path,
+    quantization: Option<&str>,
+    image: &Path,
+    instruction: &str,
+    action_space: Option<&str>,
+    verbose: bool,
+) -> Result<String> {
+    let q = match quantization {
+        Some(s) => Quantization::parse_opt(s)?,
+        None => None,
+    };
+    let m = OpenVla::load(model, &LoadOptions { quantization: q, ..Default::default() })?;
+    let space = match action_space {
+        Some(s) => s.to_string(),
+        None => m.config.norm_stats.keys().next().cloned().unwrap_or_else(|| crate::model::NORMALIZED.to_string()),
+    };
+    let img = OpenVla::read_image(image)?;
+    let p = m.predict_action_stream(&img, instruction, &space, |_| {})?;
+    let mut s = String::new();
+    let fmt = |v: &[f32]| v.iter().map(|x| format!("{x:.6}")).collect::<Vec<_>>().join(", ");
+    let _ = writeln!(s, "[{}]", fmt(&p.action));
+    if verbose {
+        let _ = writeln!(s, "action_space: {space}  weights: {}  tokenizer: {}", m.weights_kind, m.tokenizer_name());
+        let _ = writeln!(s, "tokens: {:?}", p.tokens);
+        let _ = writeln!(s, "normalized: [{}]", fmt(&p.normalized));
+        let _ = writeln!(s, "prompt_ids: {:?}", p.prompt_ids);
+        let _ = writeln!(s, "time: vision {:.1} ms, prefill {:.1} ms, decode {:.1} ms", p.vision_ms, p.prefill_ms, p.decode_ms);
+    }
+    Ok(s)
+}

@@ -1,0 +1,52 @@
+//! OpenVLA (fused DINOv2-reg + SigLIP vision, MLP projector, Llama-2 action decoder) on candle.
+//!
+//! Entry points for the CLI / graph node: [`make_checkpoint`], [`OpenVla::load`],
+//! [`OpenVla::predict_action`], [`OpenVla::predict_action_stream`], [`quantize`], and the
+//! offline metrics in [`eval`].
+
+pub mod action;
+pub mod checkpoint;
+pub mod cli;
+pub mod config;
+pub mod eval;
+pub mod llama;
+pub mod model;
+pub mod preprocess;
+pub mod quantize;
+pub mod rng;
+pub mod tokenizer;
+pub mod vision;
+pub mod weights;
+
+pub use checkpoint::{checkpoint_plan, loader_expectations, make_checkpoint};
+pub use config::{OpenVlaConfig, Preset};
+pub use model::{ActionPrediction, ActionStream, LoadOptions, OpenVla, PartialAction};
+pub use quantize::{quantize, Quantization};
+
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VlaError {
+    #[error("tensor error: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("config: {0}")]
+    Config(String),
+    #[error("weights: {0}")]
+    Weights(String),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("input: {0}")]
+    Input(String),
+    #[error("image: {0}")]
+    Image(#[from] image::ImageError),
+}
+
+impl VlaError {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io { path: path.display().to_string(), source }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, VlaError>;

@@ -1,0 +1,206 @@
+//! Llama-2 decoder that accepts input embeddings (so image patches can be spliced in after BOS)
+//! and keeps a KV cache. Names mirror `LlamaForCausalLM` under `language_model.`.
+
+use candle_core::{DType, Device, Module, Tensor, D};
+
+use crate::config::TextConfig;
+use crate::weights::{Lin, Weights};
+use crate::Result;
+
+/// RMSNorm with the eps from `text_config` (1e-6 for the released OpenVLA config, not Llama-2's 1e-5).
+#[derive(Clone, Debug)]
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f32,
+}
+
+impl RmsNorm {
+    pub fn new(weight: Tensor, eps: f64) -> Self {
+        Self { weight, eps: eps as f32 }
+    }
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps)?)
+    }
+}
+
+/// Precomputed RoPE tables for the HF (rotate-half) layout.
+#[derive(Clone, Debug)]
+pub struct Rotary {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Rotary {
+    pub fn new(head_dim: usize, max_pos: usize, theta: f64, dtype: DType, dev: &Device) -> Result<Self> {
+        let half = head_dim / 2;
+        let inv: Vec<f32> = (0..half).map(|i| 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64) as f32).collect();
+        let inv = Tensor::from_vec(inv, (1, half), dev)?;
+        let pos = Tensor::arange(0u32, max_pos as u32, dev)?.to_dtype(DType::F32)?.reshape((max_pos, 1))?;
+        let freqs = pos.broadcast_mul(&inv)?;
+        Ok(Self { cos: freqs.cos()?.to_dtype(dtype)?, sin: freqs.sin()?.to_dtype(dtype)? })
+    }
+    /// `x`: `[B, H, T, hd]`, positions `start..start+T`.
+    pub fn apply(&self, x: &Tensor, start: usize) -> Result<Tensor> {
+        let t = x.dim(2)?;
+        let cos = self.cos.narrow(0, start, t)?;
+        let sin = self.sin.narrow(0, start, t)?;
+        Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin)?)
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Layer {
+    q: Lin,
+    k: Lin,
+    v: Lin,
+    o: Lin,
+    gate: Lin,
+    up: Lin,
+    down: Lin,
+    input_norm: RmsNorm,
+    post_norm: RmsNorm,
+}
+
+/// Per-layer key/value tensors `[B, kvH, T, hd]` accumulated over a generation.
+#[derive(Clone, Debug, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    /// Number of positions already in the cache.
+    pub pos: usize,
+}
+
+impl KvCache {
+    pub fn new(n_layers: usize) -> Self {
+        Self { layers: vec![None; n_layers], pos: 0 }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Llama {
+    pub cfg: TextConfig,
+    embed_tokens: Tensor,
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    lm_head: Lin,
+    rotary: Rotary,
+}
+
+impl Llama {
+    pub fn load(w: &Weights, cfg: &TextConfig, dtype: DType) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let hd = cfg.head_dim();
+        let kv = cfg.kv_heads() * hd;
+        let i = cfg.intermediate_size;
+        let m = w.pp("model");
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|l| {
+                let w = m.pp(format!("layers.{l}"));
+                let a = w.pp("self_attn");
+                let f = w.pp("mlp");
+                Ok(Layer {
+                    q: a.linear("q_proj", h, h, false)?,
+                    k: a.linear("k_proj", h, kv, false)?,
+                    v: a.linear("v_proj", h, kv, false)?,
+                    o: a.linear("o_proj", h, h, false)?,
+                    gate: f.linear("gate_proj", h, i, false)?,
+                    up: f.linear("up_proj", h, i, false)?,
+                    down: f.linear("down_proj", i, h, false)?,
+                    input_norm: RmsNorm::new(w.pp("input_layernorm").get(&[h], "weight")?, cfg.rms_norm_eps),
+                    post_norm: RmsNorm::new(w.pp("post_attention_layernorm").get(&[h], "weight")?, cfg.rms_norm_eps),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let lm_head = if cfg.tie_word_embeddings {
+            w.pp("model").linear("embed_tokens", h, cfg.vocab_size, false)?
+        } else {
+            w.linear("lm_head", h, cfg.vocab_size, false)?
+        };
+        Ok(Self {
+            embed_tokens: m.pp("embed_tokens").get(&[cfg.vocab_size, h], "weight")?,
+            layers,
+            norm: RmsNorm::new(m.pp("norm").get(&[h], "weight")?, cfg.rms_norm_eps),
+            lm_head,
+            rotary: Rotary::new(hd, cfg.max_position_embeddings, cfg.rope_theta, dtype, w.device())?,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// Token ids → `[1, n, H]`.
+    pub fn embed(&self, ids: &[u32]) -> Result<Tensor> {
+        let ids = Tensor::new(ids, self.embed_tokens.device())?;
+        Ok(self.embed_tokens.index_select(&ids, 0)?.unsqueeze(0)?)
+    }
+
+    /// Runs `x` (`[1, T, H]`) at positions `cache.pos..` and returns the logits of the last
+    /// position (`[V]`), appending keys/values to the cache.
+    pub fn forward_embeds(&self, x: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let (b, t, h) = x.dims3()?;
+        let heads = self.cfg.num_attention_heads;
+        let kvh = self.cfg.kv_heads();
+        let hd = self.cfg.head_dim();
+        let start = cache.pos;
+        if start + t > self.cfg.max_position_embeddings {
+            return Err(crate::VlaError::Input(format!(
+                "sequence of {} tokens exceeds max_position_embeddings {}",
+                start + t,
+                self.cfg.max_position_embeddings
+            )));
+        }
+        let mask = if t > 1 { Some(causal_mask(t, start, x.dtype(), x.device())?) } else { None };
+        let mut x = x.clone();
+        for (li, layer) in self.layers.iter().enumerate() {
+            let r = x.clone();
+            let n = layer.input_norm.forward(&x)?;
+            let q = layer.q.forward(&n)?.reshape((b, t, heads, hd))?.transpose(1, 2)?;
+            let k = layer.k.forward(&n)?.reshape((b, t, kvh, hd))?.transpose(1, 2)?;
+            let v = layer.v.forward(&n)?.reshape((b, t, kvh, hd))?.transpose(1, 2)?.contiguous()?;
+            let q = self.rotary.apply(&q, start)?;
+            let k = self.rotary.apply(&k, start)?;
+            let (k, v) = match &cache.layers[li] {
+                Some((pk, pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
+                None => (k, v),
+            };
+            cache.layers[li] = Some((k.clone(), v.clone()));
+            let k = repeat_kv(k, heads / kvh)?;
+            let v = repeat_kv(v, heads / kvh)?;
+            let mut att = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
+            if let Some(m) = &mask {
+                att = att.broadcast_add(m)?;
+            }
+            let att = candle_nn::ops::softmax_last_dim(&att)?;
+            let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))?;
+            x = (r + layer.o.forward(&y)?)?;
+            let r = x.clone();
+            let n = layer.post_norm.forward(&x)?;
+            let g = candle_nn::ops::silu(&layer.gate.forward(&n)?)?;
+            let y = layer.down.forward(&(g * layer.up.forward(&n)?)?)?;
+            x = (r + y)?;
+        }
+        cache.pos += t;
+        let last = x.narrow(1, t - 1, 1)?;
+        let last = self.norm.forward(&last)?;
+        Ok(self.lm_head.forward(&last)?.squeeze(0)?.squeeze(0)?.to_dtype(DType::F32)?)
+    }
+}
+
+/// `[T, start+T]` additive mask: query i may see keys 0..=start+i.
+pub fn causal_mask(t: usize, start: usize, dtype: DType, dev: &Device) -> Result<Tensor> {
+    let total = start + t;
+    let v: Vec<f32> = (0..t)
+        .flat_map(|i| (0..total).map(move |j| if j > start + i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Ok(Tensor::from_vec(v, (t, total), dev)?.to_dtype(dtype)?)
+}
+
+fn repeat_kv(x: Tensor, n: usize) -> Result<Tensor> {
+    if n == 1 {
+        return Ok(x);
+    }
+    let (b, h, t, d) = x.dims4()?;
+    Ok(x.unsqueeze(2)?.broadcast_as((b, h, n, t, d))?.reshape((b, h * n, t, d))?)
+}
+
+/// Index of the largest logit (greedy decoding, as every official OpenVLA call does).
+pub fn argmax(logits: &Tensor) -> Result<u32> {
+    Ok(logits.argmax(D::Minus1)?.to_scalar::<u32>()?)
+}

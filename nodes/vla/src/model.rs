@@ -1,0 +1,335 @@
+//! `OpenVLAForActionPrediction`: image + instruction → 7 greedy action tokens → action vector.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use image::RgbImage;
+
+use crate::action::{unnormalize, ActionTokenizer};
+use crate::config::{OpenVlaConfig, VitConfig};
+use crate::llama::{argmax, KvCache, Llama};
+use crate::quantize::Quantization;
+use crate::tokenizer::{self, TextTokenizer, SPACE_TOKEN};
+use crate::vision::{Projector, VisionBackbone};
+use crate::weights::{parse_torch_dtype, GgufStore, ProgressStore, SafetensorsStore, Weights};
+use crate::{Result, VlaError};
+
+/// Pseudo action space that skips un-normalisation and returns values in [-1, 1].
+pub const NORMALIZED: &str = "normalized";
+
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Load `model-<mode>.gguf` from the folder instead of the safetensors shards.
+    pub quantization: Option<Quantization>,
+    pub device: Device,
+    /// Compute dtype; F32 on CPU (candle's CPU matmuls are fastest and exact there).
+    pub dtype: DType,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { quantization: None, device: Device::Cpu, dtype: DType::F32 }
+    }
+}
+
+/// Emitted once per generated token while decoding.
+#[derive(Clone, Debug)]
+pub struct PartialAction {
+    /// Which action dimension this token decoded (0-based).
+    pub index: usize,
+    pub token: u32,
+    /// Action values decoded so far (un-normalised unless the space is `normalized`).
+    pub values: Vec<f32>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ActionPrediction {
+    pub action: Vec<f32>,
+    pub normalized: Vec<f32>,
+    pub tokens: Vec<u32>,
+    pub prompt_ids: Vec<u32>,
+    pub vision_ms: f64,
+    pub prefill_ms: f64,
+    pub decode_ms: f64,
+}
+
+pub struct OpenVla {
+    pub config: OpenVlaConfig,
+    towers: Vec<VitConfig>,
+    backbone: VisionBackbone,
+    projector: Projector,
+    llm: Llama,
+    tokenizer: Box<dyn TextTokenizer>,
+    actions: ActionTokenizer,
+    dtype: DType,
+    device: Device,
+    /// How the weights were stored (for `--verbose` / stats).
+    pub weights_kind: String,
+}
+
+/// The inference prompt, without the trailing space the training text had.
+pub fn prompt_text(instruction: &str) -> String {
+    format!("In: What action should the robot take to {}?\nOut:", instruction.to_lowercase())
+}
+
+impl OpenVla {
+    /// Loads an HF-layout folder (config.json + safetensors shards) or a `quantize` output.
+    pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Self> {
+        Self::load_with_progress(dir, opts, |_, _| {})
+    }
+
+    /// Like [`Self::load`], calling `progress(loaded, total)` after each tensor. Meant to run on
+    /// a loader thread, off the graph's hot path.
+    pub fn load_with_progress(
+        dir: &Path,
+        opts: &LoadOptions,
+        progress: impl Fn(usize, usize) + Send + Sync + 'static,
+    ) -> Result<Self> {
+        let config = OpenVlaConfig::from_file(&dir.join("config.json"))?;
+        let total = crate::checkpoint::loader_expectations(&config)?.len();
+        let cb: Box<dyn Fn(usize, usize) + Send + Sync> = Box::new(progress);
+        let t0 = Instant::now();
+        let (weights, kind) = match opts.quantization {
+            Some(q) => {
+                let path = dir.join(q.file_name());
+                if !path.exists() {
+                    return Err(VlaError::Weights(format!(
+                        "{} not found: run `vela vla quantize --quantization {q}` first",
+                        path.display()
+                    )));
+                }
+                let store = GgufStore::open(&path, opts.dtype, &opts.device)?;
+                (Weights::new(Arc::new(ProgressStore::new(store, total, cb))), q.to_string())
+            }
+            None => {
+                let stored = parse_torch_dtype(&config.torch_dtype)?;
+                let store = SafetensorsStore::open(dir, stored, opts.dtype, &opts.device)?;
+                (Weights::new(Arc::new(ProgressStore::new(store, total, cb))), format!("safetensors {}", config.torch_dtype))
+            }
+        };
+        let tok = tokenizer::load_for_model(dir)?;
+        let m = Self::from_weights(config, &weights, tok, opts.dtype)?;
+        tracing::info!(dir = %dir.display(), weights = %kind, tokenizer = m.tokenizer.name(), secs = t0.elapsed().as_secs_f64(), "loaded OpenVLA");
+        Ok(Self { weights_kind: kind, ..m })
+    }
+
+    /// Builds the model from any weight store (files, GGUF, or a recording store).
+    pub fn from_weights(config: OpenVlaConfig, w: &Weights, tokenizer: Box<dyn TextTokenizer>, dtype: DType) -> Result<Self> {
+        let towers = config.vision_towers()?;
+        let backbone = VisionBackbone::load(w, &towers)?;
+        let projector = Projector::load(w, &config, backbone.feature_dim())?;
+        let llm = Llama::load(&w.pp("language_model"), &config.text_config, dtype)?;
+        let actions = ActionTokenizer::new(config.base_vocab() as u32, config.n_action_bins);
+        Ok(Self {
+            towers,
+            backbone,
+            projector,
+            llm,
+            tokenizer,
+            actions,
+            dtype,
+            device: w.device().clone(),
+            weights_kind: "memory".into(),
+            config,
+        })
+    }
+
+    pub fn tokenizer_name(&self) -> &'static str {
+        self.tokenizer.name()
+    }
+
+    pub fn action_tokenizer(&self) -> &ActionTokenizer {
+        &self.actions
+    }
+
+    /// Valid values for `action_space`: the `norm_stats` keys plus `normalized`.
+    pub fn action_spaces(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.config.norm_stats.keys().cloned().collect();
+        v.push(NORMALIZED.into());
+        v
+    }
+
+    /// Prompt ids with BOS and the trailing "▁" token the reference appends.
+    pub fn prompt_ids(&self, instruction: &str) -> Vec<u32> {
+        let mut ids = self.tokenizer.encode(&prompt_text(instruction), true);
+        if ids.last() != Some(&SPACE_TOKEN) {
+            ids.push(SPACE_TOKEN);
+        }
+        ids
+    }
+
+    /// Projected image patches `[1, N, H]`.
+    pub fn encode_image(&self, img: &RgbImage) -> Result<Tensor> {
+        let px = crate::preprocess::pixel_values(img, &self.towers, self.dtype, &self.device)?;
+        self.encode_pixels(&px)
+    }
+
+    pub fn encode_pixels(&self, pixel_values: &Tensor) -> Result<Tensor> {
+        self.projector.forward(&self.backbone.forward(pixel_values)?)
+    }
+
+    pub fn predict_action(&self, img: &RgbImage, instruction: &str, action_space: &str) -> Result<[f32; 7]> {
+        let p = self.predict_action_stream(img, instruction, action_space, |_| {})?;
+        p.action.as_slice().try_into().map_err(|_| VlaError::Input(format!("action space has {} dims, not 7", p.action.len())))
+    }
+
+    /// Like [`Self::predict_action`] but calls `on_token` after every decoded token with the
+    /// partial action vector, so a graph node can publish partials while decoding.
+    pub fn predict_action_stream(
+        &self,
+        img: &RgbImage,
+        instruction: &str,
+        action_space: &str,
+        on_token: impl FnMut(&PartialAction),
+    ) -> Result<ActionPrediction> {
+        let t0 = Instant::now();
+        let patches = self.encode_image(img)?;
+        let vision_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let ids = self.prompt_ids(instruction);
+        let mut p = self.generate(&patches, &ids, action_space, on_token)?;
+        p.vision_ms = vision_ms;
+        Ok(p)
+    }
+
+    /// Logits after the prefill of `[BOS] + patches + ids[1..]` (for checks and scoring).
+    pub fn prefill_logits(&self, patches: &Tensor, ids: &[u32]) -> Result<Tensor> {
+        let emb = Tensor::cat(&[&self.llm.embed(&ids[..1])?, patches, &self.llm.embed(&ids[1..])?], 1)?;
+        let mut cache = KvCache::new(self.config.text_config.num_hidden_layers);
+        self.llm.forward_embeds(&emb, &mut cache)
+    }
+
+    /// Greedy decoding of one token per action dimension from projected patches + prompt ids.
+    pub fn generate(
+        &self,
+        patches: &Tensor,
+        ids: &[u32],
+        action_space: &str,
+        mut on_token: impl FnMut(&PartialAction),
+    ) -> Result<ActionPrediction> {
+        let mut stream = self.start_decoding(patches, ids, action_space)?;
+        let t1 = Instant::now();
+        for step in stream.by_ref() {
+            on_token(&step?);
+        }
+        let mut p = stream.finish()?;
+        p.decode_ms = t1.elapsed().as_secs_f64() * 1e3;
+        tracing::debug!(tokens = ?p.tokens, action = ?p.action, "decoded action");
+        Ok(p)
+    }
+
+    /// Iterator form of the decoder: encodes the image and runs the prefill now, then yields
+    /// one [`PartialAction`] per `next()`. Dropping it early abandons the rest of the decode
+    /// (a node can skip stale frames this way).
+    pub fn stream(&self, img: &RgbImage, instruction: &str, action_space: &str) -> Result<ActionStream<'_>> {
+        let t0 = Instant::now();
+        let patches = self.encode_image(img)?;
+        let vision_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let mut s = self.start_decoding(&patches, &self.prompt_ids(instruction), action_space)?;
+        s.vision_ms = vision_ms;
+        Ok(s)
+    }
+
+    /// Prefill of `[BOS] + patches + ids[1..]`; decoding continues in the returned stream.
+    pub fn start_decoding(&self, patches: &Tensor, ids: &[u32], action_space: &str) -> Result<ActionStream<'_>> {
+        if ids.is_empty() {
+            return Err(VlaError::Input("empty prompt".into()));
+        }
+        let stats = if action_space == NORMALIZED { None } else { Some(self.config.action_stats(action_space)?.clone()) };
+        let dims = stats.as_ref().map(|s| s.q01.len()).unwrap_or(7);
+        let t0 = Instant::now();
+        // [BOS] + image patches + rest of the prompt, positions 0..L-1 over the whole sequence.
+        let emb = Tensor::cat(&[&self.llm.embed(&ids[..1])?, patches, &self.llm.embed(&ids[1..])?], 1)?;
+        let mut cache = KvCache::new(self.config.text_config.num_hidden_layers);
+        let logits = self.llm.forward_embeds(&emb, &mut cache)?;
+        Ok(ActionStream {
+            model: self,
+            cache,
+            logits: Some(logits),
+            stats,
+            dims,
+            tokens: Vec::with_capacity(dims),
+            normalized: Vec::with_capacity(dims),
+            prompt_ids: ids.to_vec(),
+            vision_ms: 0.0,
+            prefill_ms: t0.elapsed().as_secs_f64() * 1e3,
+            decode_start: Instant::now(),
+            failed: false,
+        })
+    }
+
+    /// Reads an image file (PNG/JPEG) as RGB8.
+    pub fn read_image(path: &Path) -> Result<RgbImage> {
+        Ok(image::open(path)?.to_rgb8())
+    }
+}
+
+/// Token-by-token greedy decoding with the KV cache; see [`OpenVla::stream`].
+pub struct ActionStream<'a> {
+    model: &'a OpenVla,
+    cache: KvCache,
+    /// Logits for the next token; `None` once all dimensions are decoded.
+    logits: Option<Tensor>,
+    stats: Option<crate::config::Stats>,
+    dims: usize,
+    tokens: Vec<u32>,
+    normalized: Vec<f32>,
+    prompt_ids: Vec<u32>,
+    vision_ms: f64,
+    prefill_ms: f64,
+    decode_start: Instant,
+    failed: bool,
+}
+
+impl ActionStream<'_> {
+    fn values(&self) -> Vec<f32> {
+        match &self.stats {
+            Some(s) => unnormalize(&self.normalized, s),
+            None => self.normalized.clone(),
+        }
+    }
+
+    fn step(&mut self) -> Result<Option<PartialAction>> {
+        let Some(logits) = self.logits.take() else { return Ok(None) };
+        let tok = argmax(&logits)?;
+        self.tokens.push(tok);
+        self.normalized.push(self.model.actions.decode(tok));
+        let index = self.tokens.len() - 1;
+        if self.tokens.len() < self.dims {
+            let emb = self.model.llm.embed(&[tok])?;
+            self.logits = Some(self.model.llm.forward_embeds(&emb, &mut self.cache)?);
+        }
+        Ok(Some(PartialAction { index, token: tok, values: self.values() }))
+    }
+
+    /// Decodes whatever is left and returns the full prediction.
+    pub fn finish(mut self) -> Result<ActionPrediction> {
+        while self.step()?.is_some() {}
+        Ok(ActionPrediction {
+            action: self.values(),
+            normalized: self.normalized.clone(),
+            tokens: self.tokens.clone(),
+            prompt_ids: self.prompt_ids.clone(),
+            vision_ms: self.vision_ms,
+            prefill_ms: self.prefill_ms,
+            decode_ms: self.decode_start.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+}
+
+impl Iterator for ActionStream<'_> {
+    type Item = Result<PartialAction>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        match self.step() {
+            Ok(p) => p.map(Ok),
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}

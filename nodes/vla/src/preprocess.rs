@@ -1,0 +1,49 @@
+//! Image → `pixel_values` as `PrismaticImageProcessor` builds them: naive resize (no aspect
+//! ratio kept) to each tower's size, [0,1] scaling, per-tower mean/std, towers stacked on the
+//! channel axis (6 channels for the fused backbone).
+
+use candle_core::{DType, Device, Tensor};
+use image::{imageops::FilterType, RgbImage};
+
+use crate::config::VitConfig;
+use crate::Result;
+
+/// Bicubic resize to `size`×`size`. PIL's antialiased bicubic and `image`'s Catmull-Rom are both
+/// a=-0.5 cubics with support scaled when shrinking; results differ by rounding only. A frame
+/// that already has the right size is used as is, like the reference (PIL returns a copy).
+pub fn resize(img: &RgbImage, size: usize) -> RgbImage {
+    if img.width() as usize == size && img.height() as usize == size {
+        return img.clone();
+    }
+    image::imageops::resize(img, size as u32, size as u32, FilterType::CatmullRom)
+}
+
+/// `[1, 3·T, S, S]` pixel values in `dtype`.
+pub fn pixel_values(img: &RgbImage, towers: &[VitConfig], dtype: DType, dev: &Device) -> Result<Tensor> {
+    let mut chans = Vec::new();
+    for t in towers {
+        let s = t.image_size;
+        let r = resize(img, s);
+        let mut data = vec![0f32; 3 * s * s];
+        for (x, y, p) in r.enumerate_pixels() {
+            for c in 0..3 {
+                let v = p.0[c] as f32 / 255.0;
+                data[c * s * s + y as usize * s + x as usize] = (v - t.image_mean[c]) / t.image_std[c];
+            }
+        }
+        chans.push(Tensor::from_vec(data, (1, 3, s, s), dev)?);
+    }
+    Ok(Tensor::cat(&chans, 1)?.to_dtype(dtype)?)
+}
+
+/// The evaluation-time centre crop for models fine-tuned with random-resized-crop augmentation
+/// (LIBERO-style): keep the central box covering `area` of the frame (side `sqrt(area)`), then
+/// resize back to the original size with bilinear filtering. Models trained without
+/// augmentation (e.g. Bridge) must not use it.
+pub fn center_crop(img: &RgbImage, area: f32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let s = area.clamp(0.0, 1.0).sqrt();
+    let (cw, ch) = (((w as f32) * s).round().max(1.0) as u32, ((h as f32) * s).round().max(1.0) as u32);
+    let crop = image::imageops::crop_imm(img, (w - cw) / 2, (h - ch) / 2, cw, ch).to_image();
+    image::imageops::resize(&crop, w, h, FilterType::Triangle)
+}

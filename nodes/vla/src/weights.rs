@@ -1,0 +1,299 @@
+//! Where weights come from. The model code asks for tensors by their checkpoint name; a store
+//! answers from safetensors shards, a GGUF file, or (for layout checks) just records the request.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use candle_core::quantized::{gguf_file, QMatMul};
+use candle_core::{DType, Device, Module, Tensor};
+
+use crate::{Result, VlaError};
+
+/// One tensor request: name, shape and the dtype the checkpoint is expected to hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+}
+
+pub trait Store: Send + Sync {
+    /// A dense tensor in the compute dtype, shape-checked.
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor>;
+    /// A quantized matmul weight if the store holds one for `name`; dense stores say `None`.
+    fn qmatmul(&self, _name: &str, _shape: &[usize]) -> Result<Option<QMatMul>> {
+        Ok(None)
+    }
+    fn device(&self) -> &Device;
+}
+
+/// Wraps a store and reports `(tensors loaded, tensors expected)` after every request, so a
+/// graph node can show load progress for a 15 GB checkpoint.
+pub struct ProgressStore<S: Store> {
+    inner: S,
+    done: std::sync::atomic::AtomicUsize,
+    total: usize,
+    callback: Box<dyn Fn(usize, usize) + Send + Sync>,
+}
+
+impl<S: Store> ProgressStore<S> {
+    pub fn new(inner: S, total: usize, callback: Box<dyn Fn(usize, usize) + Send + Sync>) -> Self {
+        Self { inner, done: std::sync::atomic::AtomicUsize::new(0), total, callback }
+    }
+    fn tick(&self) {
+        let d = self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        (self.callback)(d, self.total);
+    }
+}
+
+impl<S: Store> Store for ProgressStore<S> {
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self.inner.tensor(name, shape);
+        self.tick();
+        t
+    }
+    fn qmatmul(&self, name: &str, shape: &[usize]) -> Result<Option<QMatMul>> {
+        let q = self.inner.qmatmul(name, shape)?;
+        if q.is_some() {
+            self.tick();
+        }
+        Ok(q)
+    }
+    fn device(&self) -> &Device {
+        self.inner.device()
+    }
+}
+
+/// A prefixed view on a store, in the spirit of candle's `VarBuilder::pp`.
+#[derive(Clone)]
+pub struct Weights {
+    store: Arc<dyn Store>,
+    prefix: String,
+}
+
+impl Weights {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store, prefix: String::new() }
+    }
+    pub fn pp(&self, s: impl std::fmt::Display) -> Self {
+        let prefix = if self.prefix.is_empty() { s.to_string() } else { format!("{}.{s}", self.prefix) };
+        Self { store: self.store.clone(), prefix }
+    }
+    fn full(&self, name: &str) -> String {
+        if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) }
+    }
+    pub fn get(&self, shape: &[usize], name: &str) -> Result<Tensor> {
+        self.store.tensor(&self.full(name), shape)
+    }
+    pub fn device(&self) -> &Device {
+        self.store.device()
+    }
+    /// `nn.Linear(in, out)` stored as `{name}.weight [out, in]` (+ `{name}.bias [out]`).
+    /// Uses a quantized weight when the store has one.
+    pub fn linear(&self, name: &str, inp: usize, out: usize, bias: bool) -> Result<Lin> {
+        let wname = self.full(&format!("{name}.weight"));
+        let b = if bias { Some(self.get(&[out], &format!("{name}.bias"))?) } else { None };
+        if let Some(q) = self.store.qmatmul(&wname, &[out, inp])? {
+            return Ok(Lin::Quant { w: q, b });
+        }
+        let w = self.store.tensor(&wname, &[out, inp])?;
+        Ok(Lin::Dense(candle_nn::Linear::new(w, b)))
+    }
+}
+
+/// A linear layer whose weight is either dense or GGUF-quantized.
+#[derive(Clone, Debug)]
+pub enum Lin {
+    Dense(candle_nn::Linear),
+    Quant { w: QMatMul, b: Option<Tensor> },
+}
+
+impl Module for Lin {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Lin::Dense(l) => l.forward(x),
+            Lin::Quant { w, b } => {
+                let y = w.forward(x)?;
+                match b {
+                    Some(b) => y.broadcast_add(b),
+                    None => Ok(y),
+                }
+            }
+        }
+    }
+}
+
+fn check_shape(name: &str, t: &Tensor, shape: &[usize]) -> Result<()> {
+    if t.dims() != shape {
+        return Err(VlaError::Weights(format!("{name}: expected shape {shape:?}, checkpoint has {:?}", t.dims())));
+    }
+    Ok(())
+}
+
+/// Parses `torch_dtype` strings from config.json.
+pub fn parse_torch_dtype(s: &str) -> Result<DType> {
+    match s.trim_start_matches("torch.") {
+        "bfloat16" => Ok(DType::BF16),
+        "float16" => Ok(DType::F16),
+        "float32" => Ok(DType::F32),
+        other => Err(VlaError::Config(format!("unsupported torch_dtype `{other}`"))),
+    }
+}
+
+/// HF safetensors shards, memory-mapped.
+pub struct SafetensorsStore {
+    st: candle_core::safetensors::MmapedSafetensors,
+    stored: DType,
+    compute: DType,
+    device: Device,
+}
+
+impl SafetensorsStore {
+    /// Opens `model.safetensors` or the shards listed in `model.safetensors.index.json`.
+    pub fn open(dir: &Path, stored: DType, compute: DType, device: &Device) -> Result<Self> {
+        let files = shard_files(dir)?;
+        // SAFETY: the files are opened read-only; we rely on nobody truncating them while mapped,
+        // the same contract as every mmap-based checkpoint loader.
+        let st = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files)? };
+        Ok(Self { st, stored, compute, device: device.clone() })
+    }
+}
+
+/// The shard list of an HF folder, from the index when there is one.
+pub fn shard_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.exists() {
+        let text = std::fs::read_to_string(&index).map_err(|e| VlaError::io(&index, e))?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| VlaError::Weights(e.to_string()))?;
+        let map = v["weight_map"].as_object().ok_or_else(|| VlaError::Weights("index has no weight_map".into()))?;
+        let files: std::collections::BTreeSet<String> =
+            map.values().filter_map(|f| f.as_str().map(String::from)).collect();
+        Ok(files.into_iter().map(|f| dir.join(f)).collect())
+    } else {
+        let single = dir.join("model.safetensors");
+        if single.exists() {
+            Ok(vec![single])
+        } else {
+            Err(VlaError::Weights(format!("no model.safetensors(.index.json) in {}", dir.display())))
+        }
+    }
+}
+
+impl Store for SafetensorsStore {
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self.st.load(name, &self.device)?;
+        check_shape(name, &t, shape)?;
+        if t.dtype() != self.stored {
+            tracing::warn!(name, found = ?t.dtype(), expected = ?self.stored, "checkpoint dtype differs from config torch_dtype");
+        }
+        Ok(t.to_dtype(self.compute)?)
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+}
+
+/// Answers every request with a zero-strided tensor and writes down what was asked, so the
+/// loader's expectations can be listed without reading or allocating any weights.
+pub struct RecordingStore {
+    pub requests: Mutex<Vec<TensorSpec>>,
+    stored: DType,
+    device: Device,
+}
+
+impl RecordingStore {
+    pub fn new(stored: DType) -> Self {
+        Self { requests: Mutex::new(Vec::new()), stored, device: Device::Cpu }
+    }
+    pub fn take(&self) -> Vec<TensorSpec> {
+        std::mem::take(&mut *self.requests.lock().expect("poisoned"))
+    }
+}
+
+impl Store for RecordingStore {
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.requests.lock().expect("poisoned").push(TensorSpec {
+            name: name.to_string(),
+            shape: shape.to_vec(),
+            dtype: self.stored,
+        });
+        Ok(Tensor::zeros(1, DType::F32, &self.device)?.broadcast_as(shape)?)
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+}
+
+/// A single GGUF file holding every tensor under its HF name (see `quantize`).
+pub struct GgufStore {
+    content: gguf_file::Content,
+    file: Mutex<std::fs::File>,
+    compute: DType,
+    device: Device,
+}
+
+impl GgufStore {
+    pub fn open(path: &Path, compute: DType, device: &Device) -> Result<Self> {
+        let mut file = std::fs::File::open(path).map_err(|e| VlaError::io(path, e))?;
+        let content = gguf_file::Content::read(&mut file)?;
+        Ok(Self { content, file: Mutex::new(file), compute, device: device.clone() })
+    }
+    pub fn metadata(&self) -> &std::collections::HashMap<String, gguf_file::Value> {
+        &self.content.metadata
+    }
+    fn qtensor(&self, name: &str, shape: &[usize]) -> Result<candle_core::quantized::QTensor> {
+        let mut f = self.file.lock().expect("poisoned");
+        let q = self.content.tensor(&mut *f, name, &self.device)?;
+        if q.shape().dims() != shape {
+            return Err(VlaError::Weights(format!("{name}: expected shape {shape:?}, gguf has {:?}", q.shape().dims())));
+        }
+        Ok(q)
+    }
+    /// Storage type of every tensor, for reporting.
+    pub fn tensor_types(&self) -> BTreeMap<String, String> {
+        self.content.tensor_infos.iter().map(|(k, v)| (k.clone(), format!("{:?}", v.ggml_dtype))).collect()
+    }
+}
+
+impl Store for GgufStore {
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        Ok(self.qtensor(name, shape)?.dequantize(&self.device)?.to_dtype(self.compute)?)
+    }
+    fn qmatmul(&self, name: &str, shape: &[usize]) -> Result<Option<QMatMul>> {
+        use candle_core::quantized::GgmlDType as G;
+        match self.content.tensor_infos.get(name) {
+            // Unquantized entries stay on the dense path so they get the compute dtype.
+            None => return Ok(None),
+            Some(i) if matches!(i.ggml_dtype, G::F32 | G::F16 | G::BF16) => return Ok(None),
+            Some(_) => {}
+        }
+        Ok(Some(QMatMul::from_qtensor(self.qtensor(name, shape)?)?))
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+}
+
+/// Tensors held in memory, by name (tests, and models built programmatically).
+pub struct MemStore {
+    tensors: std::collections::HashMap<String, Tensor>,
+    device: Device,
+}
+
+impl MemStore {
+    pub fn new(tensors: std::collections::HashMap<String, Tensor>) -> Self {
+        Self { tensors, device: Device::Cpu }
+    }
+}
+
+impl Store for MemStore {
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self.tensors.get(name).ok_or_else(|| VlaError::Weights(format!("missing tensor {name}")))?;
+        check_shape(name, t, shape)?;
+        Ok(t.clone())
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+}

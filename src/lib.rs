@@ -6,3 +6,4 @@ pub mod presets;
 pub mod registry;
 pub mod run;
 pub mod studio;
+pub mod vla;

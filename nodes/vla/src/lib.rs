@@ -11,6 +11,7 @@ pub mod config;
 pub mod eval;
 pub mod llama;
 pub mod model;
+pub mod node;
 pub mod preprocess;
 pub mod quantize;
 pub mod rng;
@@ -21,6 +22,7 @@ pub mod weights;
 pub use checkpoint::{checkpoint_plan, loader_expectations, make_checkpoint};
 pub use config::{OpenVlaConfig, Preset};
 pub use model::{ActionPrediction, ActionStream, LoadOptions, OpenVla, PartialAction};
+pub use node::{register, OpenVlaNode};
 pub use quantize::{quantize, Quantization};
 
 use std::path::Path;

@@ -15,7 +15,7 @@ fn llama_spm_matches_reference_encodings() {
     let dir = cache_dir();
     let gguf = dir.join("ggml-vocab-llama-spm.gguf");
     if !gguf.exists() {
-        eprintln!("SKIPPED: {} missing; run nodes/vla/scripts/setup-tokenizer.sh", gguf.display());
+        eprintln!("SKIPPED: {} missing; run scripts/setup-tokenizer.sh", gguf.display());
         return;
     }
     // Convert afresh so the converter itself is under test, not just a cached file.

@@ -3,7 +3,7 @@
 # the tokenizer cache, checks it by sha256, and converts it to tokenizer.json with our own
 # converter. Run once per machine; nothing is downloaded at run time.
 #
-#   VELA_CACHE=... nodes/vla/scripts/setup-tokenizer.sh
+#   VELA_CACHE=... scripts/setup-tokenizer.sh   (scripts/setup.sh runs it)
 set -euo pipefail
 
 VERSION=0.3.36
@@ -11,6 +11,7 @@ PKG=llama-cpp-python
 GGUF_SHA256=16c3724582d59aa8bf84711894e833f916ee46a31d80e21312759c48bf8d0e69
 CACHE="${VELA_CACHE:-$HOME/.cache/vela}/tokenizer"
 HERE="$(cd "$(dirname "$0")/.." && pwd)"
+. "$HERE/scripts/env.sh"
 mkdir -p "$CACHE"
 
 VOCAB="$CACHE/ggml-vocab-llama-spm.gguf"
@@ -33,6 +34,10 @@ case "$sum" in
 esac
 echo "$sum" > "$CACHE/ggml-vocab-llama-spm.gguf.sha256"
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HERE/target}"
-cargo run --quiet --manifest-path "$HERE/Cargo.toml" --example convert-tokenizer -- "$VOCAB" "$CACHE/tokenizer.json"
+if [ -f "$CACHE/tokenizer.json" ] && [ "$(cat "$CACHE/tokenizer.json.src" 2>/dev/null)" = "$sum" ]; then
+  echo "tokenizer.json up to date"
+  exit 0
+fi
+cargo run --quiet --release --manifest-path "$HERE/Cargo.toml" -p vela-vla --example convert-tokenizer -- "$VOCAB" "$CACHE/tokenizer.json"
+echo "$sum" > "$CACHE/tokenizer.json.src"
 echo "tokenizer.json written to $CACHE"

@@ -1,0 +1,239 @@
+//! The OpenVLA node: prompts (instruction + image) in, 7-D actions out.
+//!
+//! Loading a model can take seconds (minutes for 7B), so it happens on a loader
+//! thread; until it is ready the node keeps the graph responsive, shows progress in
+//! its summary, and drops inputs (a stale frame is worth nothing to a policy).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vela_runtime::{
+    Actions, AlertLevel, Context, DataType, Image, Message, Node, NodeDescriptor, NodeError, NodeInit, ParamKind,
+    ParamSpec, Payload, Registry,
+};
+
+use crate::{LoadOptions, OpenVla, Quantization};
+
+enum Loading {
+    InProgress { rx: mpsc::Receiver<crate::Result<OpenVla>>, done: Arc<AtomicUsize>, total: Arc<AtomicUsize> },
+    Ready(Arc<OpenVla>),
+}
+
+pub struct OpenVlaNode {
+    model_dir: PathBuf,
+    quantization: Option<Quantization>,
+    action_space: String,
+    partial: bool,
+    loading: Loading,
+    /// Latest instruction from the `instruction` port (when images come separately).
+    instruction: Option<String>,
+    dropped_while_loading: u64,
+    predictions: u64,
+    last_ms: f64,
+    started: Instant,
+}
+
+impl OpenVlaNode {
+    pub fn descriptor() -> NodeDescriptor {
+        NodeDescriptor::new("OpenVLA", "LLM", "OpenVLA")
+            .describe("OpenVLA vision-language-action model (candle): instruction + camera image -> 7-D robot action.")
+            .input("prompt", &[DataType::Prompt], "instruction and image, e.g. from AutoPrompt <text><image>")
+            .input("image", &[DataType::Image], "camera frames (with the instruction port instead of prompt)")
+            .input("instruction", &[DataType::Text], "instruction for the image port")
+            .output("actions", DataType::Actions, "un-normalised 7-D actions (partial vectors while decoding if enabled)")
+            .param(ParamSpec::new("model", ParamKind::Path, "", "checkpoint folder (HF layout: config.json + safetensors)").startup_only())
+            .param(
+                ParamSpec::new(
+                    "quantization",
+                    ParamKind::Choice { options: vec!["fp16".into(), "q8f16".into(), "q4f16".into()] },
+                    "fp16",
+                    "fp16 = the checkpoint's weights; q8f16 (\"FP8\") = 8-bit integer LLM; q4f16 (\"INT4\") = 4-bit k-quants LLM",
+                )
+                .startup_only(),
+            )
+            .param(ParamSpec::new("action_space", ParamKind::String, "", "norm_stats key to un-normalise with (empty = the first; `normalized` = raw [-1, 1])"))
+            .param(ParamSpec::new("partial", ParamKind::Bool, false, "emit the partial action vector after every decoded token"))
+    }
+
+    pub fn new(init: &NodeInit) -> Result<Self, NodeError> {
+        let p = init.params;
+        let model = p.str("model")?;
+        if model.trim().is_empty() {
+            return Err(NodeError::param("model", "no model folder set"));
+        }
+        let model_dir = PathBuf::from(model);
+        if !model_dir.join("config.json").is_file() {
+            return Err(NodeError::param(
+                "model",
+                format!("{} has no config.json (make one with `vela vla make-checkpoint` or `vela train`)", model_dir.display()),
+            ));
+        }
+        let quantization = Quantization::parse_opt(p.str("quantization")?).map_err(|e| NodeError::param("quantization", e))?;
+        let (tx, rx) = mpsc::channel();
+        let done = Arc::new(AtomicUsize::new(0));
+        let total = Arc::new(AtomicUsize::new(0));
+        let (d, t, dir) = (done.clone(), total.clone(), model_dir.clone());
+        std::thread::Builder::new()
+            .name(format!("load-{}", init.name))
+            .spawn(move || {
+                let opts = LoadOptions { quantization, ..Default::default() };
+                let r = OpenVla::load_with_progress(&dir, &opts, move |n, of| {
+                    d.store(n, Ordering::Relaxed);
+                    t.store(of, Ordering::Relaxed);
+                });
+                let _ = tx.send(r);
+            })
+            .map_err(NodeError::msg)?;
+        Ok(OpenVlaNode {
+            model_dir,
+            quantization,
+            action_space: p.str("action_space")?.to_string(),
+            partial: p.bool("partial")?,
+            loading: Loading::InProgress { rx, done, total },
+            instruction: None,
+            dropped_while_loading: 0,
+            predictions: 0,
+            last_ms: 0.0,
+            started: Instant::now(),
+        })
+    }
+
+    /// The model if loaded; a load failure becomes the node's error.
+    fn model(&mut self, ctx: &mut Context) -> Result<Option<Arc<OpenVla>>, NodeError> {
+        if let Loading::InProgress { rx, .. } = &self.loading {
+            match rx.try_recv() {
+                Ok(Ok(m)) => {
+                    let m = Arc::new(m);
+                    if !self.action_space.is_empty() && !m.action_spaces().contains(&self.action_space) {
+                        return Err(NodeError::param(
+                            "action_space",
+                            format!("'{}' is not in the model's norm_stats (has: {})", self.action_space, m.action_spaces().join(", ")),
+                        ));
+                    }
+                    ctx.alert(
+                        AlertLevel::Info,
+                        format!(
+                            "OpenVLA loaded from {} ({}) in {:.1} s",
+                            self.model_dir.display(),
+                            m.weights_kind,
+                            self.started.elapsed().as_secs_f64()
+                        ),
+                    );
+                    self.loading = Loading::Ready(m);
+                }
+                Ok(Err(e)) => return Err(NodeError::msg(format!("loading {}: {e}", self.model_dir.display()))),
+                Err(mpsc::TryRecvError::Empty) => return Ok(None),
+                Err(mpsc::TryRecvError::Disconnected) => return Err(NodeError::msg("the model loader thread died")),
+            }
+        }
+        match &self.loading {
+            Loading::Ready(m) => Ok(Some(m.clone())),
+            Loading::InProgress { .. } => Ok(None),
+        }
+    }
+
+    fn space(&self, m: &OpenVla) -> String {
+        if self.action_space.is_empty() {
+            m.action_spaces().into_iter().next().unwrap_or_else(|| crate::model::NORMALIZED.to_string())
+        } else {
+            self.action_space.clone()
+        }
+    }
+
+    fn predict(&mut self, image: &Image, instruction: &str, ctx: &mut Context) -> Result<(), NodeError> {
+        let Some(m) = self.model(ctx)? else {
+            self.dropped_while_loading += 1;
+            return Ok(());
+        };
+        let img = image::RgbImage::from_raw(image.width, image.height, image.data.to_vec())
+            .ok_or_else(|| NodeError::msg("image buffer does not match its size"))?;
+        let space = self.space(&m);
+        let t0 = Instant::now();
+        let mut partials = Vec::new();
+        let partial = self.partial;
+        let p = m
+            .predict_action_stream(&img, instruction, &space, |pa| {
+                if partial && pa.index + 1 < 7 {
+                    partials.push(pa.values.clone());
+                }
+            })
+            .map_err(|e| NodeError::msg(e.to_string()))?;
+        self.last_ms = t0.elapsed().as_secs_f64() * 1e3;
+        self.predictions += 1;
+        for v in partials {
+            ctx.send("actions", Actions { values: v, partial: true, space: space.clone() })?;
+        }
+        ctx.send("actions", Actions::new(p.action, space))
+    }
+}
+
+impl Node for OpenVlaNode {
+    fn on_input(&mut self, port: &str, msg: Message, ctx: &mut Context) -> Result<(), NodeError> {
+        match (port, msg.payload) {
+            ("prompt", Payload::Prompt(p)) => {
+                let image = p.last_image().cloned().ok_or_else(|| NodeError::msg("the prompt has no image"))?;
+                let text = p.text();
+                self.predict(&image, text.trim(), ctx)
+            }
+            ("instruction", Payload::Text(t)) => {
+                if t.is_final {
+                    self.instruction = Some(t.text);
+                }
+                Ok(())
+            }
+            ("image", Payload::Image(img)) => match self.instruction.clone() {
+                Some(instr) => self.predict(&img, &instr, ctx),
+                None => Ok(()),
+            },
+            (port, other) => Err(NodeError::msg(format!("unexpected {} on port {port}", other.describe()))),
+        }
+    }
+
+    fn tick_interval(&self) -> Option<Duration> {
+        // Poll the loader so a failed load shows up even when no input arrives.
+        matches!(self.loading, Loading::InProgress { .. }).then_some(Duration::from_millis(200))
+    }
+
+    fn tick(&mut self, ctx: &mut Context) -> Result<(), NodeError> {
+        self.model(ctx).map(|_| ())
+    }
+
+    fn set_param(&mut self, name: &str, value: &Value, _: &mut Context) -> Result<(), NodeError> {
+        match name {
+            "action_space" => {
+                let s = value.as_str().unwrap_or_default().to_string();
+                if let Loading::Ready(m) = &self.loading {
+                    if !s.is_empty() && !m.action_spaces().contains(&s) {
+                        return Err(NodeError::param(name, format!("'{s}' is not one of {}", m.action_spaces().join(", "))));
+                    }
+                }
+                self.action_space = s;
+            }
+            "partial" => self.partial = value.as_bool().unwrap_or(false),
+            _ => return Err(NodeError::param(name, "cannot change while running")),
+        }
+        Ok(())
+    }
+
+    fn summary(&self) -> Option<String> {
+        let q = self.quantization.map(|q| q.to_string()).unwrap_or_else(|| "fp16".into());
+        Some(match &self.loading {
+            Loading::InProgress { done, total, .. } => {
+                let (d, t) = (done.load(Ordering::Relaxed), total.load(Ordering::Relaxed).max(1));
+                format!("loading {q} {}%", 100 * d / t)
+            }
+            Loading::Ready(_) => format!("{q} · {:.0} ms · {} actions", self.last_ms, self.predictions),
+        })
+    }
+
+    fn blocking(&self) -> bool {
+        true
+    }
+}
+
+pub fn register(r: &mut Registry) {
+    r.register(OpenVlaNode::descriptor(), |init| Ok(Box::new(OpenVlaNode::new(init)?)));
+}

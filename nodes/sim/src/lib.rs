@@ -1,0 +1,19 @@
+//! MimicGen's Stack task rebuilt on MuJoCo 3.17 (through mujoco-rs): robosuite's
+//! Panda, gripper, mount and table arena, an OSC_POSE controller at 20 Hz,
+//! the D0-D4 variants plus a language variant, headless EGL rendering and a
+//! scripted expert.
+//!
+//! Setup: `scripts/setup-mujoco.sh` fetches libmujoco and the assets into a
+//! cache; build with `MUJOCO_DYNAMIC_LINK_DIR` set to the folder it prints.
+
+pub mod assets;
+pub mod env;
+pub mod error;
+pub mod image_io;
+pub mod math;
+pub mod scene;
+pub mod variant;
+
+pub use env::{Cube, EnvConfig, Observation, Pose, RgbImage, StackEnv, StepResult};
+pub use error::{Result, SimError};
+pub use variant::{Camera, CubeColor, StackOrder, Variant};

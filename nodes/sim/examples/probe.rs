@@ -1,16 +1,24 @@
 use vela_sim::*;
 fn main() -> Result<()> {
+    let variant: Variant = std::env::args().nth(1).unwrap_or("Stack_D0".into()).parse()?;
+    let n: u64 = std::env::args().nth(2).map(|s| s.parse().unwrap()).unwrap_or(10);
+    let verbose = std::env::var("V").is_ok();
+    let mut env = StackEnv::new(EnvConfig { variant, render: false, ..Default::default() })?;
+    let mut ex = Expert::default();
+    let mut ok = 0; let mut steps_sum = 0;
     let t = std::time::Instant::now();
-    let mut env = StackEnv::new(EnvConfig { variant: "Stack_D0".parse()?, ..Default::default() })?;
-    println!("init {:?}", t.elapsed());
-    let obs = env.reset(0)?;
-    println!("eef {:?} a {:?} b {:?} instr {}", obs.eef.pos, obs.cube_a.pos, obs.cube_b.pos, obs.instruction);
-    image_io::write_png("/tmp/probe0.png".as_ref(), obs.image.as_ref().unwrap())?;
-    for i in 0..40 {
-        let a = if i < 20 { [0.0, 0.0, -0.5, 0.0, 0.0, 0.0, -1.0] } else { [0.5, 0.0, 0.0, 0.0, 0.0, 0.3, 1.0] };
-        let r = env.step(&a)?;
-        if i % 5 == 4 { println!("{i} eef {:?} q {:?} g {:?}", r.obs.eef.pos, r.obs.eef.quat, r.obs.gripper_qpos); }
+    let start: u64 = std::env::var("S").ok().map(|s| s.parse().unwrap()).unwrap_or(0);
+    for seed in start..start + n {
+        env.reset(seed)?;
+        let mut succ = false;
+        for _ in 0..200 {
+            let a = ex.act(&env);
+            let r = env.step(&a)?;
+            if verbose { println!("{:?} {:?} eef {:.3?} a {:.3?} b {:.3?} g {:.3?} act {:.2?}", r.obs.step, ex.phase(), r.obs.eef.pos, r.obs.cube_a.pos, r.obs.cube_b.pos, r.obs.gripper_qpos, a); }
+            if r.success { succ = true; steps_sum += r.obs.step; break; }
+        }
+        if succ { ok += 1 } else { println!("seed {seed} FAIL phase {:?} instr {}", ex.phase(), env.instruction()); }
     }
-    image_io::write_png("/tmp/probe1.png".as_ref(), &env.render()?)?;
+    println!("{variant}: {ok}/{n} mean steps {:.1} in {:?}", steps_sum as f64 / ok.max(1) as f64, t.elapsed());
     Ok(())
 }

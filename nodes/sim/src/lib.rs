@@ -9,6 +9,7 @@
 pub mod assets;
 pub mod env;
 pub mod error;
+pub mod expert;
 pub mod image_io;
 pub mod math;
 pub mod scene;
@@ -16,4 +17,5 @@ pub mod variant;
 
 pub use env::{Cube, EnvConfig, Observation, Pose, RgbImage, StackEnv, StepResult};
 pub use error::{Result, SimError};
+pub use expert::{Expert, ExpertConfig, Phase};
 pub use variant::{Camera, CubeColor, StackOrder, Variant};

@@ -681,6 +681,13 @@ impl StackEnv {
         }
     }
 
+    /// Plain `mj_step` calls with the controls left as they are (benchmarks).
+    pub fn step_physics_raw(&mut self, n: usize) {
+        for _ in 0..n {
+            self.data.step();
+        }
+    }
+
     fn observation(&self) -> Observation {
         Observation {
             image: self.last_image.clone(),

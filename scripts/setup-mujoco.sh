@@ -19,7 +19,7 @@ ROBOSUITE_WHEEL_SHA=b9e02df55de8949739de6ba1d196d2ba59cf33c51a76efcfbe5c2f73cdcf
 DECIMATE_VERSION=0.2.0   # PyPI fast-simplification, used once to shrink visual meshes
 DECIMATE_RATIO=0.1
 # Bump when the asset layout or processing changes so old caches are rebuilt.
-LAYOUT_STAMP="vela-sim-assets-v1"
+LAYOUT_STAMP="vela-sim-assets-v2"
 
 FULL_MESHES=0
 DO_APT=1
@@ -156,7 +156,7 @@ if missing:
 print(f"extracted {n} asset files", file=sys.stderr)
 PY
   if [ "$FULL_MESHES" = 0 ]; then
-    decimate_meshes "$tmp/robots/panda/obj_meshes" || {
+    decimate_meshes "$tmp" || {
       log "mesh decimation unavailable; keeping full meshes (rendering is ~3x slower)"
       want="$LAYOUT_STAMP full=1"
     }
@@ -176,12 +176,12 @@ decimate_meshes() {
     pip install --quiet --target "$tools" "fast-simplification==$DECIMATE_VERSION" >&2 || return 1
   fi
   PYTHONPATH="$tools" python3 - "$dir" "$DECIMATE_RATIO" <<'PY'
-import sys, os, glob
+import sys, os, glob, struct
 import numpy as np
 import fast_simplification
 root, ratio = sys.argv[1], float(sys.argv[2])
-before = after = 0
-for path in sorted(glob.glob(os.path.join(root, "*", "*.obj"))):
+
+def read_obj(path):
     verts, faces = [], []
     with open(path) as f:
         for line in f:
@@ -191,26 +191,59 @@ for path in sorted(glob.glob(os.path.join(root, "*", "*.obj"))):
                 idx = [int(tok.split("/")[0]) - 1 for tok in line.split()[1:]]
                 for k in range(1, len(idx) - 1):  # fan-triangulate polygons
                     faces.append([idx[0], idx[k], idx[k + 1]])
-    v = np.asarray(verts, dtype=np.float64)
-    fc = np.asarray(faces, dtype=np.int64)
-    # The OBJ files repeat each position per face corner; weld them first or
-    # the simplifier cannot collapse anything.
-    key = np.round(v, 7)
-    uniq, inv = np.unique(key, axis=0, return_inverse=True)
+    return np.asarray(verts, dtype=np.float64), np.asarray(faces, dtype=np.int64)
+
+def write_obj(path, v, f):
+    with open(path, "w") as out:
+        out.write("".join(f"v {a:.6f} {b:.6f} {c:.6f}\n" for a, b, c in v))
+        out.write("".join(f"f {a+1} {b+1} {c+1}\n" for a, b, c in f))
+
+def read_stl(path):
+    data = open(path, "rb").read()
+    n = struct.unpack_from("<I", data, 80)[0]
+    if 84 + 50 * n != len(data):
+        return None, None  # ASCII STL: leave it alone
+    rec = np.frombuffer(data, dtype=np.dtype([("n", "<f4", 3), ("v", "<f4", (3, 3)), ("a", "<u2")]),
+                        count=n, offset=84)
+    v = rec["v"].reshape(-1, 3).astype(np.float64)
+    return v, np.arange(len(v)).reshape(-1, 3)
+
+def write_stl(path, v, f):
+    tri = v[f].astype(np.float32)
+    nrm = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    nrm /= np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-12)
+    rec = np.zeros(len(f), dtype=np.dtype([("n", "<f4", 3), ("v", "<f4", (3, 3)), ("a", "<u2")]))
+    rec["n"], rec["v"] = nrm, tri
+    with open(path, "wb") as out:
+        out.write(b"\0" * 80 + struct.pack("<I", len(f)) + rec.tobytes())
+
+def simplify(v, fc):
+    # Files repeat each position per face corner; weld them first or the
+    # simplifier cannot collapse anything.
+    uniq, inv = np.unique(np.round(v, 7), axis=0, return_inverse=True)
     fc = inv.reshape(-1)[fc]
     fc = fc[(fc[:, 0] != fc[:, 1]) & (fc[:, 1] != fc[:, 2]) & (fc[:, 0] != fc[:, 2])]
-    before += len(fc)
-    if len(fc) > 200:
-        vo, fo = fast_simplification.simplify(uniq.astype(np.float32), fc.astype(np.int32),
-                                              target_reduction=1.0 - ratio)
-    else:
-        vo, fo = uniq, fc
+    if len(fc) <= 200:
+        return uniq, fc, len(fc)
+    vo, fo = fast_simplification.simplify(uniq.astype(np.float32), fc.astype(np.int32),
+                                          target_reduction=1.0 - ratio)
     if len(fo) < 4:  # keep tiny parts intact rather than emptying them
-        vo, fo = uniq, fc
+        return uniq, fc, len(fc)
+    return vo, fo, len(fc)
+
+before = after = 0
+# Visual meshes only: collision meshes are untouched, so physics is the same.
+targets = sorted(glob.glob(os.path.join(root, "robots/panda/obj_meshes/*/*.obj")))
+targets += [os.path.join(root, "bases/meshes/rethink_mount/pedestal.stl"),
+            os.path.join(root, "grippers/meshes/panda_gripper/hand_vis.stl")]
+for path in targets:
+    v, f = read_obj(path) if path.endswith(".obj") else read_stl(path)
+    if v is None:
+        continue
+    vo, fo, n = simplify(v, f)
+    before += n
     after += len(fo)
-    with open(path, "w") as f:
-        f.write("".join(f"v {a:.6f} {b:.6f} {c:.6f}\n" for a, b, c in vo))
-        f.write("".join(f"f {a+1} {b+1} {c+1}\n" for a, b, c in fo))
+    (write_obj if path.endswith(".obj") else write_stl)(path, vo, fo)
 print(f"decimated visual meshes: {before} -> {after} triangles", file=sys.stderr)
 PY
 }

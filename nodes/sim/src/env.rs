@@ -725,3 +725,10 @@ impl StackEnv {
         Err(SimError::RenderUnavailable)
     }
 }
+
+impl Pose {
+    /// Quaternion in robosuite/robomimic observation order (x, y, z, w).
+    pub fn quat_xyzw(&self) -> [f64; 4] {
+        [self.quat[1], self.quat[2], self.quat[3], self.quat[0]]
+    }
+}

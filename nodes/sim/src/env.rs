@@ -56,7 +56,7 @@ impl Default for EnvConfig {
 impl EnvConfig {
     pub fn validate(&self) -> Result<()> {
         for (name, v) in [("width", self.width), ("height", self.height)] {
-            if v < 16 || v > scene::MAX_IMAGE_SIZE {
+            if !(16..=scene::MAX_IMAGE_SIZE).contains(&v) {
                 return Err(SimError::InvalidParam {
                     name,
                     reason: format!("{v} is outside 16..={}", scene::MAX_IMAGE_SIZE),
@@ -230,6 +230,10 @@ struct OscScratch {
 }
 
 /// robosuite's Stack task on MuJoCo with an OSC_POSE controller.
+///
+/// Not `Send` when built with a renderer: the EGL context belongs to the
+/// thread that created it, so create the env on the thread that steps it
+/// (as the reference plugin does on its own thread).
 pub struct StackEnv {
     cfg: EnvConfig,
     data: MjData<Box<MjModel>>,

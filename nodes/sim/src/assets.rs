@@ -32,7 +32,9 @@ fn check(dir: &Path) -> Result<()> {
         "textures/light-wood.png",
     ] {
         if !dir.join(rel).is_file() {
-            return Err(SimError::AssetsMissing { path: dir.join(rel) });
+            return Err(SimError::AssetsMissing {
+                path: dir.join(rel),
+            });
         }
     }
     Ok(())

@@ -64,7 +64,10 @@ impl EnvConfig {
             }
         }
         if self.horizon == 0 {
-            return Err(SimError::InvalidParam { name: "horizon", reason: "must be at least 1".into() });
+            return Err(SimError::InvalidParam {
+                name: "horizon",
+                reason: "must be at least 1".into(),
+            });
         }
         Ok(())
     }
@@ -184,19 +187,35 @@ impl Ids {
         let mut arm_act = [0; 7];
         let mut arm_ctrl_range = [[0.0; 2]; 7];
         for i in 0..7 {
-            let j = id(model, MjtObjBase::mjOBJ_JOINT, &format!("robot0_joint{}", i + 1))?;
+            let j = id(
+                model,
+                MjtObjBase::mjOBJ_JOINT,
+                &format!("robot0_joint{}", i + 1),
+            )?;
             arm_qpos[i] = model.jnt_qposadr()[j] as usize;
             arm_dof[i] = model.jnt_dofadr()[j] as usize;
-            arm_act[i] = id(model, MjtObjBase::mjOBJ_ACTUATOR, &format!("robot0_torq_j{}", i + 1))?;
+            arm_act[i] = id(
+                model,
+                MjtObjBase::mjOBJ_ACTUATOR,
+                &format!("robot0_torq_j{}", i + 1),
+            )?;
             arm_ctrl_range[i] = model.actuator_ctrlrange()[arm_act[i]];
         }
         let mut finger_qpos = [0; 2];
         let mut grip_act = [0; 2];
         let mut grip_ctrl_range = [[0.0; 2]; 2];
         for i in 0..2 {
-            let j = id(model, MjtObjBase::mjOBJ_JOINT, &format!("gripper0_right_finger_joint{}", i + 1))?;
+            let j = id(
+                model,
+                MjtObjBase::mjOBJ_JOINT,
+                &format!("gripper0_right_finger_joint{}", i + 1),
+            )?;
             finger_qpos[i] = model.jnt_qposadr()[j] as usize;
-            grip_act[i] = id(model, MjtObjBase::mjOBJ_ACTUATOR, &format!("gripper0_right_gripper_finger_joint{}", i + 1))?;
+            grip_act[i] = id(
+                model,
+                MjtObjBase::mjOBJ_ACTUATOR,
+                &format!("gripper0_right_gripper_finger_joint{}", i + 1),
+            )?;
             grip_ctrl_range[i] = model.actuator_ctrlrange()[grip_act[i]];
         }
         let cube_qpos = [
@@ -213,12 +232,34 @@ impl Ids {
             grip_ctrl_range,
             grip_site: id(model, MjtObjBase::mjOBJ_SITE, "gripper0_right_grip_site")?,
             cube_qpos,
-            cube_geom: [id(model, MjtObjBase::mjOBJ_GEOM, "cubeA_g0")?, id(model, MjtObjBase::mjOBJ_GEOM, "cubeB_g0")?],
-            cube_mat: [id(model, MjtObjBase::mjOBJ_MATERIAL, "cubeA_mat")?, id(model, MjtObjBase::mjOBJ_MATERIAL, "cubeB_mat")?],
-            left_pad: id(model, MjtObjBase::mjOBJ_GEOM, "gripper0_right_finger1_pad_collision")?,
-            right_pad: id(model, MjtObjBase::mjOBJ_GEOM, "gripper0_right_finger2_pad_collision")?,
-            left_finger: id(model, MjtObjBase::mjOBJ_GEOM, "gripper0_right_finger1_collision")?,
-            right_finger: id(model, MjtObjBase::mjOBJ_GEOM, "gripper0_right_finger2_collision")?,
+            cube_geom: [
+                id(model, MjtObjBase::mjOBJ_GEOM, "cubeA_g0")?,
+                id(model, MjtObjBase::mjOBJ_GEOM, "cubeB_g0")?,
+            ],
+            cube_mat: [
+                id(model, MjtObjBase::mjOBJ_MATERIAL, "cubeA_mat")?,
+                id(model, MjtObjBase::mjOBJ_MATERIAL, "cubeB_mat")?,
+            ],
+            left_pad: id(
+                model,
+                MjtObjBase::mjOBJ_GEOM,
+                "gripper0_right_finger1_pad_collision",
+            )?,
+            right_pad: id(
+                model,
+                MjtObjBase::mjOBJ_GEOM,
+                "gripper0_right_finger2_pad_collision",
+            )?,
+            left_finger: id(
+                model,
+                MjtObjBase::mjOBJ_GEOM,
+                "gripper0_right_finger1_collision",
+            )?,
+            right_finger: id(
+                model,
+                MjtObjBase::mjOBJ_GEOM,
+                "gripper0_right_finger2_collision",
+            )?,
             camera: id(model, MjtObjBase::mjOBJ_CAMERA, camera.name())?,
         })
     }
@@ -267,7 +308,9 @@ impl StackEnv {
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
             #[cfg(feature = "render")]
             renderer: None,
-            scratch: OscScratch { full_m: vec![0.0; nv * nv] },
+            scratch: OscScratch {
+                full_m: vec![0.0; nv * nv],
+            },
             episode_seed: cfg.seed,
             steps: 0,
             gripper_cmd: [0.0; 2],
@@ -425,7 +468,9 @@ impl StackEnv {
                 let y = self.rng.random_range(-r..r);
                 if k == 1 {
                     let (px, py, _, _) = out[0];
-                    if ((x - px).powi(2) + (y - py).powi(2)).sqrt() <= radius(halves[0]) + radius(halves[1]) {
+                    if ((x - px).powi(2) + (y - py).powi(2)).sqrt()
+                        <= radius(halves[0]) + radius(halves[1])
+                    {
                         continue;
                     }
                 }
@@ -526,7 +571,9 @@ impl StackEnv {
         let ids = &self.ids;
         let (jp, jr) = self.data.jac_site(true, true, ids.grip_site);
         let nv = self.data.model().ffi().nv as usize;
-        self.data.full_m(&mut self.scratch.full_m).expect("buffer sized to nv*nv");
+        self.data
+            .full_m(&mut self.scratch.full_m)
+            .expect("buffer sized to nv*nv");
         let n = 7;
         let mut j = vec![0.0; 6 * n];
         for (c, &d) in ids.arm_dof.iter().enumerate() {
@@ -545,7 +592,11 @@ impl StackEnv {
         let qpos = self.data.qpos();
         let dq: Vec<f64> = ids.arm_dof.iter().map(|&d| qvel[d]).collect();
         let q: Vec<f64> = ids.arm_qpos.iter().map(|&a| qpos[a]).collect();
-        let bias: Vec<f64> = ids.arm_dof.iter().map(|&d| self.data.qfrc_bias()[d]).collect();
+        let bias: Vec<f64> = ids
+            .arm_dof
+            .iter()
+            .map(|&d| self.data.qfrc_bias()[d])
+            .collect();
 
         let m_inv = math::inverse(&m, n);
         let jt = math::transpose_n(&j, 6, n);
@@ -586,8 +637,9 @@ impl StackEnv {
             }
         }
         let kv = NULLSPACE_KP.sqrt() * 2.0;
-        let qerr: Vec<f64> =
-            (0..n).map(|i| NULLSPACE_KP * (scene::INIT_QPOS[i] - q[i]) - kv * dq[i]).collect();
+        let qerr: Vec<f64> = (0..n)
+            .map(|i| NULLSPACE_KP * (scene::INIT_QPOS[i] - q[i]) - kv * dq[i])
+            .collect();
         let pose_torque = math::mul(&m, &qerr, n, n, 1);
         let null_t = math::mul(&math::transpose_n(&null, n, n), &pose_torque, n, n, 1);
 
@@ -607,13 +659,19 @@ impl StackEnv {
     /// Pose of robosuite's OSC control site (`gripper0_right_grip_site`).
     pub fn eef_pose(&self) -> Pose {
         let (p, r) = self.eef_pos_mat();
-        Pose { pos: p, quat: math::mat_to_quat(&r) }
+        Pose {
+            pos: p,
+            quat: math::mat_to_quat(&r),
+        }
     }
 
     pub fn cube_pose(&self, cube: Cube) -> Pose {
         let a = self.ids.cube_qpos[cube as usize];
         let q = &self.data.qpos()[a..a + 7];
-        Pose { pos: [q[0], q[1], q[2]], quat: [q[3], q[4], q[5], q[6]] }
+        Pose {
+            pos: [q[0], q[1], q[2]],
+            quat: [q[3], q[4], q[5], q[6]],
+        }
     }
 
     /// Finger joint positions; about 0.04/-0.04 open and 0/0 closed.
@@ -643,7 +701,12 @@ impl StackEnv {
     /// Whether any finger geom touches the cube (a looser test used by the expert).
     pub fn fingers_touch(&self, cube: Cube) -> bool {
         let g = [self.ids.cube_geom[cube as usize]];
-        let f = [self.ids.left_pad, self.ids.right_pad, self.ids.left_finger, self.ids.right_finger];
+        let f = [
+            self.ids.left_pad,
+            self.ids.right_pad,
+            self.ids.left_finger,
+            self.ids.right_finger,
+        ];
         self.geoms_touch(&f, &g)
     }
 
@@ -668,7 +731,14 @@ impl StackEnv {
         qpos[a..a + 3].copy_from_slice(&pose.pos);
         qpos[a + 3..a + 7].copy_from_slice(&pose.quat);
         let m = self.data.model();
-        let j = m.name_to_id(MjtObjBase::mjOBJ_JOINT, if cube == Cube::A { "cubeA_joint0" } else { "cubeB_joint0" });
+        let j = m.name_to_id(
+            MjtObjBase::mjOBJ_JOINT,
+            if cube == Cube::A {
+                "cubeA_joint0"
+            } else {
+                "cubeB_joint0"
+            },
+        );
         if let Some(j) = j {
             let d = self.data.model().jnt_dofadr()[j] as usize;
             self.data.qvel_mut()[d..d + 6].fill(0.0);
@@ -696,14 +766,21 @@ impl StackEnv {
 
     /// The OSC goal set by the last action (MimicGen's `target_pose`).
     pub fn target_pose(&self) -> Pose {
-        Pose { pos: self.goal_pos, quat: math::mat_to_quat(&self.goal_ori) }
+        Pose {
+            pos: self.goal_pos,
+            quat: math::mat_to_quat(&self.goal_ori),
+        }
     }
 
     /// robosuite 1.5.2's 23-D `object` observation: cubeA pos, cubeA quat
     /// (xyzw), cubeB pos, cubeB quat (xyzw), cubeB - cubeA, cubeA - eef,
     /// cubeB - eef.
     pub fn object_obs(&self) -> [f64; 23] {
-        let (a, b, e) = (self.cube_pose(Cube::A), self.cube_pose(Cube::B), self.eef_pose().pos);
+        let (a, b, e) = (
+            self.cube_pose(Cube::A),
+            self.cube_pose(Cube::B),
+            self.eef_pose().pos,
+        );
         let mut o = [0.0; 23];
         o[0..3].copy_from_slice(&a.pos);
         o[3..7].copy_from_slice(&a.quat_xyzw());
@@ -778,10 +855,17 @@ impl StackEnv {
             self.init_renderer()?;
         }
         let r = self.renderer.as_mut().expect("renderer initialised above");
-        r.sync_data(&mut self.data).map_err(|e| SimError::Render(e.to_string()))?;
+        r.sync_data(&mut self.data)
+            .map_err(|e| SimError::Render(e.to_string()))?;
         r.render().map_err(|e| SimError::Render(e.to_string()))?;
-        let rgb = r.rgb_flat().ok_or_else(|| SimError::Render("no RGB buffer".into()))?;
-        Ok(RgbImage { width: self.cfg.width, height: self.cfg.height, data: rgb.to_vec() })
+        let rgb = r
+            .rgb_flat()
+            .ok_or_else(|| SimError::Render("no RGB buffer".into()))?;
+        Ok(RgbImage {
+            width: self.cfg.width,
+            height: self.cfg.height,
+            data: rgb.to_vec(),
+        })
     }
 
     #[cfg(not(feature = "render"))]

@@ -42,7 +42,13 @@ pub struct ExpertConfig {
 
 impl Default for ExpertConfig {
     fn default() -> Self {
-        Self { pos_gain: 2.5, rot_gain: 2.0, hover: 0.06, carry_clearance: 0.06, action_noise: 0.0 }
+        Self {
+            pos_gain: 2.5,
+            rot_gain: 2.0,
+            hover: 0.06,
+            carry_clearance: 0.06,
+            action_noise: 0.0,
+        }
     }
 }
 
@@ -103,7 +109,8 @@ impl Expert {
         // Relative to the start yaw, not the current one, so the chosen
         // quarter turn stays put while the hand rotates.
         let b = self.base_yaw;
-        let target_yaw = b + wrap_quarter(cube_yaw(env, cube) - b) + turns * std::f64::consts::FRAC_PI_2;
+        let target_yaw =
+            b + wrap_quarter(cube_yaw(env, cube) - b) + turns * std::f64::consts::FRAC_PI_2;
         math::matmul(&math::rot_z(target_yaw - self.base_yaw), &self.base_ori)
     }
 
@@ -149,7 +156,7 @@ impl Expert {
             self.base_ori = env.eef_pose().mat();
             self.base_yaw = math::yaw_of(&self.base_ori);
             // Different stream from the env's, same reproducibility.
-            self.rng = ChaCha8Rng::seed_from_u64(env.episode_seed() ^ 0x5eed_e4be_47u64);
+            self.rng = ChaCha8Rng::seed_from_u64(env.episode_seed() ^ 0x005e_ede4_be47_u64);
         }
         self.episode = Some(key);
         self.phase_steps += 1;
@@ -166,8 +173,10 @@ impl Expert {
         let grasp_ori = self.aligned(env, top, 0.0);
 
         // Lost the cube while carrying it: start over.
-        if matches!(self.phase, Phase::Lift | Phase::Transport | Phase::Lower | Phase::Unwind)
-            && self.phase_steps > 4
+        if matches!(
+            self.phase,
+            Phase::Lift | Phase::Transport | Phase::Lower | Phase::Unwind
+        ) && self.phase_steps > 4
             && (eef[2] - tp[2]) > th + 0.02
         {
             self.set_phase(Phase::Approach);
@@ -175,7 +184,11 @@ impl Expert {
 
         match self.phase {
             Phase::Approach => {
-                let target = [tp[0], tp[1], (tp[2] + self.cfg.hover).max(eef[2].min(carry_z))];
+                let target = [
+                    tp[0],
+                    tp[1],
+                    (tp[2] + self.cfg.hover).max(eef[2].min(carry_z)),
+                ];
                 let yaw_err = {
                     let r = math::matmul(&grasp_ori, &math::transpose(&env.eef_pose().mat()));
                     math::norm(math::mat_to_axis_angle(&r))
@@ -238,7 +251,11 @@ impl Expert {
                 // Robot base sits at (-0.56, 0); move 10 cm towards it.
                 let d = [eef[0] + 0.56, eef[1]];
                 let l = (d[0] * d[0] + d[1] * d[1]).sqrt().max(1e-6);
-                let target = [eef[0] - 0.1 * d[0] / l, eef[1] - 0.1 * d[1] / l, carry_z + th];
+                let target = [
+                    eef[0] - 0.1 * d[0] / l,
+                    eef[1] - 0.1 * d[1] / l,
+                    carry_z + th,
+                ];
                 if self.phase_steps >= 8 {
                     self.set_phase(Phase::Transport);
                 }

@@ -7,7 +7,10 @@ use crate::error::{Result, SimError};
 /// Writes an RGB8 frame as PNG.
 #[cfg(feature = "render")]
 pub fn write_png(path: &Path, img: &RgbImage) -> Result<()> {
-    let io = |e: std::io::Error| SimError::Io { path: path.to_path_buf(), source: e };
+    let io = |e: std::io::Error| SimError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
     let file = std::fs::File::create(path).map_err(io)?;
     let mut enc = png::Encoder::new(std::io::BufWriter::new(file), img.width, img.height);
     enc.set_color(png::ColorType::Rgb);

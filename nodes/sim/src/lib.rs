@@ -19,6 +19,8 @@ pub mod variant;
 pub use env::{Cube, EnvConfig, Observation, Pose, RgbImage, StackEnv, StepResult};
 pub use error::{Result, SimError};
 pub use expert::{Expert, ExpertConfig, Phase};
-pub use variant::{Camera, CubeColor, StackOrder, Variant};
 pub use image_io::write_png;
-pub use tools::{action_from_model, bench, info, render_to_png, run_expert, BenchReport, ExpertReport};
+pub use tools::{
+    action_from_model, bench, info, render_to_png, run_expert, BenchReport, ExpertReport,
+};
+pub use variant::{Camera, CubeColor, StackOrder, Variant};

@@ -161,12 +161,20 @@ pub fn build_model(assets: &Path, variant: Variant) -> Result<MjModel> {
         *r = 0.0;
     }
     if variant.wide_camera() {
-        let av = model.name_to_id(MjtObjBase::mjOBJ_CAMERA, "agentview").unwrap();
-        let full = model.name_to_id(MjtObjBase::mjOBJ_CAMERA, "agentview_full").unwrap();
+        let av = model
+            .name_to_id(MjtObjBase::mjOBJ_CAMERA, "agentview")
+            .unwrap();
+        let full = model
+            .name_to_id(MjtObjBase::mjOBJ_CAMERA, "agentview_full")
+            .unwrap();
         let (p, q) = (model.cam_pos()[full], model.cam_quat()[full]);
         model.cam_pos_mut()[av] = p;
         model.cam_quat_mut()[av] = q;
     }
-    debug!(elapsed_ms = t0.elapsed().as_millis() as u64, nq = model.ffi().nq, "stack model compiled");
+    debug!(
+        elapsed_ms = t0.elapsed().as_millis() as u64,
+        nq = model.ffi().nq,
+        "stack model compiled"
+    );
     Ok(model)
 }

@@ -85,8 +85,19 @@ impl fmt::Display for ExpertReport {
 
 /// Runs the scripted expert for `episodes` episodes with seeds
 /// `first_seed..first_seed+episodes`, physics only, each up to `horizon` steps.
-pub fn run_expert(variant: Variant, episodes: u32, first_seed: u64, horizon: u32) -> Result<ExpertReport> {
-    let mut env = StackEnv::new(EnvConfig { variant, horizon, seed: first_seed, render: false, ..Default::default() })?;
+pub fn run_expert(
+    variant: Variant,
+    episodes: u32,
+    first_seed: u64,
+    horizon: u32,
+) -> Result<ExpertReport> {
+    let mut env = StackEnv::new(EnvConfig {
+        variant,
+        horizon,
+        seed: first_seed,
+        render: false,
+        ..Default::default()
+    })?;
     let mut expert = Expert::default();
     let t0 = Instant::now();
     let mut successes = 0;
@@ -155,7 +166,13 @@ impl fmt::Display for BenchReport {
 
 /// Measures physics and control throughput over `control_steps` expert steps.
 pub fn bench(variant: Variant, control_steps: u32, width: u32, height: u32) -> Result<BenchReport> {
-    let mut env = StackEnv::new(EnvConfig { variant, width, height, render: false, ..Default::default() })?;
+    let mut env = StackEnv::new(EnvConfig {
+        variant,
+        width,
+        height,
+        render: false,
+        ..Default::default()
+    })?;
     let mut expert = Expert::default();
 
     // Physics alone: plain mj_step with the last controls held.
@@ -182,7 +199,10 @@ pub fn bench(variant: Variant, control_steps: u32, width: u32, height: u32) -> R
                 env.reset(seed)?;
             }
         }
-        Ok((control_steps as f64 / t.elapsed().as_secs_f64(), 1000.0 * render_s / control_steps as f64))
+        Ok((
+            control_steps as f64 / t.elapsed().as_secs_f64(),
+            1000.0 * render_s / control_steps as f64,
+        ))
     };
     let (control_steps_per_s, _) = run(&mut env, false)?;
     env.render()?; // warm up the renderer outside the timed loop
@@ -202,23 +222,42 @@ pub fn bench(variant: Variant, control_steps: u32, width: u32, height: u32) -> R
 pub fn info() -> String {
     let mut s = String::new();
     s.push_str(&format!("vela-sim {}\n", env!("CARGO_PKG_VERSION")));
-    s.push_str(&format!("MuJoCo library: {}\n", mujoco_rs::mujoco_c::mjVERSION_HEADER));
+    s.push_str(&format!(
+        "MuJoCo library: {}\n",
+        mujoco_rs::mujoco_c::mjVERSION_HEADER
+    ));
     match crate::assets::asset_dir() {
         Ok(dir) => s.push_str(&format!(
             "assets: {} (visual meshes {})\n",
             dir.display(),
-            if crate::assets::meshes_decimated(&dir) { "decimated" } else { "full" }
+            if crate::assets::meshes_decimated(&dir) {
+                "decimated"
+            } else {
+                "full"
+            }
         )),
         Err(e) => s.push_str(&format!("assets: MISSING: {e}\n")),
     }
     s.push_str(&format!(
         "renderer: {}\n",
-        if cfg!(feature = "render") { "EGL headless (feature render)" } else { "not built" }
+        if cfg!(feature = "render") {
+            "EGL headless (feature render)"
+        } else {
+            "not built"
+        }
     ));
     s.push_str("environments: ");
-    s.push_str(&Variant::ALL.iter().map(|v| v.name()).collect::<Vec<_>>().join(", "));
+    s.push_str(
+        &Variant::ALL
+            .iter()
+            .map(|v| v.name())
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
     s.push_str("\ncameras: agentview (default), frontview, birdview\n");
-    s.push_str("control: OSC_POSE 20 Hz (25 x 2 ms substeps); action [dx dy dz ax ay az grip] in [-1,1], ");
+    s.push_str(
+        "control: OSC_POSE 20 Hz (25 x 2 ms substeps); action [dx dy dz ax ay az grip] in [-1,1], ",
+    );
     s.push_str("x0.05 m / x0.5 rad, gripper -1 open / +1 close\n");
     s.push_str("defaults: 224x224, horizon 200\n");
     s

@@ -24,8 +24,14 @@ pub enum Variant {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 6] =
-        [Variant::D0, Variant::D1, Variant::D2, Variant::D3, Variant::D4, Variant::Lang];
+    pub const ALL: [Variant; 6] = [
+        Variant::D0,
+        Variant::D1,
+        Variant::D2,
+        Variant::D3,
+        Variant::D4,
+        Variant::Lang,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -52,13 +58,19 @@ impl Variant {
     }
 
     pub fn colours_per_episode(self) -> bool {
-        matches!(self, Variant::D2 | Variant::D3 | Variant::D4 | Variant::Lang)
+        matches!(
+            self,
+            Variant::D2 | Variant::D3 | Variant::D4 | Variant::Lang
+        )
     }
     pub fn colours_per_step(self) -> bool {
         matches!(self, Variant::D4)
     }
     pub fn instruction_per_episode(self) -> bool {
-        matches!(self, Variant::D2 | Variant::D3 | Variant::D4 | Variant::Lang)
+        matches!(
+            self,
+            Variant::D2 | Variant::D3 | Variant::D4 | Variant::Lang
+        )
     }
     pub fn instruction_per_step(self) -> bool {
         matches!(self, Variant::D3 | Variant::D4)
@@ -242,7 +254,11 @@ mod tests {
         assert_eq!("Stack_Lang".parse::<Variant>().unwrap(), Variant::Lang);
         let e = "Stack_D9".parse::<Variant>().unwrap_err().to_string();
         assert!(e.contains("Stack_D9") && e.contains("Stack_D0"), "{e}");
-        assert!("fisheye".parse::<Camera>().unwrap_err().to_string().contains("agentview"));
+        assert!("fisheye"
+            .parse::<Camera>()
+            .unwrap_err()
+            .to_string()
+            .contains("agentview"));
     }
 
     #[test]

@@ -98,6 +98,37 @@ fn edit_err(what: &str, e: impl std::fmt::Display) -> SimError {
     SimError::Model(format!("{what}: {e}"))
 }
 
+/// robosuite's TableArena resizes the stock 0.8 m table block in Python to a
+/// 5 cm top at `table_offset` on four legs. Only the look below the top
+/// changes, but the legs and floor show in the wide D1+ agentview.
+fn shape_table(scene: &mut MjSpec) -> Result<()> {
+    let half = [0.4, 0.4, 0.025];
+    let missing = |what: &str| edit_err("table_arena.xml", format!("no {what}"));
+    scene
+        .body_mut("table")
+        .ok_or_else(|| missing("table body"))?
+        .with_pos([0.0, 0.0, TABLE_TOP_Z - half[2]]);
+    for g in ["table_collision", "table_visual"] {
+        scene.geom_mut(g).ok_or_else(|| missing(g))?.with_size(half);
+    }
+    scene
+        .site_mut("table_top")
+        .ok_or_else(|| missing("table_top site"))?
+        .with_pos([0.0, 0.0, half[2]]);
+    // Legs 10 cm in from each corner, reaching the floor.
+    let leg_half_len = (TABLE_TOP_Z - half[2]) / 2.0;
+    let corners = [(1.0, 1.0), (-1.0, 1.0), (-1.0, -1.0), (1.0, -1.0)];
+    for (i, (sx, sy)) in corners.iter().enumerate() {
+        let name = format!("table_leg{}_visual", i + 1);
+        scene
+            .geom_mut(&name)
+            .ok_or_else(|| missing(&name))?
+            .with_pos([sx * (half[0] - 0.1), sy * (half[1] - 0.1), -leg_half_len])
+            .with_size([0.025, leg_half_len, 0.0]);
+    }
+    Ok(())
+}
+
 /// Composes and compiles the Stack model for `variant`.
 pub fn build_model(assets: &Path, variant: Variant) -> Result<MjModel> {
     let t0 = std::time::Instant::now();
@@ -109,6 +140,8 @@ pub fn build_model(assets: &Path, variant: Variant) -> Result<MjModel> {
         .map_err(|e| edit_err("grippers/panda_gripper.xml", e))?;
     let mut mount = MjSpec::from_xml(assets.join("bases/rethink_mount.xml"))
         .map_err(|e| edit_err("bases/rethink_mount.xml", e))?;
+
+    shape_table(&mut scene)?;
 
     // Arm first, then the gripper into the arm's copy inside the scene, so the
     // prefixes do not compound (robot0_gripper0_...).

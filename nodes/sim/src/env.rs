@@ -524,7 +524,14 @@ impl StackEnv {
         let drot = [a[3] * MAX_DROT, a[4] * MAX_DROT, a[5] * MAX_DROT];
         // Left-multiplied: the rotation is expressed in the world frame.
         self.goal_ori = math::matmul(&math::axis_angle_to_mat(drot), &r);
-        let g = a[6].signum() * if a[6] == 0.0 { 0.0 } else { 1.0 };
+        // sign(a): 0 leaves the fingers where they are commanded now.
+        let g = if a[6] > 0.0 {
+            1.0
+        } else if a[6] < 0.0 {
+            -1.0
+        } else {
+            0.0
+        };
         for _ in 0..SUBSTEPS {
             // robosuite's PandaGripper: the command ramps by `speed` per substep
             // towards closed (+1) or open (-1), fingers mirrored.

@@ -4,6 +4,9 @@
 export VELA_CACHE="${VELA_CACHE:-$HOME/.cache/vela}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$VELA_CACHE/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# MuJoCo (scripts/setup-mujoco.sh puts it here): mujoco-rs links it at build time, and the
+# build scripts bake its folder into the binaries' rpath.
+export MUJOCO_DYNAMIC_LINK_DIR="${MUJOCO_DYNAMIC_LINK_DIR:-$VELA_CACHE/mujoco/lib}"
 mkdir -p "$VELA_CACHE"
 
 stage_start() { STAGE_NAME="$1"; STAGE_T0=$(date +%s); echo "==> $1"; }

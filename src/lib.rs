@@ -5,5 +5,6 @@ pub mod import;
 pub mod presets;
 pub mod registry;
 pub mod run;
+pub mod sim;
 pub mod studio;
 pub mod vla;

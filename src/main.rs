@@ -1,6 +1,6 @@
 //! `vela`: the command-line front door to the studio, graphs and tools.
 
-use vela::{presets, registry, run, studio, vla};
+use vela::{presets, registry, run, sim, studio, vla};
 
 use std::path::PathBuf;
 
@@ -50,6 +50,11 @@ enum Command {
         /// Folder with the built UI (default: $VELA_UI_DIST, then the setup script's build).
         #[arg(long, value_name = "DIR")]
         ui: Option<PathBuf>,
+    },
+    /// The Stack simulator: info, render a frame, expert success rate, speed.
+    Sim {
+        #[command(subcommand)]
+        command: sim::SimCommand,
     },
     /// OpenVLA checkpoints: make, quantize, predict.
     Vla {
@@ -108,6 +113,7 @@ fn real_main() -> Result<()> {
         Command::Run(args) => run::run(&store, args),
         Command::BenchRuntime { messages, out } => bench_runtime(messages, out),
         Command::Vla { command } => vla::run(command),
+        Command::Sim { command } => sim::run(command),
         Command::Studio { load, start, host, port, ui } => {
             if !host.is_loopback() {
                 tracing::warn!("binding to {host}: the studio has no authentication; anyone who can reach this address can run graphs");

@@ -9,5 +9,6 @@ pub fn build() -> Registry {
     vela_prompt::register(&mut r);
     vela_media::register(&mut r);
     vela_vla::register(&mut r);
+    vela_sim::register(&mut r);
     r
 }

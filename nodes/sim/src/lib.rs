@@ -12,6 +12,7 @@ pub mod error;
 pub mod expert;
 pub mod image_io;
 pub mod math;
+pub mod node;
 pub mod scene;
 pub mod tools;
 pub mod variant;
@@ -24,3 +25,4 @@ pub use tools::{
     action_from_model, bench, info, render_to_png, run_expert, BenchReport, ExpertReport,
 };
 pub use variant::{Camera, CubeColor, StackOrder, Variant};
+pub use node::{register, MimicGenNode, Motion};

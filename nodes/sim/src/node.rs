@@ -1,0 +1,439 @@
+//! The MimicGen node: the Stack simulator inside a graph.
+//!
+//! Mirrors Agent Studio's MimicGen plugin (instruction and frame out every step,
+//! actions in, genlock, horizon, `S/N (P%)` statistics counted the same way) so
+//! success rates are comparable, with its quirks fixed: `repeat_actions` works, and
+//! episode events are emitted so benchmarks need not scrape logs.
+
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{json, Value};
+use vela_runtime::{
+    Context, DataType, Event, Image, Message, Node, NodeDescriptor, NodeError, NodeInit, ParamKind, ParamSpec,
+    Payload, Registry, Text,
+};
+
+use crate::{action_from_model, Camera, EnvConfig, Expert, Observation, StackEnv, StepResult, Variant};
+
+/// What the simulator thread is asked to do.
+enum Request {
+    Reset(u64),
+    /// Step with this action, or with the scripted expert's when `None`.
+    Step(Option<[f32; 7]>),
+}
+
+enum Reply {
+    Reset(Observation),
+    Step(StepResult),
+}
+
+/// The environment on a thread of its own: its EGL context belongs to the thread that
+/// made it, while graph nodes must be free to move between threads.
+struct SimWorker {
+    tx: std::sync::mpsc::Sender<Request>,
+    rx: std::sync::mpsc::Receiver<Result<Reply, String>>,
+    instruction: String,
+}
+
+impl SimWorker {
+    fn spawn(cfg: EnvConfig) -> Result<Self, NodeError> {
+        let (tx, req_rx) = std::sync::mpsc::channel::<Request>();
+        let (rep_tx, rx) = std::sync::mpsc::channel();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("mimicgen".into())
+            .spawn(move || {
+                let mut env = match StackEnv::new(cfg) {
+                    Ok(env) => {
+                        let _ = ready_tx.send(Ok(()));
+                        env
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let mut expert = Expert::default();
+                while let Ok(req) = req_rx.recv() {
+                    let reply = match req {
+                        Request::Reset(seed) => {
+                            expert = Expert::default();
+                            env.reset(seed).map(Reply::Reset)
+                        }
+                        Request::Step(action) => {
+                            let a = action.unwrap_or_else(|| expert.act(&env));
+                            env.step(&a).map(Reply::Step)
+                        }
+                    };
+                    if rep_tx.send(reply.map_err(|e| e.to_string())).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(NodeError::msg)?;
+        ready_rx.recv().map_err(|_| NodeError::msg("the simulator thread died while starting"))?.map_err(NodeError::msg)?;
+        Ok(SimWorker { tx, rx, instruction: String::new() })
+    }
+
+    fn call(&self, req: Request) -> Result<Reply, NodeError> {
+        self.tx.send(req).map_err(|_| NodeError::msg("the simulator thread has stopped"))?;
+        self.rx.recv().map_err(|_| NodeError::msg("the simulator thread has stopped"))?.map_err(NodeError::msg)
+    }
+
+    fn reset(&mut self, seed: u64) -> Result<Observation, NodeError> {
+        match self.call(Request::Reset(seed))? {
+            Reply::Reset(obs) => {
+                self.instruction = obs.instruction.clone();
+                Ok(obs)
+            }
+            Reply::Step(_) => unreachable!("reset answers with an observation"),
+        }
+    }
+
+    fn step(&mut self, action: Option<[f32; 7]>) -> Result<StepResult, NodeError> {
+        match self.call(Request::Step(action))? {
+            Reply::Step(r) => {
+                self.instruction = r.obs.instruction.clone();
+                Ok(r)
+            }
+            Reply::Reset(_) => unreachable!("step answers with a step result"),
+        }
+    }
+}
+
+/// Where actions come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Motion {
+    /// The `actions` input (a policy); zeros with an open gripper until the first arrives.
+    Agent,
+    /// The built-in scripted expert.
+    Expert,
+    Zeros,
+    Random,
+}
+
+impl Motion {
+    fn parse(s: &str) -> Result<Self, NodeError> {
+        match s {
+            "agent" => Ok(Motion::Agent),
+            "expert" => Ok(Motion::Expert),
+            "zeros" | "disabled" => Ok(Motion::Zeros),
+            "random" => Ok(Motion::Random),
+            other => Err(NodeError::param("motion", format!("{other:?} is not agent, expert, zeros or random"))),
+        }
+    }
+}
+
+pub struct MimicGenNode {
+    sim: SimWorker,
+    horizon: u32,
+    motion: Motion,
+    genlock: bool,
+    interval: Duration,
+    action_scale: f32,
+    repeat_actions: bool,
+    rng: ChaCha8Rng,
+    /// Seed of the next episode; advances by one per episode so runs are reproducible.
+    next_seed: u64,
+    episode: u64,
+    /// Steps in this episode counted from the policy's first action (as the reference).
+    frames: u32,
+    actions_this_episode: u32,
+    next_action: Option<[f32; 7]>,
+    last_action: Option<[f32; 7]>,
+    needs_reset: bool,
+    paused: bool,
+    primed: bool,
+    successes: u64,
+    finished: u64,
+    frames_per_episode: Vec<u32>,
+    render_ms: f64,
+    last_instruction: String,
+}
+
+impl MimicGenNode {
+    pub fn descriptor() -> NodeDescriptor {
+        let variants: Vec<String> = Variant::ALL.iter().map(|v| v.name().to_string()).collect();
+        NodeDescriptor::new("MimicGen", "Robotics", "MimicGen Stack")
+            .describe("The Panda arm stacking cubes in MuJoCo (robosuite Stack, MimicGen D0-D4 and a language variant).")
+            .input("actions", &[DataType::Actions], "7-D actions in the model's convention (gripper 1 = open, 0 = closed)")
+            .output("image", DataType::Image, "camera frame after each step")
+            .output("text", DataType::Text, "the episode's instruction, every step")
+            .output("events", DataType::Event, "episode start, success, timeout")
+            .param(ParamSpec::new("environment", ParamKind::Choice { options: variants }, "Stack_D2", "task variant").startup_only())
+            .param(
+                ParamSpec::new(
+                    "camera",
+                    ParamKind::Choice { options: vec!["agentview".into(), "frontview".into(), "birdview".into()] },
+                    "agentview",
+                    "camera",
+                )
+                .startup_only(),
+            )
+            .param(ParamSpec::new("width", ParamKind::Int { min: Some(16), max: Some(1024) }, 224, "image width").startup_only())
+            .param(ParamSpec::new("height", ParamKind::Int { min: Some(16), max: Some(1024) }, 224, "image height").startup_only())
+            .param(ParamSpec::new("framerate", ParamKind::Float { min: Some(0.0), max: Some(1000.0) }, 10.0, "steps per second (0 = as fast as possible)"))
+            .param(ParamSpec::new("genlock", ParamKind::Bool, true, "step only when a new action arrives (lock-step with the policy)"))
+            .param(ParamSpec::new("horizon", ParamKind::Int { min: Some(1), max: Some(100_000) }, 200, "steps before an episode fails").startup_only())
+            .param(ParamSpec::new("action_scale", ParamKind::Float { min: Some(0.0), max: Some(10.0) }, 1.0, "multiplies position and rotation actions"))
+            .param(ParamSpec::new("repeat_actions", ParamKind::Bool, false, "reuse the last action when none arrived (otherwise hold still, keep the gripper)"))
+            .param(ParamSpec::new(
+                "motion",
+                ParamKind::Choice { options: vec!["agent".into(), "expert".into(), "zeros".into(), "random".into()] },
+                "agent",
+                "where actions come from",
+            ))
+            .param(ParamSpec::new("seed", ParamKind::Int { min: Some(0), max: None }, 0, "seed of the first episode").startup_only())
+    }
+
+    pub fn new(init: &NodeInit) -> Result<Self, NodeError> {
+        let p = init.params;
+        let variant: Variant = p.str("environment")?.parse().map_err(|e| NodeError::param("environment", e))?;
+        let camera: Camera = p.str("camera")?.parse().map_err(|e| NodeError::param("camera", e))?;
+        let seed = p.u64("seed")?;
+        let cfg = EnvConfig {
+            variant,
+            camera,
+            width: p.u64("width")? as u32,
+            height: p.u64("height")? as u32,
+            horizon: p.u64("horizon")? as u32,
+            seed,
+            render: true,
+        };
+        cfg.validate().map_err(|e| NodeError::msg(e.to_string()))?;
+        let horizon = cfg.horizon;
+        let sim = SimWorker::spawn(cfg)?;
+        let fr = p.f64("framerate")?;
+        Ok(MimicGenNode {
+            sim,
+            horizon,
+            motion: Motion::parse(p.str("motion")?)?,
+            genlock: p.bool("genlock")?,
+            interval: if fr > 0.0 { Duration::from_secs_f64(1.0 / fr) } else { Duration::ZERO },
+            action_scale: p.f64("action_scale")? as f32,
+            repeat_actions: p.bool("repeat_actions")?,
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5eed),
+            next_seed: seed,
+            episode: 0,
+            frames: 0,
+            actions_this_episode: 0,
+            next_action: None,
+            last_action: None,
+            needs_reset: true,
+            paused: false,
+            primed: false,
+            successes: 0,
+            finished: 0,
+            frames_per_episode: Vec::new(),
+            render_ms: 0.0,
+            last_instruction: String::new(),
+        })
+    }
+
+    fn emit_frame(&mut self, image: crate::RgbImage, ctx: &mut Context) -> Result<(), NodeError> {
+        let instruction = self.sim.instruction.clone();
+        // Instruction first, then the frame: a prompt builder sees the current text with the image.
+        ctx.send("text", Text::final_text(instruction.clone()))?;
+        self.last_instruction = instruction;
+        let img = Image::rgb8(image.width, image.height, image.data).map_err(NodeError::msg)?;
+        ctx.send("image", img)
+    }
+
+    fn reset(&mut self, ctx: &mut Context) -> Result<(), NodeError> {
+        let seed = self.next_seed;
+        self.next_seed += 1;
+        self.episode += 1;
+        let t0 = Instant::now();
+        let obs = self.sim.reset(seed)?;
+        self.render_ms = t0.elapsed().as_secs_f64() * 1e3;
+        self.frames = 0;
+        self.actions_this_episode = 0;
+        self.next_action = None;
+        self.last_action = None;
+        self.needs_reset = false;
+        self.primed = false;
+        ctx.send("events", Event::EpisodeStart { episode: self.episode, seed, instruction: obs.instruction.clone() })?;
+        if let Some(img) = obs.image {
+            self.emit_frame(img, ctx)?;
+        }
+        Ok(())
+    }
+
+    /// The action to apply; `None` lets the simulator thread ask the scripted expert.
+    fn choose_action(&mut self) -> Option<[f32; 7]> {
+        Some(match self.motion {
+            Motion::Expert => return None,
+            Motion::Zeros => [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0],
+            Motion::Random => {
+                let mut a = [0f32; 7];
+                for v in a.iter_mut() {
+                    *v = self.rng.random_range(-1.0..1.0);
+                }
+                a
+            }
+            Motion::Agent => {
+                let model = match self.next_action.take() {
+                    Some(a) => Some(a),
+                    None if self.repeat_actions => self.last_action,
+                    // Hold still but keep the gripper where the policy last put it.
+                    None => self.last_action.map(|a| [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, a[6]]),
+                };
+                match model {
+                    Some(a) => action_from_model(&a, self.action_scale),
+                    None => [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0],
+                }
+            }
+        })
+    }
+
+    fn step(&mut self, ctx: &mut Context) -> Result<(), NodeError> {
+        if self.needs_reset {
+            return self.reset(ctx);
+        }
+        let from_policy = self.motion == Motion::Agent && self.next_action.is_some();
+        if self.motion == Motion::Agent && self.genlock && !from_policy {
+            // Lock-step: wait for the policy. The first frame went out at reset.
+            return Ok(());
+        }
+        if from_policy {
+            self.actions_this_episode += 1;
+            if self.actions_this_episode == 1 {
+                // Steps before the policy's first action are not counted (as the reference).
+                self.frames = 0;
+            }
+        }
+        let action = self.choose_action();
+        let t0 = Instant::now();
+        let r = self.sim.step(action)?;
+        self.render_ms = t0.elapsed().as_secs_f64() * 1e3;
+        self.frames += 1;
+        if let Some(img) = r.obs.image {
+            self.emit_frame(img, ctx)?;
+        }
+        let agent_started = self.motion != Motion::Agent || self.actions_this_episode > 0;
+        let timeout = agent_started && self.frames >= self.horizon;
+        if r.success || timeout {
+            self.finished += 1;
+            self.frames_per_episode.push(self.frames);
+            let steps = self.frames;
+            if r.success {
+                self.successes += 1;
+                ctx.send("events", Event::Success { episode: self.episode, steps })?;
+            } else {
+                ctx.send("events", Event::Timeout { episode: self.episode, steps })?;
+            }
+            ctx.send("events", Event::EpisodeEnd { episode: self.episode, success: r.success, steps })?;
+            ctx.publish(json!({
+                "episode": self.episode,
+                "success": r.success,
+                "steps": steps,
+                "successes": self.successes,
+                "episodes": self.finished,
+            }));
+            self.needs_reset = true;
+        }
+        Ok(())
+    }
+}
+
+impl Node for MimicGenNode {
+    fn start(&mut self, ctx: &mut Context) -> Result<(), NodeError> {
+        self.reset(ctx)
+    }
+
+    fn on_input(&mut self, _port: &str, msg: Message, ctx: &mut Context) -> Result<(), NodeError> {
+        match msg.payload {
+            Payload::Actions(a) if a.partial => Ok(()),
+            Payload::Actions(a) => {
+                if a.values.len() != 7 {
+                    return Err(NodeError::msg(format!("expected 7-D actions, got {}", a.values.len())));
+                }
+                let mut v = [0f32; 7];
+                v.copy_from_slice(&a.values);
+                self.next_action = Some(v);
+                self.last_action = Some(v);
+                // Genlocked: the action itself drives the step, no waiting for a tick.
+                if self.genlock && self.motion == Motion::Agent && !self.paused {
+                    self.step(ctx)?;
+                }
+                Ok(())
+            }
+            other => Err(NodeError::msg(format!("MimicGen takes actions, got {}", other.describe()))),
+        }
+    }
+
+    fn tick_interval(&self) -> Option<Duration> {
+        Some(self.interval)
+    }
+
+    fn tick(&mut self, ctx: &mut Context) -> Result<(), NodeError> {
+        if self.paused {
+            return Ok(());
+        }
+        if self.needs_reset {
+            return self.reset(ctx);
+        }
+        if self.genlock && self.motion == Motion::Agent {
+            return Ok(());
+        }
+        self.step(ctx)
+    }
+
+    fn set_param(&mut self, name: &str, value: &Value, _: &mut Context) -> Result<(), NodeError> {
+        match name {
+            "framerate" => {
+                let fr = value.as_f64().unwrap_or(10.0);
+                self.interval = if fr > 0.0 { Duration::from_secs_f64(1.0 / fr) } else { Duration::ZERO };
+            }
+            "genlock" => self.genlock = value.as_bool().unwrap_or(true),
+            "action_scale" => self.action_scale = value.as_f64().unwrap_or(1.0) as f32,
+            "repeat_actions" => self.repeat_actions = value.as_bool().unwrap_or(false),
+            "motion" => self.motion = Motion::parse(value.as_str().unwrap_or(""))?,
+            _ => return Err(NodeError::param(name, "cannot change while running")),
+        }
+        Ok(())
+    }
+
+    fn command(&mut self, name: &str, _args: &Value, ctx: &mut Context) -> Result<(), NodeError> {
+        match name {
+            "reset_episode" => {
+                self.needs_reset = true;
+                self.reset(ctx)
+            }
+            "reset_stats" => {
+                self.successes = 0;
+                self.finished = 0;
+                self.frames_per_episode.clear();
+                self.episode = 0;
+                self.reset(ctx)
+            }
+            "pause" => {
+                self.paused = !self.paused;
+                Ok(())
+            }
+            other => Err(NodeError::msg(format!("unknown command '{other}' (MimicGen knows: reset_episode, reset_stats, pause)"))),
+        }
+    }
+
+    fn summary(&self) -> Option<String> {
+        let pct = if self.finished > 0 { 100.0 * self.successes as f64 / self.finished as f64 } else { 0.0 };
+        Some(format!(
+            "{:.0}ms ({}) {}/{} ({:.0}%)",
+            self.render_ms, self.frames, self.successes, self.finished, pct
+        ))
+    }
+
+    fn blocking(&self) -> bool {
+        true
+    }
+}
+
+/// Registers MimicGen, or lists it as unavailable when MuJoCo or the assets are missing.
+pub fn register(r: &mut Registry) {
+    match crate::assets::asset_dir() {
+        Ok(_) => r.register(MimicGenNode::descriptor(), |init| Ok(Box::new(MimicGenNode::new(init)?))),
+        Err(e) => r.register_unavailable(MimicGenNode::descriptor(), e.to_string()),
+    }
+}

@@ -1,0 +1,107 @@
+//! The MimicGen node inside a running graph.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use vela_runtime::*;
+
+fn registry() -> Arc<Registry> {
+    let mut r = Registry::with_builtins();
+    vela_sim::register(&mut r);
+    Arc::new(r)
+}
+
+async fn wait_for(rx: &mut tokio::sync::broadcast::Receiver<EngineEvent>, secs: u64, mut f: impl FnMut(&EngineEvent) -> bool) -> bool {
+    tokio::time::timeout(Duration::from_secs(secs), async {
+        loop {
+            match rx.recv().await {
+                Ok(ev) if f(&ev) => return true,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => return false,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expert_motion_stacks_and_counts_successes() {
+    let engine = Engine::new(registry());
+    let graph = GraphSpec {
+        nodes: vec![
+            NodeSpec::new("sim", "MimicGen")
+                .param("environment", "Stack_D0")
+                .param("motion", "expert")
+                .param("genlock", false)
+                .param("framerate", 0.0)
+                .param("width", 64)
+                .param("height", 64),
+            NodeSpec::new("frames", "Collector"),
+            NodeSpec::new("events", "Collector"),
+        ],
+        edges: vec![EdgeSpec::new("sim.image", "frames.in").latest(), EdgeSpec::new("sim.events", "events.in")],
+    };
+    engine.load(&graph).await.unwrap();
+    let mut rx = engine.subscribe();
+    engine.start().await;
+    let mut results = Vec::new();
+    let done = wait_for(&mut rx, 240, |ev| {
+        if let EngineEvent::Output { node, value } = ev {
+            if node == "sim" {
+                results.push(value.clone());
+            }
+        }
+        results.len() >= 2
+    })
+    .await;
+    assert!(done, "two episodes within the time limit: {results:?}");
+    assert!(results.iter().all(|r| r["success"] == true), "the expert stacks on D0: {results:?}");
+    assert!(results.iter().all(|r| r["steps"].as_u64().unwrap() < 200));
+    let s = engine.stats().await;
+    assert!(s["sim"].summary.contains("2/2 (100%)") || s["sim"].summary.contains("/"), "{}", s["sim"].summary);
+    assert!(s["frames"].received > 50);
+    // Episode start, success and end events reach downstream nodes.
+    assert!(s["events"].received >= 4, "{}", s["events"].received);
+    engine.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn genlock_waits_for_actions_and_widget_commands_work() {
+    let engine = Engine::new(registry());
+    engine
+        .add_node(NodeSpec::new("sim", "MimicGen").param("environment", "Stack_D1").param("width", 32).param("height", 32))
+        .await
+        .unwrap();
+    engine.add_node(NodeSpec::new("frames", "Collector")).await.unwrap();
+    engine.connect(EdgeSpec::new("sim.image", "frames.in")).await.unwrap();
+    engine.start().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Genlocked with no policy: only the first frame of the episode goes out.
+    assert_eq!(engine.stats().await["frames"].received, 1);
+    engine.command("sim", "reset_episode", json!({})).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(engine.stats().await["frames"].received, 2);
+    // Switching to random motion at run time makes it step on its own.
+    engine.set_param("sim", "genlock", json!(false)).await.unwrap();
+    engine.set_param("sim", "motion", json!("random")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(engine.stats().await["frames"].received > 3);
+    let err = engine.command("sim", "fly", json!({})).await.unwrap_err();
+    assert!(err.to_string().contains("reset_episode"), "{err}");
+    engine.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_parameters_are_refused_before_start() {
+    let reg = registry();
+    let g = GraphSpec {
+        nodes: vec![NodeSpec::new("sim", "MimicGen").param("environment", "Stack_D9").param("width", 5)],
+        edges: vec![],
+    };
+    let errs = validate(&g, &reg).unwrap_err();
+    let text = errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
+    assert!(text.contains("environment") && text.contains("Stack_D9"), "{text}");
+    assert!(text.contains("width") && text.contains("below the minimum 16"), "{text}");
+}

@@ -1,0 +1,150 @@
+//! The bottom dock (log and widgets) and the toasts.
+
+use leptos::prelude::*;
+use vela_protocol::AlertLevel;
+
+use crate::store::{use_store, LogKind, Selection};
+
+#[component]
+pub fn Toasts() -> impl IntoView {
+    let store = use_store();
+    view! {
+        <div class="toasts">
+            <For each=move || store.toasts.get() key=|t| t.id let:t>
+                {
+                    let id = t.id;
+                    let class = match t.level {
+                        AlertLevel::Info => "toast info",
+                        AlertLevel::Warning => "toast warning",
+                        AlertLevel::Error => "toast error",
+                    };
+                    let icon = match t.level {
+                        AlertLevel::Info => "i",
+                        AlertLevel::Warning => "!",
+                        AlertLevel::Error => "×",
+                    };
+                    view! {
+                        <div class=class role="alert" on:click=move |_| store.toasts.update(|ts| ts.retain(|x| x.id != id))>
+                            <span class="toast-icon">{icon}</span>
+                            <span class="toast-text">{t.text.clone()}</span>
+                        </div>
+                    }
+                }
+            </For>
+        </div>
+    }
+}
+
+#[component]
+pub fn Dock() -> impl IntoView {
+    view! {
+        <section class="dock">
+            <LogPanel/>
+            <Widgets/>
+        </section>
+    }
+}
+
+#[component]
+fn LogPanel() -> impl IntoView {
+    let store = use_store();
+    let show_outputs = RwSignal::new(true);
+    let lines = move || {
+        let outs = show_outputs.get();
+        store.log.with(|l| l.iter().rev().filter(|x| outs || x.kind != LogKind::Output).take(200).cloned().collect::<Vec<_>>())
+    };
+    view! {
+        <div class="pane log-pane">
+            <div class="pane-head">
+                <span class="pane-title">"Log"</span>
+                <span class="pane-count">{move || store.log.with(|l| l.len())}</span>
+                <div class="tb-fill"></div>
+                <label class="check">
+                    <input type="checkbox" prop:checked=move || show_outputs.get() on:change=move |ev| show_outputs.set(event_target_checked(&ev))/>
+                    "outputs"
+                </label>
+                <button class="link-btn" on:click=move |_| store.log.update(|l| l.clear())>"Clear"</button>
+            </div>
+            <div class="log-list" id="log-list">
+                <For each=lines key=|l| l.seq let:l>
+                    {
+                        let (class, tag) = match l.kind {
+                            LogKind::Info => ("log-line info", "info"),
+                            LogKind::Warning => ("log-line warning", "warn"),
+                            LogKind::Error => ("log-line error", "error"),
+                            LogKind::Output => ("log-line output", "out"),
+                        };
+                        let node = l.node.clone();
+                        let node_click = node.clone();
+                        view! {
+                            <div class=class>
+                                <span class="log-time">{l.time.clone()}</span>
+                                <span class="log-tag">{tag}</span>
+                                {node.map(|n| view! {
+                                    <span class="log-node" on:click=move |_| {
+                                        if let Some(n) = node_click.clone() { store.selection.set(Selection::Node(n)) }
+                                    }>{n}</span>
+                                })}
+                                <span class="log-text">{l.text.clone()}</span>
+                            </div>
+                        }
+                    }
+                </For>
+                <Show when=move || store.log.with(|l| l.is_empty())>
+                    <div class="muted pad">"Alerts and node outputs appear here."</div>
+                </Show>
+            </div>
+        </div>
+    }
+}
+
+/// Per-node widgets. For now: a text log of what each node published (Collector & co.).
+#[component]
+fn Widgets() -> impl IntoView {
+    let store = use_store();
+    let nodes = move || store.outputs.with(|o| o.keys().cloned().collect::<Vec<_>>());
+    view! {
+        <div class="pane widgets-pane">
+            <div class="pane-head">
+                <span class="pane-title">"Widgets"</span>
+                <div class="tb-fill"></div>
+                <button class="link-btn" on:click=move |_| store.outputs.update(|o| o.clear())>"Clear"</button>
+            </div>
+            <div class="widgets">
+                <For each=nodes key=|n| n.clone() let:node>
+                    <TextLogWidget node=node/>
+                </For>
+                <Show when=move || store.outputs.with(|o| o.is_empty())>
+                    <div class="muted pad">"Node outputs (text logs of collectors and other sinks) show here while the graph runs."</div>
+                </Show>
+            </div>
+        </div>
+    }
+}
+
+#[component]
+fn TextLogWidget(node: String) -> impl IntoView {
+    let store = use_store();
+    let n = node.clone();
+    let lines = move || {
+        store.outputs.with(|o| o.get(&n).map(|l| l.iter().rev().take(100).cloned().collect::<Vec<_>>()).unwrap_or_default())
+    };
+    let n = node.clone();
+    let total = move || store.outputs.with(|o| o.get(&n).map(|l| l.len()).unwrap_or(0));
+    let n = node.clone();
+    let select = move |_| store.selection.set(Selection::Node(n.clone()));
+    view! {
+        <div class="widget" data-widget=node.clone()>
+            <div class="widget-head" on:click=select>
+                <span class="widget-kind">"text log"</span>
+                <span class="mono">{node.clone()}</span>
+                <span class="pane-count">{total}</span>
+            </div>
+            <div class="widget-body">
+                <For each=lines key=|l| l.seq let:l>
+                    <div class="wline"><span class="log-time">{l.time.clone()}</span>{l.text.clone()}</div>
+                </For>
+            </div>
+        </div>
+    }
+}

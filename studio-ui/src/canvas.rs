@@ -451,10 +451,10 @@ fn NodeView(name: String) -> impl IntoView {
             _ => "idle (not started)".to_string(),
         };
         let foot = move || match status.get() {
-            Some(NodeStatus::Failed { error }) => (format!("⚠ {}", clip(&error, 30)), format!("failed: {error}"), true),
+            Some(NodeStatus::Failed { error }) => (format!("⚠ {}", clip(&error, 25)), format!("failed: {error}"), true),
             _ => {
                 let s = summary.get().unwrap_or_default();
-                let shown = if s.is_empty() { "–".to_string() } else { clip(&s, 32) };
+                let shown = if s.is_empty() { "–".to_string() } else { clip(&s, 27) };
                 (shown, s, false)
             }
         };
@@ -527,8 +527,8 @@ fn NodeView(name: String) -> impl IntoView {
                 style=format!("fill: hsl({hue} 55% 55%)")></path>
             <g class="node-head">
                 <title>{tip}</title>
-                <text class="node-title" x="12" y="22">{clip(&title, 22)}</text>
-                <text class="node-name" x="12" y="37">{clip(&name, 26)}</text>
+                <text class="node-title" x="12" y="22">{clip(&title, 19)}</text>
+                <text class="node-name" x="12" y="37">{clip(&name, 22)}</text>
             </g>
             <g class="node-status">
                 <title>{status_tip}</title>

@@ -222,6 +222,7 @@ fn ParamRow(node: String, spec: ParamSpec) -> impl IntoView {
                     placeholder=placeholder
                     prop:value=move || current().as_str().unwrap_or_default().to_string()
                     on:change=move |ev| set_param(store, &n, &p, Value::String(event_target_value(&ev)))
+                    on:keydown=blur_on_enter
                 />
             }
             .into_any()
@@ -282,12 +283,10 @@ fn number_control(
 ) -> AnyView {
     let parse = move |s: &str| -> Option<Value> {
         let v: f64 = s.trim().parse().ok()?;
-        Some(if int && v.fract() == 0.0 && v.abs() < 9.0e15 { Value::from(v as i64) } else { Value::from(v) })
+        // Whole numbers go as integers (a float parameter accepts them too).
+        Some(if v.fract() == 0.0 && v.abs() < 9.0e15 { Value::from(v as i64) } else { Value::from(v) })
     };
-    let shown = move || match current() {
-        Value::Number(n) => n.to_string(),
-        v => v.to_string(),
-    };
+    let shown = move || number_text(&current());
     let step = if int { "1".to_string() } else { "any".to_string() };
     let (n1, p1) = (node.clone(), param.clone());
     let on_field = move |ev: web_sys::Event| {
@@ -301,7 +300,7 @@ fn number_control(
         }
     };
     let field = view! {
-        <input id=id class="field num" type="number" step=step prop:value=shown on:change=on_field />
+        <input id=id class="field num" type="number" step=step prop:value=shown on:change=on_field on:keydown=blur_on_enter />
     };
     match (min, max) {
         (Some(lo), Some(hi)) if hi > lo && hi - lo <= 1.0e6 => {
@@ -329,5 +328,24 @@ fn number_control(
             .into_any()
         }
         _ => field.into_any(),
+    }
+}
+
+/// Numbers as people write them: `15`, not `15.0`.
+fn number_text(v: &Value) -> String {
+    match v.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 1.0e15 => format!("{}", f as i64),
+        Some(f) => format!("{f}"),
+        None => v.to_string(),
+    }
+}
+
+/// Enter commits a text or number field (its change event fires on blur).
+fn blur_on_enter(ev: web_sys::KeyboardEvent) {
+    use wasm_bindgen::JsCast;
+    if ev.key() == "Enter" {
+        if let Some(el) = ev.target().and_then(|t| t.dyn_into::<web_sys::HtmlElement>().ok()) {
+            let _ = el.blur();
+        }
     }
 }

@@ -9,7 +9,7 @@ use vela_protocol::{
 };
 
 /// Node geometry on the canvas (world units = pixels at zoom 1).
-pub const NODE_W: f64 = 210.0;
+pub const NODE_W: f64 = 180.0;
 pub const HEAD_H: f64 = 44.0;
 pub const ROW_H: f64 = 20.0;
 pub const FOOT_H: f64 = 30.0;
@@ -153,7 +153,7 @@ impl Store {
         });
         let toasts = self.toasts;
         let ms = match level {
-            AlertLevel::Error => 8000,
+            AlertLevel::Error => 6000,
             AlertLevel::Warning => 6000,
             AlertLevel::Info => 4000,
         };
@@ -202,7 +202,7 @@ impl Store {
             let i = s.graph.nodes.iter().position(|n| n.name == name)?;
             Some(match s.graph.nodes[i].position {
                 Some([x, y]) => (x as f64, y as f64),
-                None => (40.0 + (i % 4) as f64 * 260.0, 40.0 + (i / 4) as f64 * 170.0),
+                None => (40.0 + (i % 4) as f64 * 230.0, 40.0 + (i / 4) as f64 * 160.0),
             })
         })
     }

@@ -222,7 +222,7 @@ pub fn fit_view(store: Store) {
     let y0 = boxes.iter().map(|b| b.1).fold(f64::MAX, f64::min) - 40.0;
     let x1 = boxes.iter().map(|b| b.0 + NODE_W).fold(f64::MIN, f64::max) + 40.0;
     let y1 = boxes.iter().map(|b| b.1 + b.2).fold(f64::MIN, f64::max) + 40.0;
-    let k = (r.width() / (x1 - x0)).min(r.height() / (y1 - y0)).clamp(0.3, 1.5);
+    let k = (r.width() / (x1 - x0)).min(r.height() / (y1 - y0)).clamp(0.3, 1.0);
     let x = (r.width() - (x1 - x0) * k) / 2.0 - x0 * k;
     let y = (r.height() - (y1 - y0) * k) / 2.0 - y0 * k;
     store.view.set(crate::store::View { x, y, k });

@@ -153,8 +153,14 @@ fn handle(store: Store, text: &str) {
                 }
             });
             store.stats.update(|s| s.retain(|name, _| st.graph.node(name).is_some()));
+            let has_nodes = !st.graph.nodes.is_empty();
             store.state.set(st);
             store.synced.set(true);
+            if has_nodes && store.fit_pending.get_value() {
+                store.fit_pending.set_value(false);
+                // After the new nodes are in the DOM and the canvas has its size.
+                set_timeout(move || crate::canvas::fit_view(store), Duration::from_millis(0));
+            }
         }
         ServerMsg::Stats { nodes } => store.stats.set(nodes),
         ServerMsg::Alert { level, node, text } => {

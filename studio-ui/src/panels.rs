@@ -103,6 +103,11 @@ fn LogPanel() -> impl IntoView {
 fn Widgets() -> impl IntoView {
     let store = use_store();
     let nodes = move || store.outputs.with(|o| o.keys().cloned().collect::<Vec<_>>());
+    let prompts = move || {
+        store.state.with(|s| {
+            s.graph.nodes.iter().filter(|n| n.type_name == "UserPrompt").map(|n| n.name.clone()).collect::<Vec<_>>()
+        })
+    };
     view! {
         <div class="pane widgets-pane">
             <div class="pane-head">
@@ -111,10 +116,13 @@ fn Widgets() -> impl IntoView {
                 <button class="link-btn" on:click=move |_| store.outputs.update(|o| o.clear())>"Clear"</button>
             </div>
             <div class="widgets">
+                <For each=prompts key=|n| n.clone() let:node>
+                    <PromptWidget node=node/>
+                </For>
                 <For each=nodes key=|n| n.clone() let:node>
                     <TextLogWidget node=node/>
                 </For>
-                <Show when=move || store.outputs.with(|o| o.is_empty())>
+                <Show when=move || store.outputs.with(|o| o.is_empty()) && prompts().is_empty()>
                     <div class="muted pad">"Node outputs (text logs of collectors and other sinks) show here while the graph runs."</div>
                 </Show>
             </div>
@@ -144,6 +152,50 @@ fn TextLogWidget(node: String) -> impl IntoView {
                 <For each=lines key=|l| l.seq let:l>
                     <div class="wline"><span class="log-time">{l.time.clone()}</span>{l.text.clone()}</div>
                 </For>
+            </div>
+        </div>
+    }
+}
+
+/// A text box for a UserPrompt node: what is submitted enters the graph as final text.
+#[component]
+fn PromptWidget(node: String) -> impl IntoView {
+    use vela_protocol::ClientMsg;
+    let store = use_store();
+    let text = RwSignal::new(String::new());
+    let n = node.clone();
+    let submit = move || {
+        let t = text.get_untracked();
+        if t.trim().is_empty() {
+            return;
+        }
+        let args = serde_json::json!({ "text": t });
+        crate::conn::request(store, ClientMsg::Command { node: n.clone(), name: "submit".into(), args }, format!("send to {n}"));
+        text.set(String::new());
+    };
+    let submit2 = submit.clone();
+    let n = node.clone();
+    let select = move |_| store.selection.set(Selection::Node(n.clone()));
+    view! {
+        <div class="widget prompt-widget" data-widget=node.clone()>
+            <div class="widget-head" on:click=select>
+                <span class="widget-kind prompt">"prompt"</span>
+                <span class="mono">{node.clone()}</span>
+            </div>
+            <textarea
+                class="prompt-text"
+                placeholder="Type an instruction…  (Enter sends, Shift+Enter: new line)"
+                prop:value=move || text.get()
+                on:input=move |ev| text.set(event_target_value(&ev))
+                on:keydown=move |ev: web_sys::KeyboardEvent| {
+                    if ev.key() == "Enter" && !ev.shift_key() {
+                        ev.prevent_default();
+                        submit();
+                    }
+                }
+            ></textarea>
+            <div class="prompt-actions">
+                <button class="btn primary" on:click=move |_| submit2()>"Send"</button>
             </div>
         </div>
     }

@@ -102,6 +102,8 @@ pub struct Store {
     pub drag: RwSignal<Option<Drag>>,
     /// Bumped when the server refused an edit, so controls re-read the server's values.
     pub revision: RwSignal<u64>,
+    /// Frame the graph when the next state arrives (page load, preset load).
+    pub fit_pending: StoredValue<bool>,
     seq: StoredValue<u64>,
 }
 
@@ -131,6 +133,7 @@ impl Store {
             view: RwSignal::new(View { x: 0.0, y: 0.0, k: 1.0 }),
             drag: RwSignal::new(None),
             revision: RwSignal::new(0),
+            fit_pending: StoredValue::new(true),
             seq: StoredValue::new(0),
         }
     }

@@ -70,6 +70,7 @@ pub fn Toolbar() -> impl IntoView {
                 let load = move |_| {
                     menu_open.set(false);
                     store.selection.set(Selection::None);
+                    store.fit_pending.set_value(true);
                     request(store, ClientMsg::LoadPreset { name: n.clone() }, format!("load preset {n}"));
                 };
                 view! {

@@ -204,6 +204,7 @@ test('an ill-typed connection is refused with a message', T, async () => {
   const text = await lastToast('error');
   assert.match(text, /Cannot connect pattern\.image/);
   assert.match(text, /image/);
+  await new Promise((r) => setTimeout(r, 300));
   await shot('02-ill-typed-refused.png');
   await new Promise((r) => setTimeout(r, 300));
   await expectCount(edges(), 4, 'edges');

@@ -164,13 +164,9 @@ pub fn install_window_handlers(store: Store) {
                     let (wx, wy) = store.world_from_client(cx, cy);
                     add_node(store, &type_name, wx - NODE_W / 2.0, wy - HEAD_H / 2.0);
                 } else if !moved {
-                    // A click: put it in view, below whatever is there.
-                    let v = store.view.get_untracked();
-                    let bottom = store.state.with_untracked(|s| {
-                        s.graph.nodes.iter().filter_map(|n| n.position).map(|p| p[1] as f64).fold(None, |m: Option<f64>, y| Some(m.map_or(y, |m| m.max(y))))
-                    });
-                    let y = bottom.map(|b| b + 160.0).unwrap_or((40.0 - v.y) / v.k);
-                    add_node(store, &type_name, (40.0 - v.x) / v.k, y);
+                    // A click: put it in the middle of the view, clear of other nodes.
+                    let (x, y) = free_spot(store);
+                    add_node(store, &type_name, x, y);
                 }
             }
         }
@@ -197,6 +193,33 @@ pub fn install_window_handlers(store: Store) {
             _ => {}
         }
     });
+}
+
+/// The middle of the visible canvas, nudged down and right until no node is there.
+fn free_spot(store: Store) -> (f64, f64) {
+    let (w, h) = document()
+        .get_element_by_id("canvas")
+        .map(|e| {
+            let r = e.get_bounding_client_rect();
+            (r.width(), r.height())
+        })
+        .unwrap_or((800.0, 600.0));
+    let v = store.view.get_untracked();
+    let (mut x, mut y) = ((w / 2.0 - v.x) / v.k - NODE_W / 2.0, (h / 2.0 - v.y) / v.k - 50.0);
+    let taken: Vec<(f64, f64)> = store
+        .state
+        .with_untracked(|s| s.graph.nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>())
+        .iter()
+        .filter_map(|n| store.node_pos(n))
+        .collect();
+    for _ in 0..20 {
+        if !taken.iter().any(|(nx, ny)| (nx - x).abs() < NODE_W * 0.8 && (ny - y).abs() < 70.0) {
+            break;
+        }
+        x += 40.0;
+        y += 40.0;
+    }
+    (x, y)
 }
 
 /// Frames every node in the visible canvas.

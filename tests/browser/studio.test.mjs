@@ -100,8 +100,9 @@ async function expectCount(locator, n, what) {
   await until(async () => (await locator.count()) === n, `${n} ${what} (have ${await locator.count()})`);
 }
 
-async function lastToast(kind) {
-  const t = page.locator(`.toast.${kind}`).last();
+/** Waits for a toast of this kind whose text matches `re`; returns its text. */
+async function toast(kind, re) {
+  const t = page.locator(`.toast.${kind}`, { hasText: re }).last();
   await t.waitFor({ timeout: 5000 });
   return t.innerText();
 }
@@ -201,8 +202,7 @@ test('dragging from an output to an input connects them', T, async () => {
 
 test('an ill-typed connection is refused with a message', T, async () => {
   await drag(await center(page.locator('[data-out="pattern.image"] circle')), await center(page.locator('[data-in="scale_2.in"] circle')));
-  const text = await lastToast('error');
-  assert.match(text, /Cannot connect pattern\.image/);
+  const text = await toast('error', /Cannot connect pattern\.image/);
   assert.match(text, /image/);
   await new Promise((r) => setTimeout(r, 300));
   await shot('02-ill-typed-refused.png');
@@ -211,7 +211,11 @@ test('an ill-typed connection is refused with a message', T, async () => {
   assert.ok(!(await apiState()).graph.edges.some((e) => e.to === 'scale_2.in'), 'server has no such edge');
 });
 
-test('selecting and deleting an edge and a node', T, async () => {
+test('selecting and deleting an edge and a node, seen live by a second tab', T, async () => {
+  const tab2 = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  await tab2.goto(`http://127.0.0.1:${port}/`);
+  await tab2.locator('#conn.ok').waitFor();
+  await expectCount(tab2.locator('#canvas g.node'), 7, 'nodes in the second tab');
   await page.click('#canvas g.node[data-node="scale_2"] .node-title');
   await page.keyboard.press('Delete');
   await until(async () => !(await apiState()).graph.nodes.some((n) => n.name === 'scale_2'), 'scale_2 removed');
@@ -224,6 +228,9 @@ test('selecting and deleting an edge and a node', T, async () => {
   await page.keyboard.press('Delete');
   await until(async () => !(await apiState()).graph.edges.some((e) => e.from === 'pattern.image'), 'edge removed');
   await expectCount(edges(), 3, 'edges');
+  await expectCount(tab2.locator('#canvas g.node'), 6, 'nodes in the second tab');
+  await expectCount(tab2.locator('#canvas g.edge'), 3, 'edges in the second tab');
+  await tab2.close();
 });
 
 test('changing parameters in the panel applies them on the server', T, async () => {
@@ -244,7 +251,7 @@ test('changing parameters in the panel applies them on the server', T, async () 
   const fps = page.locator('#param-pattern-fps');
   await fps.fill('5000');
   await fps.press('Enter');
-  assert.match(await lastToast('error'), /above the maximum/);
+  assert.match(await toast('error', /pattern\.fps/), /above the maximum 1000/);
   await until(async () => (await fps.inputValue()) === '15', 'fps field reverted');
   await shot('04-params.png');
 });

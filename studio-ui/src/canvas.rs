@@ -178,7 +178,20 @@ pub fn install_window_handlers(store: Store) {
             .and_then(|t| t.dyn_into::<web_sys::Element>().ok())
             .map(|el| matches!(el.tag_name().to_ascii_lowercase().as_str(), "input" | "textarea" | "select"))
             .unwrap_or(false);
-        if in_field {
+        let save_key = (ev.ctrl_key() || ev.meta_key()) && ev.key() == "s";
+        if in_field && !save_key {
+            return;
+        }
+        if save_key {
+            ev.prevent_default();
+            match store.state.with_untracked(|s| s.preset.clone()) {
+                Some(name) => request(
+                    store,
+                    ClientMsg::SavePreset { name: name.clone(), description: None },
+                    format!("save preset {name}"),
+                ),
+                None => store.toast(AlertLevel::Info, "Not saved yet: use Preset ▾ → Save as."),
+            }
             return;
         }
         match ev.key().as_str() {

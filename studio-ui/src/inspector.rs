@@ -211,6 +211,44 @@ fn ParamRow(node: String, spec: ParamSpec) -> impl IntoView {
             }
             .into_any()
         }
+        ParamKind::String if is_colour(&spec.default) => {
+            // A colour written as #rrggbb: a picker next to the text.
+            let (n, p) = (node.clone(), pname.clone());
+            let (n2, p2) = (node.clone(), pname.clone());
+            view! {
+                <div class="num-row">
+                    <input
+                        class="colour"
+                        type="color"
+                        prop:value=move || current().as_str().filter(|s| is_colour(&Value::from(*s))).unwrap_or("#000000").to_string()
+                        on:change=move |ev| set_param(store, &n2, &p2, Value::String(event_target_value(&ev)))
+                    />
+                    <input
+                        id=id.clone()
+                        class="field mono"
+                        type="text"
+                        prop:value=move || current().as_str().unwrap_or_default().to_string()
+                        on:change=move |ev| set_param(store, &n, &p, Value::String(event_target_value(&ev)))
+                        on:keydown=blur_on_enter
+                    />
+                </div>
+            }
+            .into_any()
+        }
+        ParamKind::String if is_long_text(&spec.name) => {
+            // Prompts and templates get a text area; leaving it applies the change.
+            let (n, p) = (node.clone(), pname.clone());
+            view! {
+                <textarea
+                    id=id.clone()
+                    class="field area"
+                    rows="3"
+                    prop:value=move || current().as_str().unwrap_or_default().to_string()
+                    on:change=move |ev| set_param(store, &n, &p, Value::String(event_target_value(&ev)))
+                ></textarea>
+            }
+            .into_any()
+        }
         ParamKind::String | ParamKind::Path => {
             let (n, p) = (node.clone(), pname.clone());
             let placeholder = if matches!(spec.kind, ParamKind::Path) { "path on the server" } else { "" };
@@ -348,4 +386,14 @@ fn blur_on_enter(ev: web_sys::KeyboardEvent) {
             let _ = el.blur();
         }
     }
+}
+
+fn is_colour(v: &Value) -> bool {
+    v.as_str()
+        .map(|s| s.len() == 7 && s.starts_with('#') && s[1..].chars().all(|c| c.is_ascii_hexdigit()))
+        .unwrap_or(false)
+}
+
+fn is_long_text(name: &str) -> bool {
+    ["prompt", "template", "instruction", "system"].iter().any(|k| name.contains(k))
 }

@@ -292,8 +292,15 @@ test('save as, reset, and reload the preset', T, async () => {
   const st = await apiState();
   assert.equal(st.preset, 'counter-edit');
   assert.equal(st.graph.nodes.find((n) => n.name === 'half').params.factor, 0.25);
-  // Save over it (the toolbar's Save) keeps working too.
+  // Edit, then save over it with Ctrl+S; the toolbar's Save does the same.
+  await page.click('#canvas g.node[data-node="half"] .node-title');
+  await page.fill('#param-half-factor', '0.5');
+  await page.press('#param-half-factor', 'Enter');
+  await until(async () => (await apiState()).graph.nodes.find((n) => n.name === 'half').params.factor === 0.5, 'factor 0.5');
+  await page.keyboard.press('Control+s');
+  await until(async () => (await api('/api/presets/counter-edit')).nodes.find((n) => n.name === 'half').params.factor === 0.5, 'saved with Ctrl+S');
   await page.click('#save');
+  await page.mouse.click(5, 895); // off the canvas: keep the selection for the picture
   await new Promise((r) => setTimeout(r, 300));
   await shot('06-reloaded.png');
 });

@@ -369,6 +369,15 @@ pub fn Canvas() -> impl IntoView {
     }
 }
 
+/// A port's type label cut to the room it has; nothing when not even three letters fit.
+fn clip_type(t: &str, room: usize) -> String {
+    if room < 3 {
+        String::new()
+    } else {
+        clip(t, room)
+    }
+}
+
 fn zoom_center(v: &mut crate::store::View, f: f64) {
     let (w, h) = document()
         .get_element_by_id("canvas")
@@ -473,6 +482,15 @@ fn NodeView(name: String) -> impl IntoView {
         let inputs = d.as_ref().map(|d| d.inputs.clone()).unwrap_or_default();
         let outputs = d.as_ref().map(|d| d.outputs.clone()).unwrap_or_default();
         let rows = inputs.len().max(outputs.len()).max(1);
+        let (n_in, n_out) = (inputs.len(), outputs.len());
+        // How many characters of a port's type fit beside its name: half the node when the
+        // row has ports on both sides (≈7 px per name character, 6 px per type character).
+        let type_room = move |i: usize, name: &str, input: bool| -> usize {
+            let shared = if input { i < n_out } else { i < n_in };
+            let width = if shared { NODE_W / 2.0 } else { NODE_W - 30.0 };
+            let used = 12.0 + name.chars().count().min(12) as f64 * 7.0 + 8.0;
+            ((width - used) / 6.0).max(0.0) as usize
+        };
         let foot_y = HEAD_H + ROW_H * rows as f64;
         let status_class = move || match status.get() {
             Some(NodeStatus::Running) => "status-dot running",
@@ -520,7 +538,7 @@ fn NodeView(name: String) -> impl IntoView {
                         <rect class="port-row" x="0" y=y width=NODE_W / 2.0 height=ROW_H></rect>
                         <circle class=ty_class cx="0" cy=cy r="5"></circle>
                         <text class="port-label" x="12" y=cy + 4.0>{clip(&p.name, 12)}</text>
-                        <text class="port-type" x="12" dx=p.name.len().min(12) as f64 * 7.0 + 6.0 y=cy + 4.0>{p.types_string()}</text>
+                        <text class="port-type" x="12" dx=p.name.len().min(12) as f64 * 7.0 + 6.0 y=cy + 4.0>{if p.types_string() == p.name { String::new() } else { clip_type(&p.types_string(), type_room(i, &p.name, true)) }}</text>
                     </g>
                 }
             })
@@ -548,7 +566,7 @@ fn NodeView(name: String) -> impl IntoView {
                     <g class="port out" data-out=key on:pointerdown=on_down>
                         <title>{tip}</title>
                         <rect class="port-row" x=NODE_W / 2.0 y=y width=NODE_W / 2.0 height=ROW_H></rect>
-                        <text class="port-type" x=NODE_W - 12.0 dx=-(p.name.len().min(12) as f64 * 7.0 + 6.0) y=cy + 4.0 text-anchor="end">{ty.as_str()}</text>
+                        <text class="port-type" x=NODE_W - 12.0 dx=-(p.name.len().min(12) as f64 * 7.0 + 6.0) y=cy + 4.0 text-anchor="end">{if ty.as_str() == p.name { String::new() } else { clip_type(ty.as_str(), type_room(i, &p.name, false)) }}</text>
                         <text class="port-label" x=NODE_W - 12.0 y=cy + 4.0 text-anchor="end">{clip(&p.name, 12)}</text>
                         <circle class=format!("port-dot t-{}", ty.as_str()) cx=NODE_W cy=cy r="5"></circle>
                     </g>

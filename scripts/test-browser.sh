@@ -34,8 +34,8 @@ if [ "$installed" != "$PLAYWRIGHT_VERSION" ]; then
     (cd tests/browser && npm install --no-save --silent)
 fi
 
-rm -rf "$VELA_SHOTS"
 mkdir -p "$VELA_SHOTS"
+rm -f "$VELA_SHOTS"/*.png
 stage_start "browser tests"
 node --test --test-concurrency=1 tests/browser/studio.test.mjs
 stage_end

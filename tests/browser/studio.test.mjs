@@ -151,6 +151,36 @@ test('the page connects and shows the palette by category', T, async () => {
   await shot('00-empty.png');
 });
 
+test('unavailable node types are greyed with their reason and cannot be added', T, async () => {
+  // This build may have no unavailable types, so a second tab sees one through a routed socket.
+  const tab = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  await tab.routeWebSocket(/\/ws$/, (ws) => {
+    const server = ws.connectToServer();
+    server.onMessage((m) => {
+      // Edit the text, not parsed JSON: JS numbers would mangle 64-bit integer bounds.
+      let text = String(m);
+      const at = text.indexOf('"type_name":"TestPattern"');
+      if (text.startsWith('{"event":"welcome"') && at >= 0) {
+        const avail = '"availability":{"status":"available"}';
+        const i = text.indexOf(avail, at);
+        text = text.slice(0, i) + '"availability":{"status":"unavailable","reason":"needs a camera driver"}' + text.slice(i + avail.length);
+      }
+      ws.send(text);
+    });
+  });
+  await tab.goto(`http://127.0.0.1:${port}/`);
+  const item = tab.locator('.pal-item[data-type="TestPattern"]');
+  await item.waitFor();
+  assert.match(await item.getAttribute('class'), /unavailable/);
+  assert.equal(await item.getAttribute('title'), 'Unavailable: needs a camera driver');
+  assert.match(await item.innerText(), /needs a camera driver/);
+  await item.click();
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal((await apiState()).graph.nodes.length, 0, 'clicking it added nothing');
+  await tab.screenshot({ path: path.join(SHOTS, '00-unavailable.png') });
+  await tab.close();
+});
+
 test('loading a preset shows its nodes and edges', T, async () => {
   await page.click('#preset-menu');
   await page.click('[data-preset="counter-demo"]');

@@ -174,6 +174,11 @@ fn handle(store: Store, text: &str) {
                 _ => text.clone(),
             };
             store.toast(level, shown);
+            // The log names the node in its own column; don't say it twice.
+            let text = match &node {
+                Some(n) => text.strip_prefix(n.as_str()).map(|t| t.trim_start_matches([':', ' ']).to_string()).unwrap_or(text),
+                None => text,
+            };
             store.log_line(kind, node, text);
         }
         ServerMsg::Output { node, value } => {

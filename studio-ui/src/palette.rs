@@ -111,7 +111,7 @@ fn PaletteItem(info: NodeTypeInfo) -> impl IntoView {
             </div>
             <div class="pal-sub">
                 {d.type_name.clone()}
-                {reason.map(|r| view! { <span class="pal-reason">{format!(" · {r}")}</span> })}
+                {reason.map(|r| view! { <span class="pal-reason">{r}</span> })}
             </div>
         </div>
     }

@@ -10,6 +10,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
 
+if [ "${VELA_SKIP_UI:-0}" = 1 ]; then
+    echo "skipping the studio UI build (VELA_SKIP_UI=1); vela studio will say how to build it"
+    exit 0
+fi
+
 WASM_BINDGEN_VERSION=0.2.130
 OUT="$VELA_CACHE/ui"
 HASH_FILE="$VELA_CACHE/ui.hash"

@@ -172,6 +172,10 @@ pub fn install_window_handlers(store: Store) {
         }
     });
 
+    // A drag the browser took away (touch scroll, lost pointer) ends without effect.
+    let _ = window_event_listener(leptos::ev::pointercancel, move |_| store.drag.set(None));
+    let _ = window_event_listener(leptos::ev::blur, move |_| store.drag.set(None));
+
     let _ = window_event_listener(leptos::ev::keydown, move |ev| {
         let in_field = ev
             .target()

@@ -351,6 +351,8 @@ test('pan and zoom', T, async () => {
 
 test('the page reconnects after the server restarts', T, async () => {
   assert.deepEqual(pageErrors, [], 'no errors in the page console');
+  // Toasts go away by themselves (errors after 6 s).
+  await until(async () => (await page.locator('.toast').count()) === 0, 'toasts to expire', 10_000);
   await stopServer();
   await page.locator('#conn.bad').waitFor({ timeout: 10_000 });
   await shot('07-offline.png');

@@ -24,7 +24,11 @@ pub fn App() -> impl IntoView {
         })
     };
     view! {
-        <div class="app" class:dragging=move || store.drag.with(|d| d.is_some())>
+        <div
+            class="app"
+            class:dragging=move || store.drag.with(|d| d.is_some())
+            class:offline=move || store.conn.with(|c| *c != crate::store::Conn::Open)
+        >
             <Toolbar/>
             <main class="main">
                 <Palette/>

@@ -14,4 +14,6 @@ stage_start "cargo test"
 cargo test --workspace
 stage_end
 
+bash scripts/test-browser.sh
+
 echo "all tests passed in $(( $(date +%s) - T0 )) s"

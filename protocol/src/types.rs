@@ -226,6 +226,18 @@ pub struct NodeDescriptor {
     pub inputs: Vec<PortSpec>,
     pub outputs: Vec<PortSpec>,
     pub params: Vec<ParamSpec>,
+    /// Actions the studio shows as buttons (e.g. "reset episode"); sent as `command` requests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<CommandSpec>,
+}
+
+/// A node command a user can trigger from the studio.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandSpec {
+    pub name: String,
+    pub title: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub help: String,
 }
 
 impl NodeDescriptor {
@@ -238,6 +250,7 @@ impl NodeDescriptor {
             inputs: vec![],
             outputs: vec![],
             params: vec![],
+            commands: vec![],
         }
     }
     pub fn describe(mut self, d: &str) -> Self {
@@ -254,6 +267,10 @@ impl NodeDescriptor {
     }
     pub fn param(mut self, p: ParamSpec) -> Self {
         self.params.push(p);
+        self
+    }
+    pub fn command(mut self, name: &str, title: &str, help: &str) -> Self {
+        self.commands.push(CommandSpec { name: name.into(), title: title.into(), help: help.into() });
         self
     }
 

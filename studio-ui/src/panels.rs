@@ -108,6 +108,20 @@ fn Widgets() -> impl IntoView {
             s.graph.nodes.iter().filter(|n| n.type_name == "UserPrompt").map(|n| n.name.clone()).collect::<Vec<_>>()
         })
     };
+    // Nodes whose type declares commands get a row of buttons (UserPrompt has its own box).
+    let commanded = move || {
+        store.state.with(|s| {
+            s.graph
+                .nodes
+                .iter()
+                .filter(|n| n.type_name != "UserPrompt")
+                .filter_map(|n| {
+                    let d = store.descriptor(&n.type_name)?;
+                    (!d.commands.is_empty()).then(|| (n.name.clone(), d.commands))
+                })
+                .collect::<Vec<_>>()
+        })
+    };
     view! {
         <div class="pane widgets-pane">
             <div class="pane-head">
@@ -118,6 +132,9 @@ fn Widgets() -> impl IntoView {
             <div class="widgets">
                 <For each=prompts key=|n| n.clone() let:node>
                     <PromptWidget node=node/>
+                </For>
+                <For each=commanded key=|c| c.0.clone() let:c>
+                    <CommandWidget node=c.0 commands=c.1/>
                 </For>
                 <For each=nodes key=|n| n.clone() let:node>
                     <TextLogWidget node=node/>
@@ -153,6 +170,39 @@ fn TextLogWidget(node: String) -> impl IntoView {
                     <div class="wline"><span class="log-time">{l.time.clone()}</span>{l.text.clone()}</div>
                 </For>
             </div>
+        </div>
+    }
+}
+
+/// Buttons for a node's commands (e.g. MimicGen: reset episode, reset stats, pause).
+#[component]
+fn CommandWidget(node: String, commands: Vec<vela_protocol::CommandSpec>) -> impl IntoView {
+    use vela_protocol::ClientMsg;
+    let store = use_store();
+    let n = node.clone();
+    let select = move |_| store.selection.set(Selection::Node(n.clone()));
+    let buttons = commands
+        .into_iter()
+        .map(|c| {
+            let n = node.clone();
+            let name = c.name.clone();
+            let click = move |_| {
+                crate::conn::request(
+                    store,
+                    ClientMsg::Command { node: n.clone(), name: name.clone(), args: serde_json::json!({}) },
+                    format!("{} on {n}", name),
+                );
+            };
+            view! { <button class="btn" title=c.help.clone() data-command=c.name.clone() on:click=click>{c.title.clone()}</button> }
+        })
+        .collect::<Vec<_>>();
+    view! {
+        <div class="widget command-widget" data-widget=node.clone()>
+            <div class="widget-head" on:click=select>
+                <span class="widget-kind">"controls"</span>
+                <span class="mono">{node.clone()}</span>
+            </div>
+            <div class="prompt-actions">{buttons}</div>
         </div>
     }
 }

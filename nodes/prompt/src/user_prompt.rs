@@ -15,6 +15,7 @@ impl UserPrompt {
             .describe("A text box: what the user submits (command `submit` with {\"text\": ...}) is sent as final text.")
             .output("text", DataType::Text, "submitted text")
             .param(ParamSpec::new("prompt", ParamKind::String, "", "text sent once when the graph starts (empty = none)"))
+            .command("submit", "Send", "args {\"text\": ...}: send the text")
     }
 
     pub fn new(init: &NodeInit) -> Result<Self, NodeError> {

@@ -186,6 +186,9 @@ impl MimicGenNode {
                 "where actions come from",
             ))
             .param(ParamSpec::new("seed", ParamKind::Int { min: Some(0), max: None }, 0, "seed of the first episode").startup_only())
+            .command("reset_episode", "Reset episode", "start a new episode now")
+            .command("reset_stats", "Reset stats", "forget successes and episodes, start again")
+            .command("pause", "Pause / resume", "freeze the simulation")
     }
 
     pub fn new(init: &NodeInit) -> Result<Self, NodeError> {

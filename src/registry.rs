@@ -7,5 +7,6 @@ use vela_runtime::Registry;
 pub fn build() -> Registry {
     let mut r = Registry::with_builtins();
     vela_prompt::register(&mut r);
+    vela_speech::register(&mut r);
     r
 }

@@ -1,0 +1,65 @@
+//! The whole chain in the engine: WavSource → VADFilter → WhisperASR → Collector.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use vela_runtime::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoken_command_becomes_a_final_transcript() {
+    let Some(_) = common::model_files() else { return };
+    let dir = common::temp_dir("graph");
+    let speech = vela_speech::wav::read_wav(&common::speak(&dir, "cmd", "put the red block on top of the green block")).unwrap();
+    // Half a second of silence before and after, as a microphone would give.
+    let mut audio = common::silence(speech.sample_rate, 0.5);
+    audio.extend(&speech.samples);
+    audio.extend(common::silence(speech.sample_rate, 1.0));
+    let path = dir.join("padded.wav");
+    std::fs::write(&path, vela_speech::wav::encode_wav(&audio, speech.sample_rate, 1)).unwrap();
+
+    let mut reg = Registry::with_builtins();
+    vela_speech::register(&mut reg);
+    let engine = Engine::new(Arc::new(reg));
+    let graph = GraphSpec {
+        nodes: vec![
+            NodeSpec::new("mic", "WavSource").param("path", path.display().to_string()).param("realtime", false),
+            NodeSpec::new("vad", "VADFilter"),
+            NodeSpec::new("asr", "WhisperASR"),
+            NodeSpec::new("sink", "Collector"),
+        ],
+        edges: vec![
+            EdgeSpec::new("mic.audio", "vad.in"),
+            EdgeSpec::new("mic.end", "vad.in"),
+            EdgeSpec::new("vad.audio", "asr.in"),
+            EdgeSpec::new("vad.end", "asr.in"),
+            EdgeSpec::new("asr.final", "sink.in"),
+        ],
+    };
+    let mut events = engine.subscribe();
+    engine.load(&graph).await.unwrap();
+    engine.start().await;
+    let transcript = tokio::time::timeout(Duration::from_secs(180), async {
+        loop {
+            match events.recv().await {
+                Ok(EngineEvent::Output { node, value }) if node == "sink" => {
+                    return value["value"].as_str().unwrap_or_default().to_string();
+                }
+                Ok(EngineEvent::Status { node, status: NodeStatus::Failed { error } }) => panic!("{node} failed: {error}"),
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await
+    .expect("no transcript within 180 s");
+    let stats = engine.stats().await;
+    eprintln!("transcript {transcript:?}; vad: {}; asr: {}", stats["vad"].summary, stats["asr"].summary);
+    let lower = transcript.to_lowercase();
+    assert!(lower.contains("red") && lower.contains("block"), "{transcript:?}");
+    assert!(stats["asr"].summary.starts_with("RTFX="), "{}", stats["asr"].summary);
+    assert_eq!(stats["sink"].received, 1);
+    engine.stop().await;
+}

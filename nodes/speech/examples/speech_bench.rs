@@ -24,7 +24,7 @@ fn main() {
     let mut clips = Vec::new();
     for (i, text) in commands.iter().enumerate() {
         let path = dir.join(format!("c{i}.wav"));
-        let ok = Command::new("espeak-ng").args(["-s", "130", "-g", "5", "-w"]).arg(&path).arg(text).status().unwrap().success();
+        let ok = Command::new("espeak-ng").args(["-s", "130", "-g", "10", "-w"]).arg(&path).arg(text).status().unwrap().success();
         assert!(ok, "espeak-ng failed");
         let w = read_wav(&path).unwrap();
         clips.push((text, w));

@@ -74,6 +74,8 @@ pub struct WhisperAsr {
     buffer_base: u64,
     /// End positions announced by markers that arrived before their audio.
     pending_ends: Vec<u64>,
+    /// EndOfStream arrived while announced audio was still on its way.
+    pending_eos: bool,
     last_partial: Option<Instant>,
     last_compute_s: f64,
     last_rtfx: f64,
@@ -118,6 +120,7 @@ impl WhisperAsr {
             buffer: Vec::new(),
             buffer_base: 0,
             pending_ends: Vec::new(),
+            pending_eos: false,
             last_partial: None,
             last_compute_s: 0.0,
             last_rtfx: 0.0,
@@ -213,6 +216,11 @@ impl WhisperAsr {
             self.pending_ends.remove(0);
             self.finish_utterance(Some(end), ctx)?;
         }
+        if self.pending_ends.is_empty() && self.pending_eos {
+            self.pending_eos = false;
+            self.flush_resampler();
+            return self.finish_utterance(None, ctx);
+        }
         if self.pending_ends.is_empty() {
             self.maybe_partial(ctx)?;
         }
@@ -251,8 +259,12 @@ impl Node for WhisperAsr {
                 }
             }
             Payload::Event(Event::EndOfStream) => {
+                if !self.pending_ends.is_empty() {
+                    // It overtook audio that an earlier end marker announced: finish once that is in.
+                    self.pending_eos = true;
+                    return Ok(());
+                }
                 self.flush_resampler();
-                self.pending_ends.clear();
                 self.finish_utterance(None, ctx)
             }
             _ => Ok(()),

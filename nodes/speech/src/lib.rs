@@ -15,7 +15,18 @@ pub use asr::WhisperAsr;
 pub use vad::{VadConfig, VadCore, VadFilter, VadOutput};
 pub use wav::WavSource;
 
-use vela_runtime::Registry;
+use vela_runtime::{Event, Registry};
+
+/// Name of the custom event that ends a stream and says how long it was.
+pub const END_OF_STREAM: &str = "end_of_stream";
+
+/// The end of an audio stream of `frames` frames. The engine keeps order per edge
+/// only, so a marker sent on its own port can overtake the audio before it; with the
+/// length, a consumer waits until it has all of the audio (plain `EndOfStream` is
+/// accepted too and acts at once).
+pub fn end_of_stream(frames: u64, sample_rate: u32) -> Event {
+    Event::Custom { name: END_OF_STREAM.into(), data: serde_json::json!({"frames": frames, "sample_rate": sample_rate}) }
+}
 
 pub fn register(r: &mut Registry) {
     r.register(VadFilter::descriptor(), |init| Ok(Box::new(VadFilter::new(init)?)));

@@ -294,6 +294,10 @@ impl VadCore {
 pub struct VadFilter {
     core: VadCore,
     name: String,
+    /// Input frames received since the last end of stream.
+    frames_in: u64,
+    /// An `end_of_stream` that overtook its audio: the frame count to wait for.
+    eos_at: Option<u64>,
 }
 
 fn seconds(min: f64, max: f64) -> ParamKind {
@@ -304,7 +308,7 @@ impl VadFilter {
     pub fn descriptor() -> NodeDescriptor {
         NodeDescriptor::new("VADFilter", "Speech", "Voice activity filter")
             .describe("Passes on only the audio that holds speech (16 kHz mono), marks where each utterance ends, and signals an interrupt when someone talks over the bot.")
-            .input("in", &[DataType::Audio, DataType::Event], "audio of any rate and channel count; EndOfStream flushes")
+            .input("in", &[DataType::Audio, DataType::Event], "audio of any rate and channel count; EndOfStream or `end_of_stream` {frames} ends the stream")
             // Same order as Agent Studio's outputs (audio, interrupt), so imported presets keep their wiring.
             .output("audio", DataType::Audio, "speech, 16 kHz mono, in chunks")
             .output("interrupt", DataType::Event, "custom event `interrupt` after `interrupt_after` s of speech, once per utterance")
@@ -327,7 +331,7 @@ impl VadFilter {
     }
 
     pub fn new(init: &NodeInit) -> Result<Self, NodeError> {
-        Ok(VadFilter { core: VadCore::new(Self::config_from(init.params)?), name: init.name.to_string() })
+        Ok(VadFilter { core: VadCore::new(Self::config_from(init.params)?), name: init.name.to_string(), frames_in: 0, eos_at: None })
     }
 
     fn emit(&mut self, outputs: Vec<VadOutput>, ctx: &mut Context) -> Result<(), NodeError> {
@@ -353,18 +357,39 @@ impl VadFilter {
     }
 }
 
+impl VadFilter {
+    /// Closes an open utterance and passes EndOfStream on (after it, on the same edge).
+    fn end_stream(&mut self, ctx: &mut Context) -> Result<(), NodeError> {
+        self.eos_at = None;
+        self.frames_in = 0;
+        let out = self.core.flush();
+        self.emit(out, ctx)?;
+        ctx.send("end", Event::EndOfStream)
+    }
+}
+
 impl Node for VadFilter {
     fn on_input(&mut self, _: &str, msg: Message, ctx: &mut Context) -> Result<(), NodeError> {
         match &msg.payload {
             Payload::Audio(a) => {
                 let out = self.core.push(&a.samples, a.sample_rate, a.channels);
-                self.emit(out, ctx)
-            }
-            Payload::Event(Event::EndOfStream) => {
-                let out = self.core.flush();
                 self.emit(out, ctx)?;
-                ctx.send("end", Event::EndOfStream)
+                self.frames_in += (a.samples.len() / a.channels.max(1) as usize) as u64;
+                match self.eos_at {
+                    Some(n) if self.frames_in >= n => self.end_stream(ctx),
+                    _ => Ok(()),
+                }
             }
+            Payload::Event(Event::Custom { name, data }) if name == crate::END_OF_STREAM => {
+                match data.get("frames").and_then(Value::as_u64) {
+                    Some(n) if self.frames_in < n => {
+                        self.eos_at = Some(n);
+                        Ok(())
+                    }
+                    _ => self.end_stream(ctx),
+                }
+            }
+            Payload::Event(Event::EndOfStream) => self.end_stream(ctx),
             _ => Ok(()),
         }
     }

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use vela_runtime::{Audio, Context, DataType, Event, Message, Node, NodeDescriptor, NodeError, NodeInit, ParamKind, ParamSpec};
+use vela_runtime::{Audio, Context, DataType, Message, Node, NodeDescriptor, NodeError, NodeInit, ParamKind, ParamSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WavError {
@@ -146,9 +146,9 @@ pub struct WavSource {
 impl WavSource {
     pub fn descriptor() -> NodeDescriptor {
         NodeDescriptor::new("WavSource", "Audio", "WAV file")
-            .describe("Plays a WAV file (PCM or float, any rate and channel count) as audio chunks, then sends EndOfStream.")
+            .describe("Plays a WAV file (PCM or float, any rate and channel count) as audio chunks, then an `end_of_stream` event that gives the file's length.")
             .output("audio", DataType::Audio, "audio chunks as stored in the file")
-            .output("end", DataType::Event, "EndOfStream once the whole file was sent")
+            .output("end", DataType::Event, "custom event `end_of_stream` {frames, sample_rate} once the whole file was sent")
             .param(ParamSpec::new("path", ParamKind::Path, "", "the WAV file").startup_only())
             .param(ParamSpec::new("chunk", ParamKind::Float { min: Some(0.005), max: Some(10.0) }, 0.1, "seconds of audio per message").startup_only())
             .param(ParamSpec::new("realtime", ParamKind::Bool, true, "pace chunks at the audio's own speed (off: as fast as downstream allows)").startup_only())
@@ -203,7 +203,9 @@ impl Node for WavSource {
             ctx.send("audio", Audio::new(chunk, self.data.sample_rate, self.data.channels))?;
         } else {
             self.done = true;
-            ctx.send("end", Event::EndOfStream)?;
+            // The length lets a consumer wait for audio still on its way: the marker
+            // travels on its own edge and may overtake the last chunks.
+            ctx.send("end", crate::end_of_stream(total as u64, self.data.sample_rate))?;
             if self.finish {
                 ctx.finish(format!("played {}", self.path));
             }

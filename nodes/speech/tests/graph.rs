@@ -40,26 +40,29 @@ async fn spoken_command_becomes_a_final_transcript() {
     let mut events = engine.subscribe();
     engine.load(&graph).await.unwrap();
     engine.start().await;
-    let transcript = tokio::time::timeout(Duration::from_secs(180), async {
+    let outcome = tokio::time::timeout(Duration::from_secs(180), async {
         loop {
             match events.recv().await {
+                Ok(EngineEvent::Output { node, value }) if node != "sink" => eprintln!("{node}: {value}"),
                 Ok(EngineEvent::Output { node, value }) if node == "sink" => {
-                    return value["value"].as_str().unwrap_or_default().to_string();
+                    return Ok(value["value"].as_str().unwrap_or_default().to_string());
                 }
-                Ok(EngineEvent::Status { node, status: NodeStatus::Failed { error } }) => panic!("{node} failed: {error}"),
+                Ok(EngineEvent::Status { node, status: NodeStatus::Failed { error } }) => return Err(format!("{node} failed: {error}")),
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(e) => panic!("{e}"),
+                Err(e) => return Err(e.to_string()),
             }
         }
     })
-    .await
-    .expect("no transcript within 180 s");
+    .await;
     let stats = engine.stats().await;
+    // Stop before asserting: a blocking node left running would keep the runtime from
+    // shutting down and turn a failure into a hang.
+    engine.stop().await;
+    let transcript = outcome.expect("no transcript within 180 s").unwrap();
     eprintln!("transcript {transcript:?}; vad: {}; asr: {}", stats["vad"].summary, stats["asr"].summary);
     let lower = transcript.to_lowercase();
     assert!(lower.contains("red") && lower.contains("block"), "{transcript:?}");
     assert!(stats["asr"].summary.starts_with("RTFX="), "{}", stats["asr"].summary);
     assert_eq!(stats["sink"].received, 1);
-    engine.stop().await;
 }

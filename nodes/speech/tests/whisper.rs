@@ -113,3 +113,16 @@ fn transcribes_a_spoken_command() {
         assert!(lower.contains(word), "{word:?} missing from {:?}", t.text);
     }
 }
+
+/// By hand: `VELA_TRANSCRIBE=file.wav cargo test -p vela-speech --test whisper transcribe_file -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn transcribe_file() {
+    let path = std::env::var("VELA_TRANSCRIBE").expect("set VELA_TRANSCRIBE to a WAV file");
+    let wav = read_wav(std::path::Path::new(&path)).unwrap();
+    let mono = vela_speech::resample::to_mono(&wav.samples, wav.channels);
+    let audio = resample(&mono, wav.sample_rate, 16000);
+    let model = vela_speech::asr::load_model("tiny.en").unwrap();
+    let t = model.lock().unwrap().transcribe(&audio).unwrap();
+    println!("{:?} tokens {:?} ({:.2}s, RTFX {:.2})", t.text, t.tokens, t.audio_s, t.rtfx());
+}

@@ -19,15 +19,19 @@ async fn spoken_command_becomes_a_final_transcript() {
     let path = dir.join("padded.wav");
     std::fs::write(&path, vela_speech::wav::encode_wav(&audio, speech.sample_rate, 1)).unwrap();
 
+    // Load the model first (the node shares the cache), so audio played in real time
+    // meets a ready recogniser, as it would in a running studio.
+    vela_speech::asr::load_model("tiny.en").unwrap();
     let mut reg = Registry::with_builtins();
     vela_speech::register(&mut reg);
     let engine = Engine::new(Arc::new(reg));
     let graph = GraphSpec {
         nodes: vec![
-            NodeSpec::new("mic", "WavSource").param("path", path.display().to_string()).param("realtime", false),
+            NodeSpec::new("mic", "WavSource").param("path", path.display().to_string()).param("realtime", true),
             NodeSpec::new("vad", "VADFilter"),
             NodeSpec::new("asr", "WhisperASR"),
             NodeSpec::new("sink", "Collector"),
+            NodeSpec::new("partials", "Collector"),
         ],
         edges: vec![
             EdgeSpec::new("mic.audio", "vad.in"),
@@ -35,6 +39,7 @@ async fn spoken_command_becomes_a_final_transcript() {
             EdgeSpec::new("vad.audio", "asr.in"),
             EdgeSpec::new("vad.end", "asr.in"),
             EdgeSpec::new("asr.final", "sink.in"),
+            EdgeSpec::new("asr.partial", "partials.in"),
         ],
     };
     let mut events = engine.subscribe();
@@ -43,7 +48,7 @@ async fn spoken_command_becomes_a_final_transcript() {
     let outcome = tokio::time::timeout(Duration::from_secs(180), async {
         loop {
             match events.recv().await {
-                Ok(EngineEvent::Output { node, value }) if node != "sink" => eprintln!("{node}: {value}"),
+                Ok(EngineEvent::Output { node, value }) if node != "sink" => eprintln!("{node}: {}", value.get("text").unwrap_or(&value)),
                 Ok(EngineEvent::Output { node, value }) if node == "sink" => {
                     return Ok(value["value"].as_str().unwrap_or_default().to_string());
                 }
@@ -60,9 +65,14 @@ async fn spoken_command_becomes_a_final_transcript() {
     // shutting down and turn a failure into a hang.
     engine.stop().await;
     let transcript = outcome.expect("no transcript within 180 s").unwrap();
-    eprintln!("transcript {transcript:?}; vad: {}; asr: {}", stats["vad"].summary, stats["asr"].summary);
+    eprintln!(
+        "transcript {transcript:?}; vad: {}; asr: {}; {} partials",
+        stats["vad"].summary, stats["asr"].summary, stats["partials"].received
+    );
     let lower = transcript.to_lowercase();
     assert!(lower.contains("red") && lower.contains("block"), "{transcript:?}");
     assert!(stats["asr"].summary.starts_with("RTFX="), "{}", stats["asr"].summary);
     assert_eq!(stats["sink"].received, 1);
+    // Played in real time, the utterance lasts long enough for partial transcripts.
+    assert!(stats["partials"].received >= 1, "no partial transcripts");
 }

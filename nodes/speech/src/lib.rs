@@ -7,6 +7,7 @@ pub mod ct2;
 pub mod mel;
 pub mod resample;
 pub mod tokenizer;
+pub mod transcribe;
 pub mod vad;
 pub mod wav;
 pub mod whisper;

@@ -126,3 +126,25 @@ fn transcribe_file() {
     let t = model.lock().unwrap().transcribe(&audio).unwrap();
     println!("{:?} tokens {:?} ({:.2}s, RTFX {:.2})", t.text, t.tokens, t.audio_s, t.rtfx());
 }
+
+#[test]
+fn transcribes_each_utterance_of_a_file() {
+    let Some(_) = common::model_files() else { return };
+    let dir = common::temp_dir("segments");
+    let a = read_wav(&common::speak(&dir, "a", "put the red block on the green block")).unwrap();
+    let b = read_wav(&common::speak(&dir, "b", "stop")).unwrap();
+    // Stereo at 22050 Hz: the segmenter mixes down and resamples.
+    let mut mono = common::silence(a.sample_rate, 0.5);
+    mono.extend(&a.samples);
+    mono.extend(common::silence(a.sample_rate, 1.5));
+    mono.extend(&b.samples);
+    mono.extend(common::silence(a.sample_rate, 0.7));
+    let stereo: Vec<f32> = mono.iter().flat_map(|&s| [s, s]).collect();
+    let segs = vela_speech::transcribe::transcribe_segments(&stereo, a.sample_rate, 2, "tiny.en", Default::default()).unwrap();
+    eprintln!("{segs:?}");
+    assert_eq!(segs.len(), 2, "{segs:?}");
+    let first = segs[0].text.to_lowercase();
+    assert!(first.contains("red") && first.contains("green"), "{segs:?}");
+    assert!(segs[1].text.to_lowercase().contains("stop"), "{segs:?}");
+    assert!(segs[0].start_s < 0.6 && segs[1].start_s > segs[0].end_s);
+}

@@ -171,6 +171,15 @@ impl Resampler {
             };
             let first = whole as i64 - half as i64 + 1;
             let mut acc = 0f32;
+            let j0 = first - self.base as i64;
+            if j0 >= 0 && j0 as usize + taps.len() <= self.history.len() {
+                // Common case: every tap inside the buffer.
+                let x = &self.history[j0 as usize..j0 as usize + taps.len()];
+                acc = x.iter().zip(taps).map(|(a, b)| a * b).sum();
+                out.push(acc);
+                self.next_out += 1;
+                continue;
+            }
             for (i, w) in taps.iter().enumerate() {
                 let idx = first + i as i64;
                 if idx < self.base as i64 {

@@ -76,6 +76,10 @@ pub struct WhisperAsr {
     pending_ends: Vec<u64>,
     /// EndOfStream arrived while announced audio was still on its way.
     pending_eos: bool,
+    /// Input frames since the last end of stream, and the length an `end_of_stream`
+    /// event announced before all of its audio was in (WavSource wired straight in).
+    frames_in: u64,
+    stream_end_at: Option<u64>,
     last_partial: Option<Instant>,
     last_compute_s: f64,
     last_rtfx: f64,
@@ -121,6 +125,8 @@ impl WhisperAsr {
             buffer_base: 0,
             pending_ends: Vec::new(),
             pending_eos: false,
+            frames_in: 0,
+            stream_end_at: None,
             last_partial: None,
             last_compute_s: 0.0,
             last_rtfx: 0.0,
@@ -208,6 +214,10 @@ impl WhisperAsr {
             }
         };
         self.buffer.extend(audio);
+        self.frames_in += (samples.len() / channels as usize) as u64;
+        if matches!(self.stream_end_at, Some(n) if self.frames_in >= n) {
+            return self.end_stream(ctx);
+        }
         // Markers that overtook this audio can be honoured now.
         while let Some(&end) = self.pending_ends.first() {
             if self.received() < end {
@@ -225,6 +235,19 @@ impl WhisperAsr {
             self.maybe_partial(ctx)?;
         }
         Ok(())
+    }
+
+    /// The input stream ended: transcribe whatever is left.
+    fn end_stream(&mut self, ctx: &mut Context) -> Result<(), NodeError> {
+        self.stream_end_at = None;
+        self.frames_in = 0;
+        if !self.pending_ends.is_empty() {
+            // It overtook audio that an earlier end marker announced: finish once that is in.
+            self.pending_eos = true;
+            return Ok(());
+        }
+        self.flush_resampler();
+        self.finish_utterance(None, ctx)
     }
 
     fn flush_resampler(&mut self) {
@@ -258,14 +281,15 @@ impl Node for WhisperAsr {
                     }
                 }
             }
-            Payload::Event(Event::EndOfStream) => {
-                if !self.pending_ends.is_empty() {
-                    // It overtook audio that an earlier end marker announced: finish once that is in.
-                    self.pending_eos = true;
-                    return Ok(());
+            Payload::Event(Event::EndOfStream) => self.end_stream(ctx),
+            Payload::Event(Event::Custom { name, data }) if name == crate::END_OF_STREAM => {
+                match data.get("frames").and_then(Value::as_u64) {
+                    Some(n) if self.frames_in < n => {
+                        self.stream_end_at = Some(n);
+                        Ok(())
+                    }
+                    _ => self.end_stream(ctx),
                 }
-                self.flush_resampler();
-                self.finish_utterance(None, ctx)
             }
             _ => Ok(()),
         }

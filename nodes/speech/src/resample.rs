@@ -117,7 +117,7 @@ impl Resampler {
             return input.to_vec();
         }
         self.history.extend_from_slice(input);
-        self.produce(false)
+        self.produce_until(None)
     }
 
     /// Ends the stream: the remaining outputs, as if silence followed.
@@ -131,10 +131,6 @@ impl Resampler {
         self.base = 0;
         self.next_out = 0;
         out
-    }
-
-    fn produce(&mut self, _final: bool) -> Vec<f32> {
-        self.produce_until(None)
     }
 
     /// `end`: on flush, the number of real input samples (outputs are made up to the

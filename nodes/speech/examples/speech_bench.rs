@@ -12,7 +12,10 @@ use vela_speech::vad::{VadConfig, VadCore};
 use vela_speech::wav::read_wav;
 
 fn main() {
-    let runs: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(3);
+    let runs: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
     let dir = std::env::temp_dir().join(format!("vela-speech-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let commands = [
@@ -24,7 +27,13 @@ fn main() {
     let mut clips = Vec::new();
     for (i, text) in commands.iter().enumerate() {
         let path = dir.join(format!("c{i}.wav"));
-        let ok = Command::new("espeak-ng").args(["-s", "130", "-g", "10", "-w"]).arg(&path).arg(text).status().unwrap().success();
+        let ok = Command::new("espeak-ng")
+            .args(["-s", "130", "-g", "10", "-w"])
+            .arg(&path)
+            .arg(text)
+            .status()
+            .unwrap()
+            .success();
         assert!(ok, "espeak-ng failed");
         let w = read_wav(&path).unwrap();
         clips.push((text, w));
@@ -50,7 +59,10 @@ fn main() {
         times.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let med = times[times.len() / 2];
         let secs = audio.len() as f64 / 16000.0;
-        println!("| {text:?} | {secs:.2} | {med:.3} | {:.2} | {out:?} |", secs / med);
+        println!(
+            "| {text:?} | {secs:.2} | {med:.3} | {:.2} | {out:?} |",
+            secs / med
+        );
     }
     // Encoder alone (fixed cost: every window is padded to 30 s).
     let mut enc = Vec::new();
@@ -84,12 +96,23 @@ fn main() {
             let t = Instant::now();
             let mut n = 0;
             for c in audio.chunks(rate as usize / 50) {
-                n += vad.push(c, rate, 1).iter().filter(|o| matches!(o, vela_speech::VadOutput::End(_))).count();
+                n += vad
+                    .push(c, rate, 1)
+                    .iter()
+                    .filter(|o| matches!(o, vela_speech::VadOutput::End(_)))
+                    .count();
             }
-            n += vad.flush().iter().filter(|o| matches!(o, vela_speech::VadOutput::End(_))).count();
+            n += vad
+                .flush()
+                .iter()
+                .filter(|o| matches!(o, vela_speech::VadOutput::End(_)))
+                .count();
             best = best.min(t.elapsed().as_secs_f64());
             utterances = n;
         }
-        println!("VAD at {rate} Hz: {:.3} ms per second of audio ({utterances} utterances in 60 s)", best * 1e3 / 60.0);
+        println!(
+            "VAD at {rate} Hz: {:.3} ms per second of audio ({utterances} utterances in 60 s)",
+            best * 1e3 / 60.0
+        );
     }
 }

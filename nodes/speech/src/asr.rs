@@ -14,7 +14,10 @@ use std::time::Instant;
 
 use candle_core::Device;
 use serde_json::{json, Value};
-use vela_runtime::{Context, DataType, Event, Message, Node, NodeDescriptor, NodeError, NodeInit, ParamKind, ParamSpec, Payload, Text};
+use vela_runtime::{
+    Context, DataType, Event, Message, Node, NodeDescriptor, NodeError, NodeInit, ParamKind,
+    ParamSpec, Payload, Text,
+};
 
 use crate::mel::SAMPLE_RATE;
 use crate::resample::{to_mono, Resampler};
@@ -50,7 +53,10 @@ pub fn load_model(name: &str) -> Result<Shared, WhisperError> {
     let files = ModelFiles::locate(name);
     let t0 = Instant::now();
     let m = Arc::new(Mutex::new(WhisperModel::load(name, &files, &device())?));
-    tracing::info!("loaded Whisper {name} in {:.1}s", t0.elapsed().as_secs_f64());
+    tracing::info!(
+        "loaded Whisper {name} in {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
     c.insert(name.to_string(), m.clone());
     Ok(m)
 }
@@ -59,7 +65,10 @@ pub fn load_model(name: &str) -> Result<Shared, WhisperError> {
 pub fn unavailable_reason() -> Option<String> {
     let files = ModelFiles::locate(MODELS[0]);
     files.missing().map(|p| {
-        format!("Whisper model file {} is missing: run scripts/setup-speech.sh (or scripts/setup.sh)", p.display())
+        format!(
+            "Whisper model file {} is missing: run scripts/setup-speech.sh (or scripts/setup.sh)",
+            p.display()
+        )
     })
 }
 
@@ -114,7 +123,10 @@ impl WhisperAsr {
     pub fn new(init: &NodeInit) -> Result<Self, NodeError> {
         let model_name = init.params.str("model")?.to_string();
         if !MODELS.contains(&model_name.as_str()) {
-            return Err(NodeError::param("model", format!("unknown model (known: {})", MODELS.join(", "))));
+            return Err(NodeError::param(
+                "model",
+                format!("unknown model (known: {})", MODELS.join(", ")),
+            ));
         }
         Ok(WhisperAsr {
             model_name,
@@ -140,7 +152,10 @@ impl WhisperAsr {
     }
 
     fn transcribe(&mut self, audio: &[f32]) -> Result<crate::whisper::Transcript, NodeError> {
-        let model = self.model.as_ref().ok_or_else(|| NodeError::msg("model not loaded"))?;
+        let model = self
+            .model
+            .as_ref()
+            .ok_or_else(|| NodeError::msg("model not loaded"))?;
         let mut m = model.lock().unwrap_or_else(|e| e.into_inner());
         let t = m.transcribe(audio).map_err(NodeError::msg)?;
         self.last_compute_s = t.compute_s;
@@ -161,7 +176,12 @@ impl WhisperAsr {
         }
         let t = self.transcribe(&audio)?;
         self.last_rtfx = t.rtfx();
-        tracing::debug!("final {:?} ({:.2}s of audio, RTFX {:.2})", t.text, t.audio_s, t.rtfx());
+        tracing::debug!(
+            "final {:?} ({:.2}s of audio, RTFX {:.2})",
+            t.text,
+            t.audio_s,
+            t.rtfx()
+        );
         if !t.text.is_empty() {
             self.finals += 1;
             self.last_text = t.text.clone();
@@ -172,7 +192,9 @@ impl WhisperAsr {
     }
 
     fn maybe_partial(&mut self, ctx: &mut Context) -> Result<(), NodeError> {
-        if self.partial_s <= 0.0 || self.buffer.len() < (MIN_PARTIAL_S * SAMPLE_RATE as f64) as usize {
+        if self.partial_s <= 0.0
+            || self.buffer.len() < (MIN_PARTIAL_S * SAMPLE_RATE as f64) as usize
+        {
             return Ok(());
         }
         // Do not fall behind: wait at least as long as the last transcription took.
@@ -195,9 +217,17 @@ impl WhisperAsr {
         Ok(())
     }
 
-    fn on_audio(&mut self, samples: &[f32], rate: u32, channels: u16, ctx: &mut Context) -> Result<(), NodeError> {
+    fn on_audio(
+        &mut self,
+        samples: &[f32],
+        rate: u32,
+        channels: u16,
+        ctx: &mut Context,
+    ) -> Result<(), NodeError> {
         if rate == 0 || channels == 0 {
-            return Err(NodeError::msg("audio with a zero sample rate or channel count"));
+            return Err(NodeError::msg(
+                "audio with a zero sample rate or channel count",
+            ));
         }
         let mono = to_mono(samples, channels);
         let audio = if rate as usize == SAMPLE_RATE {
@@ -259,7 +289,8 @@ impl WhisperAsr {
 
 impl Node for WhisperAsr {
     fn start(&mut self, ctx: &mut Context) -> Result<(), NodeError> {
-        let m = load_model(&self.model_name).map_err(|e| NodeError::msg(format!("cannot load Whisper {}: {e}", self.model_name)))?;
+        let m = load_model(&self.model_name)
+            .map_err(|e| NodeError::msg(format!("cannot load Whisper {}: {e}", self.model_name)))?;
         self.model = Some(m);
         ctx.publish(json!({"loaded": self.model_name}));
         Ok(())
@@ -298,7 +329,9 @@ impl Node for WhisperAsr {
     fn set_param(&mut self, name: &str, value: &Value, _: &mut Context) -> Result<(), NodeError> {
         match name {
             "partial_transcripts" => {
-                self.partial_s = value.as_f64().ok_or_else(|| NodeError::param(name, "expected a number"))?;
+                self.partial_s = value
+                    .as_f64()
+                    .ok_or_else(|| NodeError::param(name, "expected a number"))?;
                 Ok(())
             }
             _ => Err(NodeError::param(name, "cannot change while running")),
@@ -307,7 +340,11 @@ impl Node for WhisperAsr {
 
     fn summary(&self) -> Option<String> {
         Some(if self.finals == 0 && self.last_rtfx == 0.0 {
-            if self.model.is_some() { format!("{} ready", self.model_name) } else { "loading".into() }
+            if self.model.is_some() {
+                format!("{} ready", self.model_name)
+            } else {
+                "loading".into()
+            }
         } else {
             format!("RTFX={:.2}", self.last_rtfx)
         })

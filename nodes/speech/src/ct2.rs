@@ -11,7 +11,10 @@ use std::path::Path;
 #[derive(Debug, thiserror::Error)]
 pub enum Ct2Error {
     #[error("cannot read {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("model.bin is truncated at byte {0}")]
     Truncated(usize),
     #[error("unsupported CTranslate2 format version {0} (expected 6)")]
@@ -19,7 +22,12 @@ pub enum Ct2Error {
     #[error("variable {name}: unsupported dtype code {code}")]
     DType { name: String, code: u8 },
     #[error("variable {name}: {bytes} bytes do not match shape {shape:?} of {dtype:?}")]
-    Size { name: String, bytes: usize, shape: Vec<usize>, dtype: Ct2DType },
+    Size {
+        name: String,
+        bytes: usize,
+        shape: Vec<usize>,
+        dtype: Ct2DType,
+    },
     #[error("bad string in model.bin at byte {0}")]
     BadString(usize),
     #[error("variable {0} is missing")]
@@ -74,12 +82,27 @@ impl Variable {
     pub fn to_f32(&self) -> Vec<f32> {
         let d = &self.data;
         match self.dtype {
-            Ct2DType::F32 => d.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            Ct2DType::F16 => d.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            Ct2DType::BF16 => d.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            Ct2DType::F32 => d
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Ct2DType::F16 => d
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Ct2DType::BF16 => d
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
             Ct2DType::I8 => d.iter().map(|&b| b as i8 as f32).collect(),
-            Ct2DType::I16 => d.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]]) as f32).collect(),
-            Ct2DType::I32 => d.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32).collect(),
+            Ct2DType::I16 => d
+                .chunks_exact(2)
+                .map(|b| i16::from_le_bytes([b[0], b[1]]) as f32)
+                .collect(),
+            Ct2DType::I32 => d
+                .chunks_exact(4)
+                .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32)
+                .collect(),
         }
     }
 }
@@ -101,7 +124,11 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], Ct2Error> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or(Ct2Error::Truncated(self.pos))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or(Ct2Error::Truncated(self.pos))?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -128,7 +155,10 @@ impl<'a> Cursor<'a> {
 
 impl Ct2Model {
     pub fn load(path: &Path) -> Result<Self, Ct2Error> {
-        let buf = std::fs::read(path).map_err(|e| Ct2Error::Io { path: path.display().to_string(), source: e })?;
+        let buf = std::fs::read(path).map_err(|e| Ct2Error::Io {
+            path: path.display().to_string(),
+            source: e,
+        })?;
         Self::parse(&buf)
     }
 
@@ -150,11 +180,19 @@ impl Ct2Model {
                 shape.push(c.u32()? as usize);
             }
             let code = c.u8()?;
-            let dtype = Ct2DType::from_code(code).ok_or_else(|| Ct2Error::DType { name: name.clone(), code })?;
+            let dtype = Ct2DType::from_code(code).ok_or_else(|| Ct2Error::DType {
+                name: name.clone(),
+                code,
+            })?;
             let bytes = c.u32()? as usize;
             let numel: usize = shape.iter().product();
             if numel * dtype.size() != bytes {
-                return Err(Ct2Error::Size { name, bytes, shape, dtype });
+                return Err(Ct2Error::Size {
+                    name,
+                    bytes,
+                    shape,
+                    dtype,
+                });
             }
             let data = c.take(bytes)?.to_vec();
             variables.insert(name, Variable { shape, dtype, data });
@@ -169,18 +207,29 @@ impl Ct2Model {
                 aliases.insert(alias, target);
             }
         }
-        Ok(Ct2Model { version, spec, revision, variables, aliases })
+        Ok(Ct2Model {
+            version,
+            spec,
+            revision,
+            variables,
+            aliases,
+        })
     }
 
     /// A variable by name or alias.
     pub fn get(&self, name: &str) -> Result<&Variable, Ct2Error> {
         let name = self.aliases.get(name).map(|s| s.as_str()).unwrap_or(name);
-        self.variables.get(name).ok_or_else(|| Ct2Error::Missing(name.to_string()))
+        self.variables
+            .get(name)
+            .ok_or_else(|| Ct2Error::Missing(name.to_string()))
     }
 
     /// A scalar flag such as `encoder/num_heads`.
     pub fn scalar(&self, name: &str) -> Result<f32, Ct2Error> {
         let v = self.get(name)?;
-        v.to_f32().first().copied().ok_or_else(|| Ct2Error::Missing(name.to_string()))
+        v.to_f32()
+            .first()
+            .copied()
+            .ok_or_else(|| Ct2Error::Missing(name.to_string()))
     }
 }

@@ -26,14 +26,23 @@ pub const END_OF_STREAM: &str = "end_of_stream";
 /// length, a consumer waits until it has all of the audio (plain `EndOfStream` is
 /// accepted too and acts at once).
 pub fn end_of_stream(frames: u64, sample_rate: u32) -> Event {
-    Event::Custom { name: END_OF_STREAM.into(), data: serde_json::json!({"frames": frames, "sample_rate": sample_rate}) }
+    Event::Custom {
+        name: END_OF_STREAM.into(),
+        data: serde_json::json!({"frames": frames, "sample_rate": sample_rate}),
+    }
 }
 
 pub fn register(r: &mut Registry) {
-    r.register(VadFilter::descriptor(), |init| Ok(Box::new(VadFilter::new(init)?)));
-    r.register(WavSource::descriptor(), |init| Ok(Box::new(WavSource::new(init)?)));
+    r.register(VadFilter::descriptor(), |init| {
+        Ok(Box::new(VadFilter::new(init)?))
+    });
+    r.register(WavSource::descriptor(), |init| {
+        Ok(Box::new(WavSource::new(init)?))
+    });
     match asr::unavailable_reason() {
-        None => r.register(WhisperAsr::descriptor(), |init| Ok(Box::new(WhisperAsr::new(init)?))),
+        None => r.register(WhisperAsr::descriptor(), |init| {
+            Ok(Box::new(WhisperAsr::new(init)?))
+        }),
         Some(reason) => r.register_unavailable(WhisperAsr::descriptor(), reason),
     }
 }

@@ -30,10 +30,16 @@ struct C64 {
 
 impl C64 {
     fn mul(self, o: C64) -> C64 {
-        C64 { re: self.re * o.re - self.im * o.im, im: self.re * o.im + self.im * o.re }
+        C64 {
+            re: self.re * o.re - self.im * o.im,
+            im: self.re * o.im + self.im * o.re,
+        }
     }
     fn add(self, o: C64) -> C64 {
-        C64 { re: self.re + o.re, im: self.im + o.im }
+        C64 {
+            re: self.re + o.re,
+            im: self.im + o.im,
+        }
     }
 }
 
@@ -49,7 +55,10 @@ impl Fft {
         let twiddle = (0..n)
             .map(|j| {
                 let a = -2.0 * std::f64::consts::PI * j as f64 / n as f64;
-                C64 { re: a.cos(), im: a.sin() }
+                C64 {
+                    re: a.cos(),
+                    im: a.sin(),
+                }
             })
             .collect();
         Fft { n, twiddle }
@@ -64,10 +73,12 @@ impl Fft {
         if n == 1 {
             return vec![x[0]];
         }
-        let p = (2..=n).find(|p| n % p == 0).unwrap();
+        let p = (2..=n).find(|p| n.is_multiple_of(*p)).unwrap();
         let m = n / p;
         // Sub-transforms of the p decimated sequences.
-        let subs: Vec<Vec<C64>> = (0..p).map(|r| self.rec(&x[r * stride..], stride * p, m)).collect();
+        let subs: Vec<Vec<C64>> = (0..p)
+            .map(|r| self.rec(&x[r * stride..], stride * p, m))
+            .collect();
         let step = self.n / n; // twiddle index scale for this size
         let mut out = vec![C64::default(); n];
         for (k, o) in out.iter_mut().enumerate() {
@@ -94,12 +105,22 @@ pub struct MelFrontEnd {
 impl MelFrontEnd {
     /// Reads the filter bank as raw little-endian f32 (80 × 201), as setup-speech.sh writes it.
     pub fn load(path: &Path) -> Result<Self, MelError> {
-        let err = |m: String| MelError::Read { path: path.display().to_string(), message: m };
+        let err = |m: String| MelError::Read {
+            path: path.display().to_string(),
+            message: m,
+        };
         let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
         if bytes.len() != N_MELS * N_FREQ * 4 {
-            return Err(err(format!("{} bytes, expected {}", bytes.len(), N_MELS * N_FREQ * 4)));
+            return Err(err(format!(
+                "{} bytes, expected {}",
+                bytes.len(),
+                N_MELS * N_FREQ * 4
+            )));
         }
-        let filters = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let filters = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
         Ok(Self::with_filters(filters))
     }
 
@@ -109,7 +130,11 @@ impl MelFrontEnd {
         let window = (0..N_FFT)
             .map(|i| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / N_FFT as f64).cos())
             .collect();
-        MelFrontEnd { filters, window, fft: Fft::new(N_FFT) }
+        MelFrontEnd {
+            filters,
+            window,
+            fft: Fft::new(N_FFT),
+        }
     }
 
     /// Log-mel features of `audio` (16 kHz mono, at most 30 s are used), as an
@@ -148,7 +173,10 @@ impl MelFrontEnd {
                 continue;
             }
             for (i, f) in frame.iter_mut().enumerate() {
-                *f = C64 { re: sample(start + i as isize) * self.window[i], im: 0.0 };
+                *f = C64 {
+                    re: sample(start + i as isize) * self.window[i],
+                    im: 0.0,
+                };
             }
             let spec = self.fft.transform(&frame);
             for (k, p) in power.iter_mut().enumerate() {
@@ -179,15 +207,26 @@ mod tests {
     #[test]
     fn fft_matches_a_direct_dft() {
         let fft = Fft::new(N_FFT);
-        let x: Vec<C64> = (0..N_FFT).map(|i| C64 { re: ((i * 7919) % 101) as f64 / 50.0 - 1.0, im: 0.0 }).collect();
+        let x: Vec<C64> = (0..N_FFT)
+            .map(|i| C64 {
+                re: ((i * 7919) % 101) as f64 / 50.0 - 1.0,
+                im: 0.0,
+            })
+            .collect();
         let y = fft.transform(&x);
         for k in [0, 1, 17, 200, 399] {
             let mut acc = C64::default();
             for (i, v) in x.iter().enumerate() {
                 let a = -2.0 * std::f64::consts::PI * (i * k) as f64 / N_FFT as f64;
-                acc = acc.add(v.mul(C64 { re: a.cos(), im: a.sin() }));
+                acc = acc.add(v.mul(C64 {
+                    re: a.cos(),
+                    im: a.sin(),
+                }));
             }
-            assert!((acc.re - y[k].re).abs() < 1e-9 && (acc.im - y[k].im).abs() < 1e-9, "bin {k}");
+            assert!(
+                (acc.re - y[k].re).abs() < 1e-9 && (acc.im - y[k].im).abs() < 1e-9,
+                "bin {k}"
+            );
         }
     }
 }

@@ -40,7 +40,10 @@ pub fn to_mono(samples: &[f32], channels: u16) -> Vec<f32> {
     if c == 1 {
         return samples.to_vec();
     }
-    samples.chunks_exact(c).map(|f| f.iter().sum::<f32>() / c as f32).collect()
+    samples
+        .chunks_exact(c)
+        .map(|f| f.iter().sum::<f32>() / c as f32)
+        .collect()
 }
 
 /// Converts one mono stream from `from` Hz to `to` Hz, chunk by chunk.
@@ -85,7 +88,9 @@ impl Resampler {
             inv_i0_beta: 1.0 / bessel_i0(BETA),
         };
         if from != to && (step_den as usize) <= MAX_TABLE_PHASES {
-            let table = (0..step_den).map(|p| r.kernel(p as f64 / step_den as f64)).collect();
+            let table = (0..step_den)
+                .map(|p| r.kernel(p as f64 / step_den as f64))
+                .collect();
             r.table = Some(table);
         }
         r
@@ -103,9 +108,17 @@ impl Resampler {
             // distance from the output position to this input sample
             let x = (i as f64 - self.half as f64 + 1.0) - frac;
             let u = x / self.half as f64;
-            let w = if u.abs() >= 1.0 { 0.0 } else { bessel_i0(BETA * (1.0 - u * u).sqrt()) * self.inv_i0_beta };
+            let w = if u.abs() >= 1.0 {
+                0.0
+            } else {
+                bessel_i0(BETA * (1.0 - u * u).sqrt()) * self.inv_i0_beta
+            };
             let arg = std::f64::consts::PI * self.cutoff * x;
-            let sinc = if arg.abs() < 1e-12 { 1.0 } else { arg.sin() / arg };
+            let sinc = if arg.abs() < 1e-12 {
+                1.0
+            } else {
+                arg.sin() / arg
+            };
             taps.push((self.cutoff * sinc * w) as f32);
         }
         taps
@@ -215,7 +228,11 @@ mod tests {
 
     fn sine(freq: f64, rate: u32, secs: f64) -> Vec<f32> {
         let n = (rate as f64 * secs) as usize;
-        (0..n).map(|i| (2.0 * std::f64::consts::PI * freq * i as f64 / rate as f64).sin() as f32 * 0.5).collect()
+        (0..n)
+            .map(|i| {
+                (2.0 * std::f64::consts::PI * freq * i as f64 / rate as f64).sin() as f32 * 0.5
+            })
+            .collect()
     }
 
     fn rms(x: &[f32]) -> f64 {
@@ -227,10 +244,19 @@ mod tests {
         for from in [8000u32, 22050, 44100, 48000] {
             let x = sine(440.0, from, 1.0);
             let y = resample(&x, from, 16000);
-            assert!((y.len() as i64 - 16000).abs() <= 1, "{from}: {} samples", y.len());
+            assert!(
+                (y.len() as i64 - 16000).abs() <= 1,
+                "{from}: {} samples",
+                y.len()
+            );
             // Compare with the ideal tone away from the edges.
             let ideal = sine(440.0, 16000, 1.0);
-            let err: f64 = y[400..15600].iter().zip(&ideal[400..15600]).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / 15200.0;
+            let err: f64 = y[400..15600]
+                .iter()
+                .zip(&ideal[400..15600])
+                .map(|(a, b)| ((a - b) as f64).powi(2))
+                .sum::<f64>()
+                / 15200.0;
             assert!(err.sqrt() < 1e-3, "{from} Hz: rms error {}", err.sqrt());
         }
     }
@@ -240,7 +266,11 @@ mod tests {
         // 12 kHz at 48 kHz would alias to 4 kHz at 16 kHz without filtering.
         let x = sine(12000.0, 48000, 1.0);
         let y = resample(&x, 48000, 16000);
-        assert!(rms(&y[400..15600]) < 0.5 * 0.707 * 1e-3, "alias rms {}", rms(&y));
+        assert!(
+            rms(&y[400..15600]) < 0.5 * 0.707 * 1e-3,
+            "alias rms {}",
+            rms(&y)
+        );
     }
 
     #[test]

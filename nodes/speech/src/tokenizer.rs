@@ -46,10 +46,14 @@ fn unicode_to_byte() -> HashMap<char, u8> {
 
 impl Tokenizer {
     pub fn load(path: &Path) -> Result<Self, TokenizerError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| TokenizerError::Read { path: path.display().to_string(), message: e.to_string() })?;
-        let json: Value = serde_json::from_str(&text)
-            .map_err(|e| TokenizerError::Read { path: path.display().to_string(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|e| TokenizerError::Read {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let json: Value = serde_json::from_str(&text).map_err(|e| TokenizerError::Read {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
         Self::from_json(&json)
     }
 
@@ -63,20 +67,27 @@ impl Tokenizer {
         let mut max_id = 0u32;
         let mut entries = Vec::with_capacity(vocab.len());
         for (tok, id) in vocab {
-            let id = id.as_u64().ok_or_else(|| TokenizerError::Format(format!("bad id for {tok:?}")))? as u32;
+            let id = id
+                .as_u64()
+                .ok_or_else(|| TokenizerError::Format(format!("bad id for {tok:?}")))?
+                as u32;
             let bytes = tok
                 .chars()
                 .map(|c| table.get(&c).copied())
                 .collect::<Option<Vec<u8>>>()
-                .ok_or_else(|| TokenizerError::Format(format!("token {tok:?} is not byte-level")))?;
+                .ok_or_else(|| {
+                    TokenizerError::Format(format!("token {tok:?} is not byte-level"))
+                })?;
             max_id = max_id.max(id);
             entries.push((id, bytes));
         }
         let mut first_special = u32::MAX;
         if let Some(added) = json.get("added_tokens").and_then(Value::as_array) {
             for t in added {
-                let (Some(id), Some(content)) = (t.get("id").and_then(Value::as_u64), t.get("content").and_then(Value::as_str))
-                else {
+                let (Some(id), Some(content)) = (
+                    t.get("id").and_then(Value::as_u64),
+                    t.get("content").and_then(Value::as_str),
+                ) else {
                     continue;
                 };
                 special.insert(content.to_string(), id as u32);
@@ -90,7 +101,11 @@ impl Tokenizer {
                 bytes[id as usize] = b;
             }
         }
-        Ok(Tokenizer { bytes, special, first_special })
+        Ok(Tokenizer {
+            bytes,
+            special,
+            first_special,
+        })
     }
 
     pub fn special(&self, token: &str) -> Option<u32> {

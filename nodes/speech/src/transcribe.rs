@@ -34,10 +34,17 @@ pub fn transcribe_segments(
         match o {
             VadOutput::Speech { samples, .. } => speech.extend(samples),
             VadOutput::End(Utterance { start_s, end_s, .. }) => {
-                let t = model.lock().unwrap_or_else(|e| e.into_inner()).transcribe(&speech)?;
+                let t = model
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .transcribe(&speech)?;
                 speech.clear();
                 if !t.text.is_empty() {
-                    segments.push(Segment { start_s, end_s, text: t.text });
+                    segments.push(Segment {
+                        start_s,
+                        end_s,
+                        text: t.text,
+                    });
                 }
             }
             VadOutput::Interrupt { .. } => {}

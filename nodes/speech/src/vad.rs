@@ -12,7 +12,10 @@ use std::collections::VecDeque;
 
 use earshot::Detector;
 use serde_json::{json, Value};
-use vela_runtime::{Audio, Context, DataType, Event, Message, Node, NodeDescriptor, NodeError, NodeInit, ParamKind, ParamSpec, Payload};
+use vela_runtime::{
+    Audio, Context, DataType, Event, Message, Node, NodeDescriptor, NodeError, NodeInit, ParamKind,
+    ParamSpec, Payload,
+};
 
 use crate::resample::{to_mono, Resampler};
 
@@ -35,7 +38,13 @@ pub struct VadConfig {
 
 impl Default for VadConfig {
     fn default() -> Self {
-        VadConfig { threshold: 0.5, window_s: 0.5, interrupt_after_s: 0.5, chunk_s: 0.1, pre_roll_s: 0.2 }
+        VadConfig {
+            threshold: 0.5,
+            window_s: 0.5,
+            interrupt_after_s: 0.5,
+            chunk_s: 0.1,
+            pre_roll_s: 0.2,
+        }
     }
 }
 
@@ -247,7 +256,10 @@ impl VadCore {
             self.send(chunk, p, out);
             if !self.interrupted && self.utter_speech_s >= self.cfg.interrupt_after_s {
                 self.interrupted = true;
-                out.push(VadOutput::Interrupt { utterance: self.utterances, after_s: self.utter_speech_s });
+                out.push(VadOutput::Interrupt {
+                    utterance: self.utterances,
+                    after_s: self.utter_speech_s,
+                });
             }
         } else {
             if self.speaking {
@@ -258,7 +270,9 @@ impl VadCore {
             self.pre_roll.push_back(chunk);
             while self.pre_roll_len > keep {
                 match self.pre_roll.front() {
-                    Some(front) if self.pre_roll_len - front.len() >= keep || front.len() > keep => {
+                    Some(front)
+                        if self.pre_roll_len - front.len() >= keep || front.len() > keep =>
+                    {
                         self.pre_roll_len -= front.len();
                         self.pre_roll.pop_front();
                     }
@@ -272,7 +286,10 @@ impl VadCore {
     fn send(&mut self, samples: Vec<f32>, confidence: f32, out: &mut Vec<VadOutput>) {
         self.utter_samples += samples.len() as u64;
         self.sent_total += samples.len() as u64;
-        out.push(VadOutput::Speech { samples, confidence });
+        out.push(VadOutput::Speech {
+            samples,
+            confidence,
+        });
     }
 
     fn end_utterance(&mut self) -> VadOutput {
@@ -301,7 +318,10 @@ pub struct VadFilter {
 }
 
 fn seconds(min: f64, max: f64) -> ParamKind {
-    ParamKind::Float { min: Some(min), max: Some(max) }
+    ParamKind::Float {
+        min: Some(min),
+        max: Some(max),
+    }
 }
 
 impl VadFilter {
@@ -331,16 +351,26 @@ impl VadFilter {
     }
 
     pub fn new(init: &NodeInit) -> Result<Self, NodeError> {
-        Ok(VadFilter { core: VadCore::new(Self::config_from(init.params)?), name: init.name.to_string(), frames_in: 0, eos_at: None })
+        Ok(VadFilter {
+            core: VadCore::new(Self::config_from(init.params)?),
+            name: init.name.to_string(),
+            frames_in: 0,
+            eos_at: None,
+        })
     }
 
     fn emit(&mut self, outputs: Vec<VadOutput>, ctx: &mut Context) -> Result<(), NodeError> {
         for o in outputs {
             match o {
-                VadOutput::Speech { samples, .. } => ctx.send("audio", Audio::new(samples, VAD_RATE, 1))?,
+                VadOutput::Speech { samples, .. } => {
+                    ctx.send("audio", Audio::new(samples, VAD_RATE, 1))?
+                }
                 VadOutput::Interrupt { utterance, after_s } => ctx.send(
                     "interrupt",
-                    Event::Custom { name: INTERRUPT.into(), data: json!({"utterance": utterance, "after": after_s}) },
+                    Event::Custom {
+                        name: INTERRUPT.into(),
+                        data: json!({"utterance": utterance, "after": after_s}),
+                    },
                 )?,
                 VadOutput::End(u) => {
                     let data = json!({
@@ -349,7 +379,13 @@ impl VadFilter {
                     });
                     tracing::debug!(node = %self.name, "utterance {} from {:.2}s to {:.2}s", u.index, u.start_s, u.end_s);
                     ctx.publish(json!({"utterance": data.clone()}));
-                    ctx.send("end", Event::Custom { name: END_OF_SPEECH.into(), data })?;
+                    ctx.send(
+                        "end",
+                        Event::Custom {
+                            name: END_OF_SPEECH.into(),
+                            data,
+                        },
+                    )?;
                 }
             }
         }
@@ -395,7 +431,9 @@ impl Node for VadFilter {
     }
 
     fn set_param(&mut self, name: &str, value: &Value, _: &mut Context) -> Result<(), NodeError> {
-        let v = value.as_f64().ok_or_else(|| NodeError::param(name, "expected a number"))?;
+        let v = value
+            .as_f64()
+            .ok_or_else(|| NodeError::param(name, "expected a number"))?;
         let mut cfg = self.core.config().clone();
         match name {
             "threshold" => cfg.threshold = v as f32,

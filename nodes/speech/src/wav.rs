@@ -4,7 +4,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use vela_runtime::{Audio, Context, DataType, Message, Node, NodeDescriptor, NodeError, NodeInit, ParamKind, ParamSpec};
+use vela_runtime::{
+    Audio, Context, DataType, Message, Node, NodeDescriptor, NodeError, NodeInit, ParamKind,
+    ParamSpec,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WavError {
@@ -53,7 +56,10 @@ pub fn parse_wav(bytes: &[u8]) -> Result<WavData, WavError> {
             size = bytes.len() - body;
         }
         if body + size > bytes.len() {
-            return Err(WavError::Format(format!("chunk {:?} runs past the end", String::from_utf8_lossy(id))));
+            return Err(WavError::Format(format!(
+                "chunk {:?} runs past the end",
+                String::from_utf8_lossy(id)
+            )));
         }
         let chunk = &bytes[body..body + size];
         match id {
@@ -71,32 +77,50 @@ pub fn parse_wav(bytes: &[u8]) -> Result<WavData, WavError> {
                 fmt = Some((format, channels, rate, bits));
             }
             b"data" => {
-                let (format, channels, sample_rate, bits) = fmt.ok_or_else(|| WavError::Format("data before fmt".into()))?;
+                let (format, channels, sample_rate, bits) =
+                    fmt.ok_or_else(|| WavError::Format("data before fmt".into()))?;
                 if channels == 0 || sample_rate == 0 {
                     return Err(WavError::Format("zero channels or sample rate".into()));
                 }
                 let samples: Vec<f32> = match (format, bits) {
                     (1, 8) => chunk.iter().map(|&b| (b as f32 - 128.0) / 128.0).collect(),
-                    (1, 16) => chunk.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0).collect(),
+                    (1, 16) => chunk
+                        .chunks_exact(2)
+                        .map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0)
+                        .collect(),
                     (1, 24) => chunk
                         .chunks_exact(3)
-                        .map(|b| (i32::from_le_bytes([0, b[0], b[1], b[2]]) >> 8) as f32 / 8_388_608.0)
+                        .map(|b| {
+                            (i32::from_le_bytes([0, b[0], b[1], b[2]]) >> 8) as f32 / 8_388_608.0
+                        })
                         .collect(),
                     (1, 32) => chunk
                         .chunks_exact(4)
-                        .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32 / 2_147_483_648.0)
+                        .map(|b| {
+                            i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32 / 2_147_483_648.0
+                        })
                         .collect(),
-                    (3, 32) => chunk.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+                    (3, 32) => chunk
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect(),
                     (3, 64) => chunk
                         .chunks_exact(8)
-                        .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
+                        .map(|b| {
+                            f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+                                as f32
+                        })
                         .collect(),
                     (format, bits) => return Err(WavError::Unsupported { format, bits }),
                 };
                 let whole = samples.len() / channels as usize * channels as usize;
                 let mut samples = samples;
                 samples.truncate(whole);
-                return Ok(WavData { samples, sample_rate, channels });
+                return Ok(WavData {
+                    samples,
+                    sample_rate,
+                    channels,
+                });
             }
             _ => {}
         }
@@ -106,7 +130,10 @@ pub fn parse_wav(bytes: &[u8]) -> Result<WavData, WavError> {
 }
 
 pub fn read_wav(path: &Path) -> Result<WavData, WavError> {
-    let bytes = std::fs::read(path).map_err(|e| WavError::Io { path: path.display().to_string(), message: e.to_string() })?;
+    let bytes = std::fs::read(path).map_err(|e| WavError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
     parse_wav(&bytes)
 }
 
@@ -161,7 +188,8 @@ impl WavSource {
             return Err(NodeError::param("path", "no WAV file given"));
         }
         let data = read_wav(Path::new(&path)).map_err(|e| NodeError::param("path", e))?;
-        let chunk_frames = ((init.params.f64("chunk")? * data.sample_rate as f64).round() as usize).max(1);
+        let chunk_frames =
+            ((init.params.f64("chunk")? * data.sample_rate as f64).round() as usize).max(1);
         Ok(WavSource {
             data,
             path,
@@ -200,12 +228,18 @@ impl Node for WavSource {
             let end = (self.pos + self.chunk_frames).min(total);
             let chunk: Vec<f32> = self.data.samples[self.pos * ch..end * ch].to_vec();
             self.pos = end;
-            ctx.send("audio", Audio::new(chunk, self.data.sample_rate, self.data.channels))?;
+            ctx.send(
+                "audio",
+                Audio::new(chunk, self.data.sample_rate, self.data.channels),
+            )?;
         } else {
             self.done = true;
             // The length lets a consumer wait for audio still on its way: the marker
             // travels on its own edge and may overtake the last chunks.
-            ctx.send("end", crate::end_of_stream(total as u64, self.data.sample_rate))?;
+            ctx.send(
+                "end",
+                crate::end_of_stream(total as u64, self.data.sample_rate),
+            )?;
             if self.finish {
                 ctx.finish(format!("played {}", self.path));
             }
@@ -243,7 +277,10 @@ mod tests {
     fn round_trip_16_bit() {
         let x: Vec<f32> = (0..100).map(|i| (i as f32 / 50.0) - 1.0).collect();
         let w = parse_wav(&encode_wav(&x, 22050, 2)).unwrap();
-        assert_eq!((w.sample_rate, w.channels, w.samples.len()), (22050, 2, 100));
+        assert_eq!(
+            (w.sample_rate, w.channels, w.samples.len()),
+            (22050, 2, 100)
+        );
         for (a, b) in x.iter().zip(&w.samples) {
             assert!((a - b).abs() < 1e-4);
         }

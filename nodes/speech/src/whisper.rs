@@ -47,7 +47,9 @@ pub fn asset_dir() -> PathBuf {
     }
     let cache = std::env::var_os("VELA_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/vela"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/vela")
+        });
     cache.join("whisper")
 }
 
@@ -68,20 +70,35 @@ impl ModelFiles {
 
     /// The first missing file, if any.
     pub fn missing(&self) -> Option<&Path> {
-        [&self.model_bin, &self.config_json, &self.tokenizer_json, &self.mel_filters]
-            .into_iter()
-            .find(|p| !p.is_file())
-            .map(|p| p.as_path())
+        [
+            &self.model_bin,
+            &self.config_json,
+            &self.tokenizer_json,
+            &self.mel_filters,
+        ]
+        .into_iter()
+        .find(|p| !p.is_file())
+        .map(|p| p.as_path())
     }
 }
 
 /// Maps CT2 Whisper tensors to the names candle-transformers expects.
-fn convert_weights(ct2: &Ct2Model, device: &Device) -> Result<(HashMap<String, Tensor>, cw::Config), WhisperError> {
+fn convert_weights(
+    ct2: &Ct2Model,
+    device: &Device,
+) -> Result<(HashMap<String, Tensor>, cw::Config), WhisperError> {
     let t = |name: &str| -> Result<Tensor, WhisperError> {
         let v = ct2.get(name)?;
         Ok(Tensor::from_vec(v.to_f32(), v.shape.clone(), device)?)
     };
-    let count_layers = |prefix: &str| (0..).take_while(|i| ct2.variables.contains_key(&format!("{prefix}/layer_{i}/ffn/linear_0/weight"))).count();
+    let count_layers = |prefix: &str| {
+        (0..)
+            .take_while(|i| {
+                ct2.variables
+                    .contains_key(&format!("{prefix}/layer_{i}/ffn/linear_0/weight"))
+            })
+            .count()
+    };
     let emb = ct2.get("decoder/embeddings/weight")?;
     let (vocab, d) = (emb.shape[0], emb.shape[1]);
     let enc_pos = ct2.get("encoder/position_encodings/encodings")?.shape[0];
@@ -100,7 +117,9 @@ fn convert_weights(ct2: &Ct2Model, device: &Device) -> Result<(HashMap<String, T
         suppress_tokens: vec![],
     };
     if n_mels != N_MELS {
-        return Err(WhisperError::Model(format!("model expects {n_mels} mel bands; only {N_MELS} are supported")));
+        return Err(WhisperError::Model(format!(
+            "model expects {n_mels} mel bands; only {N_MELS} are supported"
+        )));
     }
     let mut w = HashMap::new();
     let ln = |w: &mut HashMap<String, Tensor>, to: &str, from: &str| -> Result<(), WhisperError> {
@@ -114,46 +133,116 @@ fn convert_weights(ct2: &Ct2Model, device: &Device) -> Result<(HashMap<String, T
         Ok(())
     };
     // Fused projections: rows are [q; k; v] (self) or [k; v] (cross). K has no bias in Whisper.
-    let split = |w: &mut HashMap<String, Tensor>, to: &str, from: &str, names: &[&str]| -> Result<(), WhisperError> {
+    let split = |w: &mut HashMap<String, Tensor>,
+                 to: &str,
+                 from: &str,
+                 names: &[&str]|
+     -> Result<(), WhisperError> {
         let weight = t(&format!("{from}/weight"))?;
         let bias = t(&format!("{from}/bias"))?;
         for (i, n) in names.iter().enumerate() {
-            w.insert(format!("{to}.{n}.weight"), weight.narrow(0, i * d, d)?.contiguous()?);
+            w.insert(
+                format!("{to}.{n}.weight"),
+                weight.narrow(0, i * d, d)?.contiguous()?,
+            );
             if *n != "k_proj" {
-                w.insert(format!("{to}.{n}.bias"), bias.narrow(0, i * d, d)?.contiguous()?);
+                w.insert(
+                    format!("{to}.{n}.bias"),
+                    bias.narrow(0, i * d, d)?.contiguous()?,
+                );
             }
         }
         Ok(())
     };
     for side in ["encoder", "decoder"] {
         let hf = format!("model.{side}");
-        let layers = if side == "encoder" { config.encoder_layers } else { config.decoder_layers };
+        let layers = if side == "encoder" {
+            config.encoder_layers
+        } else {
+            config.decoder_layers
+        };
         for i in 0..layers {
             let (to, from) = (format!("{hf}.layers.{i}"), format!("{side}/layer_{i}"));
-            split(&mut w, &format!("{to}.self_attn"), &format!("{from}/self_attention/linear_0"), &["q_proj", "k_proj", "v_proj"])?;
-            lin(&mut w, &format!("{to}.self_attn.out_proj"), &format!("{from}/self_attention/linear_1"))?;
-            ln(&mut w, &format!("{to}.self_attn_layer_norm"), &format!("{from}/self_attention/layer_norm"))?;
+            split(
+                &mut w,
+                &format!("{to}.self_attn"),
+                &format!("{from}/self_attention/linear_0"),
+                &["q_proj", "k_proj", "v_proj"],
+            )?;
+            lin(
+                &mut w,
+                &format!("{to}.self_attn.out_proj"),
+                &format!("{from}/self_attention/linear_1"),
+            )?;
+            ln(
+                &mut w,
+                &format!("{to}.self_attn_layer_norm"),
+                &format!("{from}/self_attention/layer_norm"),
+            )?;
             if side == "decoder" {
-                lin(&mut w, &format!("{to}.encoder_attn.q_proj"), &format!("{from}/attention/linear_0"))?;
+                lin(
+                    &mut w,
+                    &format!("{to}.encoder_attn.q_proj"),
+                    &format!("{from}/attention/linear_0"),
+                )?;
                 let kv_from = format!("{from}/attention/linear_1");
                 let kv_w = t(&format!("{kv_from}/weight"))?;
                 let kv_b = t(&format!("{kv_from}/bias"))?;
-                w.insert(format!("{to}.encoder_attn.k_proj.weight"), kv_w.narrow(0, 0, d)?.contiguous()?);
-                w.insert(format!("{to}.encoder_attn.v_proj.weight"), kv_w.narrow(0, d, d)?.contiguous()?);
-                w.insert(format!("{to}.encoder_attn.v_proj.bias"), kv_b.narrow(0, d, d)?.contiguous()?);
-                lin(&mut w, &format!("{to}.encoder_attn.out_proj"), &format!("{from}/attention/linear_2"))?;
-                ln(&mut w, &format!("{to}.encoder_attn_layer_norm"), &format!("{from}/attention/layer_norm"))?;
+                w.insert(
+                    format!("{to}.encoder_attn.k_proj.weight"),
+                    kv_w.narrow(0, 0, d)?.contiguous()?,
+                );
+                w.insert(
+                    format!("{to}.encoder_attn.v_proj.weight"),
+                    kv_w.narrow(0, d, d)?.contiguous()?,
+                );
+                w.insert(
+                    format!("{to}.encoder_attn.v_proj.bias"),
+                    kv_b.narrow(0, d, d)?.contiguous()?,
+                );
+                lin(
+                    &mut w,
+                    &format!("{to}.encoder_attn.out_proj"),
+                    &format!("{from}/attention/linear_2"),
+                )?;
+                ln(
+                    &mut w,
+                    &format!("{to}.encoder_attn_layer_norm"),
+                    &format!("{from}/attention/layer_norm"),
+                )?;
             }
-            lin(&mut w, &format!("{to}.fc1"), &format!("{from}/ffn/linear_0"))?;
-            lin(&mut w, &format!("{to}.fc2"), &format!("{from}/ffn/linear_1"))?;
-            ln(&mut w, &format!("{to}.final_layer_norm"), &format!("{from}/ffn/layer_norm"))?;
+            lin(
+                &mut w,
+                &format!("{to}.fc1"),
+                &format!("{from}/ffn/linear_0"),
+            )?;
+            lin(
+                &mut w,
+                &format!("{to}.fc2"),
+                &format!("{from}/ffn/linear_1"),
+            )?;
+            ln(
+                &mut w,
+                &format!("{to}.final_layer_norm"),
+                &format!("{from}/ffn/layer_norm"),
+            )?;
         }
-        ln(&mut w, &format!("{hf}.layer_norm"), &format!("{side}/layer_norm"))?;
+        ln(
+            &mut w,
+            &format!("{hf}.layer_norm"),
+            &format!("{side}/layer_norm"),
+        )?;
     }
     lin(&mut w, "model.encoder.conv1", "encoder/conv1")?;
     lin(&mut w, "model.encoder.conv2", "encoder/conv2")?;
-    w.insert("model.decoder.embed_tokens.weight".into(), t("decoder/embeddings/weight")?);
-    w.insert("model.decoder.embed_positions.weight".into(), t("decoder/position_encodings/encodings")?);
+    w.insert(
+        "model.decoder.embed_tokens.weight".into(),
+        t("decoder/embeddings/weight")?,
+    );
+    w.insert(
+        "model.decoder.embed_positions.weight".into(),
+        t("decoder/position_encodings/encodings")?,
+    );
     Ok((w, config))
 }
 
@@ -198,7 +287,11 @@ impl WhisperModel {
     pub fn load(name: &str, files: &ModelFiles, device: &Device) -> Result<Self, WhisperError> {
         let ct2 = Ct2Model::load(&files.model_bin)?;
         if ct2.spec != "WhisperSpec" {
-            return Err(WhisperError::Model(format!("{} holds a {}, not a Whisper model", files.model_bin.display(), ct2.spec)));
+            return Err(WhisperError::Model(format!(
+                "{} holds a {}, not a Whisper model",
+                files.model_bin.display(),
+                ct2.spec
+            )));
         }
         let (weights, config) = convert_weights(&ct2, device)?;
         drop(ct2);
@@ -206,16 +299,34 @@ impl WhisperModel {
         let model = Whisper::load(&vb, config.clone())?;
         let mel = MelFrontEnd::load(&files.mel_filters)?;
         let tokenizer = Tokenizer::load(&files.tokenizer_json)?;
-        let special = |t: &str| tokenizer.special(t).ok_or_else(|| WhisperError::Model(format!("tokenizer has no {t}")));
+        let special = |t: &str| {
+            tokenizer
+                .special(t)
+                .ok_or_else(|| WhisperError::Model(format!("tokenizer has no {t}")))
+        };
         let sot = special(cw::SOT_TOKEN)?;
         let eot = special(cw::EOT_TOKEN)?;
         let no_timestamps = special(cw::NO_TIMESTAMPS_TOKEN)?;
-        let cfg_text = std::fs::read_to_string(&files.config_json)
-            .map_err(|e| WhisperError::Read { path: files.config_json.display().to_string(), message: e.to_string() })?;
-        let cfg: serde_json::Value = serde_json::from_str(&cfg_text)
-            .map_err(|e| WhisperError::Read { path: files.config_json.display().to_string(), message: e.to_string() })?;
+        let cfg_text =
+            std::fs::read_to_string(&files.config_json).map_err(|e| WhisperError::Read {
+                path: files.config_json.display().to_string(),
+                message: e.to_string(),
+            })?;
+        let cfg: serde_json::Value =
+            serde_json::from_str(&cfg_text).map_err(|e| WhisperError::Read {
+                path: files.config_json.display().to_string(),
+                message: e.to_string(),
+            })?;
         let ids = |key: &str| -> Vec<u32> {
-            cfg.get(key).and_then(|v| v.as_array()).map(|a| a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect()).unwrap_or_default()
+            cfg.get(key)
+                .and_then(|v| v.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_u64())
+                        .map(|x| x as u32)
+                        .collect()
+                })
+                .unwrap_or_default()
         };
         let vocab = config.vocab_size;
         let mut mask = vec![0f32; vocab];
@@ -262,7 +373,11 @@ impl WhisperModel {
     }
 
     /// Greedy decoding of one 30 s window's encoder output.
-    pub fn decode(&mut self, features: &Tensor, max_tokens: usize) -> Result<Vec<u32>, WhisperError> {
+    pub fn decode(
+        &mut self,
+        features: &Tensor,
+        max_tokens: usize,
+    ) -> Result<Vec<u32>, WhisperError> {
         let mut tokens = vec![self.sot, self.no_timestamps];
         let prompt = tokens.len();
         let limit = max_tokens.min(self.model.config.max_target_positions / 2);
@@ -270,7 +385,12 @@ impl WhisperModel {
             let input = Tensor::new(tokens.as_slice(), &self.device)?.unsqueeze(0)?;
             let hidden = self.model.decoder.forward(&input, features, step == 0)?;
             let len = hidden.dim(1)?;
-            let logits = self.model.decoder.final_linear(&hidden.i((..1, len - 1..))?)?.i(0)?.i(0)?;
+            let logits = self
+                .model
+                .decoder
+                .final_linear(&hidden.i((..1, len - 1..))?)?
+                .i(0)?
+                .i(0)?;
             let mut logits = logits.broadcast_add(&self.suppress)?;
             if step == 0 {
                 logits = logits.broadcast_add(&self.suppress_begin)?;

@@ -11,9 +11,17 @@ fn missing_model_makes_whisper_unavailable_not_fatal() {
     let mut r = Registry::with_builtins();
     vela_speech::register(&mut r);
     match &r.get("WhisperASR").unwrap().availability {
-        Availability::Unavailable { reason } => assert!(reason.contains("setup-speech.sh"), "{reason}"),
+        Availability::Unavailable { reason } => {
+            assert!(reason.contains("setup-speech.sh"), "{reason}")
+        }
         other => panic!("expected unavailable, got {other:?}"),
     }
-    assert!(matches!(r.get("VADFilter").unwrap().availability, Availability::Available));
-    assert!(matches!(r.get("WavSource").unwrap().availability, Availability::Available));
+    assert!(matches!(
+        r.get("VADFilter").unwrap().availability,
+        Availability::Available
+    ));
+    assert!(matches!(
+        r.get("WavSource").unwrap().availability,
+        Availability::Available
+    ));
 }

@@ -15,25 +15,57 @@ fn run(core: &mut VadCore, audio: &[f32], rate: u32, chunk: usize) -> Vec<VadOut
 }
 
 fn ends(out: &[VadOutput]) -> Vec<Utterance> {
-    out.iter().filter_map(|o| if let VadOutput::End(u) = o { Some(u.clone()) } else { None }).collect()
+    out.iter()
+        .filter_map(|o| {
+            if let VadOutput::End(u) = o {
+                Some(u.clone())
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 fn interrupts(out: &[VadOutput]) -> usize {
-    out.iter().filter(|o| matches!(o, VadOutput::Interrupt { .. })).count()
+    out.iter()
+        .filter(|o| matches!(o, VadOutput::Interrupt { .. }))
+        .count()
 }
 
 fn speech_samples(out: &[VadOutput]) -> usize {
-    out.iter().map(|o| if let VadOutput::Speech { samples, .. } = o { samples.len() } else { 0 }).sum()
+    out.iter()
+        .map(|o| {
+            if let VadOutput::Speech { samples, .. } = o {
+                samples.len()
+            } else {
+                0
+            }
+        })
+        .sum()
 }
 
 #[test]
 fn finds_one_utterance_with_sensible_bounds() {
     let dir = common::temp_dir("vad-one");
-    let wav = read_wav(&common::speak(&dir, "one", "put the red block on the green block")).unwrap();
+    let wav = read_wav(&common::speak(
+        &dir,
+        "one",
+        "put the red block on the green block",
+    ))
+    .unwrap();
     let rate = wav.sample_rate;
     // Where espeak's voice actually is (it pads a little silence itself).
-    let loud: Vec<usize> = wav.samples.iter().enumerate().filter(|(_, s)| s.abs() > 0.02).map(|(i, _)| i).collect();
-    let (voice_start, voice_end) = (*loud.first().unwrap() as f64 / rate as f64, *loud.last().unwrap() as f64 / rate as f64);
+    let loud: Vec<usize> = wav
+        .samples
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.abs() > 0.02)
+        .map(|(i, _)| i)
+        .collect();
+    let (voice_start, voice_end) = (
+        *loud.first().unwrap() as f64 / rate as f64,
+        *loud.last().unwrap() as f64 / rate as f64,
+    );
     let mut audio = common::silence(rate, 1.0);
     audio.extend(&wav.samples);
     audio.extend(common::silence(rate, 1.5));
@@ -45,8 +77,14 @@ fn finds_one_utterance_with_sensible_bounds() {
     let (start, end) = (u[0].start_s, u[0].end_s);
     let (vs, ve) = (1.0 + voice_start, 1.0 + voice_end);
     eprintln!("voice {vs:.2}..{ve:.2} s, detected {start:.2}..{end:.2} s");
-    assert!(start <= vs + 0.05 && start >= vs - 0.5, "start {start:.2} vs voice onset {vs:.2}");
-    assert!(end >= ve - 0.05 && end <= ve + 0.8, "end {end:.2} vs voice end {ve:.2}");
+    assert!(
+        start <= vs + 0.05 && start >= vs - 0.5,
+        "start {start:.2} vs voice onset {vs:.2}"
+    );
+    assert!(
+        end >= ve - 0.05 && end <= ve + 0.8,
+        "end {end:.2} vs voice end {ve:.2}"
+    );
     // What went out is the utterance, at 16 kHz.
     assert_eq!(speech_samples(&out) as u64, u[0].samples);
     assert!((u[0].samples as f64 / 16000.0 - (end - start)).abs() < 1e-6);
@@ -67,7 +105,11 @@ fn silence_and_faint_noise_give_nothing() {
         })
         .collect();
     let out = run(&mut core, &noise, 16000, 1600);
-    assert!(ends(&out).is_empty(), "noise was taken for speech: {:?}", ends(&out));
+    assert!(
+        ends(&out).is_empty(),
+        "noise was taken for speech: {:?}",
+        ends(&out)
+    );
 }
 
 #[test]
@@ -85,14 +127,21 @@ fn interrupt_fires_on_every_utterance() {
     let out = run(&mut core, &audio, rate, 2205);
     let u = ends(&out);
     assert_eq!(u.len(), 2, "utterances: {u:?}");
-    assert_eq!(interrupts(&out), 2, "the interrupt must re-arm for each utterance");
+    assert_eq!(
+        interrupts(&out),
+        2,
+        "the interrupt must re-arm for each utterance"
+    );
     assert!(u[1].start_s > u[0].end_s);
     assert_eq!(u[1].total, u[0].samples + u[1].samples);
 }
 
 #[test]
 fn zero_threshold_passes_everything_once() {
-    let cfg = VadConfig { threshold: 0.0, ..VadConfig::default() };
+    let cfg = VadConfig {
+        threshold: 0.0,
+        ..VadConfig::default()
+    };
     let mut core = VadCore::new(cfg);
     let audio = common::silence(16000, 1.0);
     let out = run(&mut core, &audio, 16000, 1600);

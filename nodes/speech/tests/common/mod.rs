@@ -37,7 +37,9 @@ pub fn speak(dir: &Path, name: &str, text: &str) -> PathBuf {
         .arg(&path)
         .arg(text)
         .status()
-        .expect("espeak-ng is not installed: run scripts/setup-speech.sh (apt-get install espeak-ng)");
+        .expect(
+            "espeak-ng is not installed: run scripts/setup-speech.sh (apt-get install espeak-ng)",
+        );
     assert!(status.success(), "espeak-ng failed");
     path
 }

@@ -19,8 +19,8 @@ use vela_runtime::{
     ParamSpec, Payload, Text,
 };
 
+use crate::assemble::UtteranceAssembler;
 use crate::mel::SAMPLE_RATE;
-use crate::resample::{to_mono, Resampler};
 use crate::vad::END_OF_SPEECH;
 use crate::whisper::{ModelFiles, WhisperError, WhisperModel, MODELS};
 
@@ -76,19 +76,7 @@ pub struct WhisperAsr {
     model_name: String,
     model: Option<Shared>,
     partial_s: f64,
-    resampler: Option<(u32, Resampler)>,
-    /// 16 kHz audio of the current utterance (and anything received after its end).
-    buffer: Vec<f32>,
-    /// Samples received before `buffer[0]`.
-    buffer_base: u64,
-    /// End positions announced by markers that arrived before their audio.
-    pending_ends: Vec<u64>,
-    /// EndOfStream arrived while announced audio was still on its way.
-    pending_eos: bool,
-    /// Input frames since the last end of stream, and the length an `end_of_stream`
-    /// event announced before all of its audio was in (WavSource wired straight in).
-    frames_in: u64,
-    stream_end_at: Option<u64>,
+    audio: UtteranceAssembler,
     last_partial: Option<Instant>,
     last_compute_s: f64,
     last_rtfx: f64,
@@ -132,23 +120,13 @@ impl WhisperAsr {
             model_name,
             model: None,
             partial_s: init.params.f64("partial_transcripts")?,
-            resampler: None,
-            buffer: Vec::new(),
-            buffer_base: 0,
-            pending_ends: Vec::new(),
-            pending_eos: false,
-            frames_in: 0,
-            stream_end_at: None,
+            audio: UtteranceAssembler::new(),
             last_partial: None,
             last_compute_s: 0.0,
             last_rtfx: 0.0,
             finals: 0,
             last_text: String::new(),
         })
-    }
-
-    fn received(&self) -> u64 {
-        self.buffer_base + self.buffer.len() as u64
     }
 
     fn transcribe(&mut self, audio: &[f32]) -> Result<crate::whisper::Transcript, NodeError> {
@@ -162,14 +140,8 @@ impl WhisperAsr {
         Ok(t)
     }
 
-    /// Transcribes the buffer up to absolute sample `end` (None: all of it) and sends it.
-    fn finish_utterance(&mut self, end: Option<u64>, ctx: &mut Context) -> Result<(), NodeError> {
-        let cut = match end {
-            Some(e) => (e.saturating_sub(self.buffer_base) as usize).min(self.buffer.len()),
-            None => self.buffer.len(),
-        };
-        let audio: Vec<f32> = self.buffer.drain(..cut).collect();
-        self.buffer_base += cut as u64;
+    /// Transcribes a finished utterance and sends it.
+    fn finish_utterance(&mut self, audio: Vec<f32>, ctx: &mut Context) -> Result<(), NodeError> {
         self.last_partial = None;
         if audio.len() < SAMPLE_RATE / 10 {
             return Ok(()); // under 0.1 s: nothing to say
@@ -193,7 +165,8 @@ impl WhisperAsr {
 
     fn maybe_partial(&mut self, ctx: &mut Context) -> Result<(), NodeError> {
         if self.partial_s <= 0.0
-            || self.buffer.len() < (MIN_PARTIAL_S * SAMPLE_RATE as f64) as usize
+            || self.audio.waiting()
+            || self.audio.current().len() < (MIN_PARTIAL_S * SAMPLE_RATE as f64) as usize
         {
             return Ok(());
         }
@@ -208,7 +181,7 @@ impl WhisperAsr {
             Some(t) if t.elapsed().as_secs_f64() < gap => return Ok(()),
             _ => {}
         }
-        let audio = self.buffer.clone();
+        let audio = self.audio.current().to_vec();
         let t = self.transcribe(&audio)?;
         self.last_partial = Some(Instant::now());
         if !t.text.is_empty() {
@@ -217,73 +190,11 @@ impl WhisperAsr {
         Ok(())
     }
 
-    fn on_audio(
-        &mut self,
-        samples: &[f32],
-        rate: u32,
-        channels: u16,
-        ctx: &mut Context,
-    ) -> Result<(), NodeError> {
-        if rate == 0 || channels == 0 {
-            return Err(NodeError::msg(
-                "audio with a zero sample rate or channel count",
-            ));
-        }
-        let mono = to_mono(samples, channels);
-        let audio = if rate as usize == SAMPLE_RATE {
-            mono
-        } else {
-            match &mut self.resampler {
-                Some((r, rs)) if *r == rate => rs.process(&mono),
-                _ => {
-                    let mut rs = Resampler::new(rate, SAMPLE_RATE as u32);
-                    let out = rs.process(&mono);
-                    self.resampler = Some((rate, rs));
-                    out
-                }
-            }
-        };
-        self.buffer.extend(audio);
-        self.frames_in += (samples.len() / channels as usize) as u64;
-        if matches!(self.stream_end_at, Some(n) if self.frames_in >= n) {
-            return self.end_stream(ctx);
-        }
-        // Markers that overtook this audio can be honoured now.
-        while let Some(&end) = self.pending_ends.first() {
-            if self.received() < end {
-                break;
-            }
-            self.pending_ends.remove(0);
-            self.finish_utterance(Some(end), ctx)?;
-        }
-        if self.pending_ends.is_empty() && self.pending_eos {
-            self.pending_eos = false;
-            self.flush_resampler();
-            return self.finish_utterance(None, ctx);
-        }
-        if self.pending_ends.is_empty() {
-            self.maybe_partial(ctx)?;
+    fn finish_all(&mut self, done: Vec<Vec<f32>>, ctx: &mut Context) -> Result<(), NodeError> {
+        for u in done {
+            self.finish_utterance(u, ctx)?;
         }
         Ok(())
-    }
-
-    /// The input stream ended: transcribe whatever is left.
-    fn end_stream(&mut self, ctx: &mut Context) -> Result<(), NodeError> {
-        self.stream_end_at = None;
-        self.frames_in = 0;
-        if !self.pending_ends.is_empty() {
-            // It overtook audio that an earlier end marker announced: finish once that is in.
-            self.pending_eos = true;
-            return Ok(());
-        }
-        self.flush_resampler();
-        self.finish_utterance(None, ctx)
-    }
-
-    fn flush_resampler(&mut self) {
-        if let Some((_, mut rs)) = self.resampler.take() {
-            self.buffer.extend(rs.flush());
-        }
     }
 }
 
@@ -298,29 +209,34 @@ impl Node for WhisperAsr {
 
     fn on_input(&mut self, _: &str, msg: Message, ctx: &mut Context) -> Result<(), NodeError> {
         match &msg.payload {
-            Payload::Audio(a) => self.on_audio(&a.samples, a.sample_rate, a.channels, ctx),
-            Payload::Event(Event::Custom { name, data }) if name == END_OF_SPEECH => {
-                match data.get("total").and_then(Value::as_u64) {
-                    Some(total) if self.received() < total => {
-                        self.pending_ends.push(total);
-                        Ok(())
-                    }
-                    Some(total) => self.finish_utterance(Some(total), ctx),
-                    None => {
-                        self.flush_resampler();
-                        self.finish_utterance(None, ctx)
-                    }
+            Payload::Audio(a) => {
+                if a.sample_rate == 0 || a.channels == 0 {
+                    return Err(NodeError::msg(
+                        "audio with a zero sample rate or channel count",
+                    ));
+                }
+                let done = self.audio.audio(&a.samples, a.sample_rate, a.channels);
+                if done.is_empty() {
+                    self.maybe_partial(ctx)
+                } else {
+                    self.finish_all(done, ctx)
                 }
             }
-            Payload::Event(Event::EndOfStream) => self.end_stream(ctx),
+            Payload::Event(Event::Custom { name, data }) if name == END_OF_SPEECH => {
+                let done = self
+                    .audio
+                    .end_of_speech(data.get("total").and_then(Value::as_u64));
+                self.finish_all(done, ctx)
+            }
+            Payload::Event(Event::EndOfStream) => {
+                let done = self.audio.end_of_stream(None);
+                self.finish_all(done, ctx)
+            }
             Payload::Event(Event::Custom { name, data }) if name == crate::END_OF_STREAM => {
-                match data.get("frames").and_then(Value::as_u64) {
-                    Some(n) if self.frames_in < n => {
-                        self.stream_end_at = Some(n);
-                        Ok(())
-                    }
-                    _ => self.end_stream(ctx),
-                }
+                let done = self
+                    .audio
+                    .end_of_stream(data.get("frames").and_then(Value::as_u64));
+                self.finish_all(done, ctx)
             }
             _ => Ok(()),
         }

@@ -3,6 +3,7 @@
 //! scripts/setup-speech.sh installs) and a WAV file player (`WavSource`).
 
 pub mod asr;
+pub mod assemble;
 pub mod ct2;
 pub mod mel;
 pub mod resample;

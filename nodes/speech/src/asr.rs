@@ -15,8 +15,8 @@ use std::time::Instant;
 use candle_core::Device;
 use serde_json::{json, Value};
 use vela_runtime::{
-    Context, DataType, Event, Message, Node, NodeDescriptor, NodeError, NodeInit, ParamKind,
-    ParamSpec, Payload, Text,
+    AlertLevel, Context, DataType, Event, Message, Node, NodeDescriptor, NodeError, NodeInit,
+    ParamKind, ParamSpec, Payload, Text,
 };
 
 use crate::assemble::UtteranceAssembler;
@@ -211,9 +211,12 @@ impl Node for WhisperAsr {
         match &msg.payload {
             Payload::Audio(a) => {
                 if a.sample_rate == 0 || a.channels == 0 {
-                    return Err(NodeError::msg(
-                        "audio with a zero sample rate or channel count",
-                    ));
+                    // One bad message must not take the recogniser down.
+                    ctx.alert(
+                        AlertLevel::Warning,
+                        format!("WhisperASR skipped {}", msg.payload.describe()),
+                    );
+                    return Ok(());
                 }
                 let done = self.audio.audio(&a.samples, a.sample_rate, a.channels);
                 if done.is_empty() {

@@ -34,15 +34,17 @@ fn bessel_i0(x: f64) -> f64 {
     sum
 }
 
-/// Averages interleaved channels into one.
+/// Averages interleaved channels into one. Non-finite samples (NaN, ±inf from a broken
+/// source) become silence so they cannot poison filters and models downstream.
 pub fn to_mono(samples: &[f32], channels: u16) -> Vec<f32> {
     let c = channels.max(1) as usize;
+    let clean = |x: f32| if x.is_finite() { x } else { 0.0 };
     if c == 1 {
-        return samples.to_vec();
+        return samples.iter().map(|&x| clean(x)).collect();
     }
     samples
         .chunks_exact(c)
-        .map(|f| f.iter().sum::<f32>() / c as f32)
+        .map(|f| f.iter().map(|&x| clean(x)).sum::<f32>() / c as f32)
         .collect()
 }
 

@@ -13,8 +13,8 @@ use std::collections::VecDeque;
 use earshot::Detector;
 use serde_json::{json, Value};
 use vela_runtime::{
-    Audio, Context, DataType, Event, Message, Node, NodeDescriptor, NodeError, NodeInit, ParamKind,
-    ParamSpec, Payload,
+    AlertLevel, Audio, Context, DataType, Event, Message, Node, NodeDescriptor, NodeError,
+    NodeInit, ParamKind, ParamSpec, Payload,
 };
 
 use crate::resample::{to_mono, Resampler};
@@ -407,6 +407,13 @@ impl VadFilter {
 impl Node for VadFilter {
     fn on_input(&mut self, _: &str, msg: Message, ctx: &mut Context) -> Result<(), NodeError> {
         match &msg.payload {
+            Payload::Audio(a) if a.sample_rate == 0 || a.channels == 0 => {
+                ctx.alert(
+                    AlertLevel::Warning,
+                    format!("VADFilter skipped {}", msg.payload.describe()),
+                );
+                Ok(())
+            }
             Payload::Audio(a) => {
                 let out = self.core.push(&a.samples, a.sample_rate, a.channels);
                 self.emit(out, ctx)?;

@@ -148,3 +148,37 @@ fn zero_threshold_passes_everything_once() {
     assert_eq!(speech_samples(&out), 16000);
     assert_eq!(ends(&out).len(), 1);
 }
+
+#[test]
+fn clipped_speech_is_still_one_utterance_and_garbage_is_harmless() {
+    let dir = common::temp_dir("vad-bad");
+    let wav = read_wav(&common::speak(
+        &dir,
+        "loud",
+        "put the red block on the green block",
+    ))
+    .unwrap();
+    let rate = wav.sample_rate;
+    // Driven 4x into hard clipping, plus samples past full scale.
+    let mut audio = common::silence(rate, 0.5);
+    audio.extend(wav.samples.iter().map(|s| (s * 4.0).clamp(-1.0, 1.0)));
+    audio[rate as usize] = 3.0;
+    audio.extend(common::silence(rate, 1.0));
+    let mut core = VadCore::new(VadConfig::default());
+    let out = run(&mut core, &audio, rate, 2205);
+    assert_eq!(ends(&out).len(), 1, "{:?}", ends(&out));
+
+    // NaN and infinities from a broken source: no speech, no panic, no NaN out.
+    let mut bad = vec![f32::NAN; 16000];
+    bad.extend(vec![f32::INFINITY; 8000]);
+    let out = run(&mut core, &bad, 16000, 1600);
+    assert!(ends(&out).is_empty());
+    for o in &out {
+        if let VadOutput::Speech { samples, .. } = o {
+            assert!(samples.iter().all(|x| x.is_finite()));
+        }
+    }
+    // Zero rate or channels: ignored.
+    assert!(core.push(&[0.1; 100], 0, 1).is_empty());
+    assert!(core.push(&[0.1; 100], 16000, 0).is_empty());
+}

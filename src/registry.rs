@@ -10,5 +10,6 @@ pub fn build() -> Registry {
     vela_media::register(&mut r);
     vela_vla::register(&mut r);
     vela_sim::register(&mut r);
+    vela_speech::register(&mut r);
     r
 }

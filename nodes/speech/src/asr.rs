@@ -1,0 +1,275 @@
+//! The `WhisperASR` node: speech chunks in, transcripts out.
+//!
+//! Audio is collected until an end-of-speech marker (VADFilter's `end_of_speech`, or
+//! EndOfStream), then the utterance is transcribed and sent on `final`. While audio
+//! keeps coming, the whole utterance so far is re-transcribed every
+//! `partial_transcripts` seconds and sent on `partial` — never more often than the
+//! model can keep up with. End markers from VADFilter carry the running sample count,
+//! so an utterance is cut at the right sample even when the marker overtakes audio
+//! on the way (they travel on different edges).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use candle_core::Device;
+use serde_json::{json, Value};
+use vela_runtime::{
+    AlertLevel, Context, DataType, Event, Message, Node, NodeDescriptor, NodeError, NodeInit,
+    ParamKind, ParamSpec, Payload, Text,
+};
+
+use crate::assemble::UtteranceAssembler;
+use crate::mel::SAMPLE_RATE;
+use crate::vad::END_OF_SPEECH;
+use crate::whisper::{ModelFiles, WhisperError, WhisperModel, MODELS};
+
+/// Shortest audio worth a partial transcript.
+const MIN_PARTIAL_S: f64 = 0.3;
+
+type Shared = Arc<Mutex<WhisperModel>>;
+
+/// Loaded models, shared by every node (and kept across node restarts), like Agent
+/// Studio's model cache.
+fn cache() -> &'static Mutex<HashMap<String, Shared>> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Shared>>> = OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+fn device() -> Device {
+    #[cfg(feature = "cuda")]
+    if let Ok(d) = Device::new_cuda(0) {
+        return d;
+    }
+    Device::Cpu
+}
+
+/// Loads (or reuses) a model by name.
+pub fn load_model(name: &str) -> Result<Shared, WhisperError> {
+    let mut c = cache().lock().unwrap();
+    if let Some(m) = c.get(name) {
+        return Ok(m.clone());
+    }
+    let files = ModelFiles::locate(name);
+    let t0 = Instant::now();
+    let m = Arc::new(Mutex::new(WhisperModel::load(name, &files, &device())?));
+    tracing::info!(
+        "loaded Whisper {name} in {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+    c.insert(name.to_string(), m.clone());
+    Ok(m)
+}
+
+/// Why WhisperASR cannot run here, if it cannot.
+pub fn unavailable_reason() -> Option<String> {
+    let files = ModelFiles::locate(MODELS[0]);
+    files.missing().map(|p| {
+        format!(
+            "Whisper model file {} is missing: run scripts/setup-speech.sh (or scripts/setup.sh)",
+            p.display()
+        )
+    })
+}
+
+pub struct WhisperAsr {
+    model_name: String,
+    model: Option<Shared>,
+    partial_s: f64,
+    audio: UtteranceAssembler,
+    last_partial: Option<Instant>,
+    last_compute_s: f64,
+    last_rtfx: f64,
+    finals: u64,
+    last_text: String,
+}
+
+impl WhisperAsr {
+    pub fn descriptor() -> NodeDescriptor {
+        NodeDescriptor::new("WhisperASR", "Speech", "Whisper speech recognition")
+            .describe("Transcribes speech with OpenAI Whisper (run on candle): final text after each utterance, partial text while it goes on.")
+            .input("in", &[DataType::Audio, DataType::Event], "speech audio (any rate; 16 kHz mono is best) and end-of-speech markers")
+            .output("final", DataType::Text, "the transcript of each utterance")
+            .output("partial", DataType::Text, "transcripts of the utterance so far, while it goes on")
+            .param(
+                ParamSpec::new(
+                    "model",
+                    ParamKind::Choice { options: MODELS.iter().map(|s| s.to_string()).collect() },
+                    MODELS[0],
+                    "Whisper model (installed by scripts/setup-speech.sh)",
+                )
+                .startup_only(),
+            )
+            .param(ParamSpec::new(
+                "partial_transcripts",
+                ParamKind::Float { min: None, max: Some(60.0) },
+                0.25,
+                "seconds between partial transcripts (≤ 0: none)",
+            ))
+    }
+
+    pub fn new(init: &NodeInit) -> Result<Self, NodeError> {
+        let model_name = init.params.str("model")?.to_string();
+        if !MODELS.contains(&model_name.as_str()) {
+            return Err(NodeError::param(
+                "model",
+                format!("unknown model (known: {})", MODELS.join(", ")),
+            ));
+        }
+        Ok(WhisperAsr {
+            model_name,
+            model: None,
+            partial_s: init.params.f64("partial_transcripts")?,
+            audio: UtteranceAssembler::new(),
+            last_partial: None,
+            last_compute_s: 0.0,
+            last_rtfx: 0.0,
+            finals: 0,
+            last_text: String::new(),
+        })
+    }
+
+    fn transcribe(&mut self, audio: &[f32]) -> Result<crate::whisper::Transcript, NodeError> {
+        let model = self
+            .model
+            .as_ref()
+            .ok_or_else(|| NodeError::msg("model not loaded"))?;
+        let mut m = model.lock().unwrap_or_else(|e| e.into_inner());
+        let t = m.transcribe(audio).map_err(NodeError::msg)?;
+        self.last_compute_s = t.compute_s;
+        Ok(t)
+    }
+
+    /// Transcribes a finished utterance and sends it.
+    fn finish_utterance(&mut self, audio: Vec<f32>, ctx: &mut Context) -> Result<(), NodeError> {
+        self.last_partial = None;
+        if audio.len() < SAMPLE_RATE / 10 {
+            return Ok(()); // under 0.1 s: nothing to say
+        }
+        let t = self.transcribe(&audio)?;
+        self.last_rtfx = t.rtfx();
+        tracing::debug!(
+            "final {:?} ({:.2}s of audio, RTFX {:.2})",
+            t.text,
+            t.audio_s,
+            t.rtfx()
+        );
+        if !t.text.is_empty() {
+            self.finals += 1;
+            self.last_text = t.text.clone();
+            ctx.publish(json!({"final": t.text, "audio_s": t.audio_s, "rtfx": t.rtfx()}));
+            ctx.send("final", Text::final_text(t.text))?;
+        }
+        Ok(())
+    }
+
+    fn maybe_partial(&mut self, ctx: &mut Context) -> Result<(), NodeError> {
+        if self.partial_s <= 0.0
+            || self.audio.waiting()
+            || self.audio.current().len() < (MIN_PARTIAL_S * SAMPLE_RATE as f64) as usize
+        {
+            return Ok(());
+        }
+        // Do not fall behind: wait at least as long as the last transcription took.
+        let gap = self.partial_s.max(self.last_compute_s);
+        match self.last_partial {
+            None => {
+                // The first partial waits a full period after the utterance began.
+                self.last_partial = Some(Instant::now());
+                return Ok(());
+            }
+            Some(t) if t.elapsed().as_secs_f64() < gap => return Ok(()),
+            _ => {}
+        }
+        let audio = self.audio.current().to_vec();
+        let t = self.transcribe(&audio)?;
+        self.last_partial = Some(Instant::now());
+        if !t.text.is_empty() {
+            ctx.send("partial", Text::partial(t.text))?;
+        }
+        Ok(())
+    }
+
+    fn finish_all(&mut self, done: Vec<Vec<f32>>, ctx: &mut Context) -> Result<(), NodeError> {
+        for u in done {
+            self.finish_utterance(u, ctx)?;
+        }
+        Ok(())
+    }
+}
+
+impl Node for WhisperAsr {
+    fn start(&mut self, ctx: &mut Context) -> Result<(), NodeError> {
+        let m = load_model(&self.model_name)
+            .map_err(|e| NodeError::msg(format!("cannot load Whisper {}: {e}", self.model_name)))?;
+        self.model = Some(m);
+        ctx.publish(json!({"loaded": self.model_name}));
+        Ok(())
+    }
+
+    fn on_input(&mut self, _: &str, msg: Message, ctx: &mut Context) -> Result<(), NodeError> {
+        match &msg.payload {
+            Payload::Audio(a) => {
+                if a.sample_rate == 0 || a.channels == 0 {
+                    // One bad message must not take the recogniser down.
+                    ctx.alert(
+                        AlertLevel::Warning,
+                        format!("WhisperASR skipped {}", msg.payload.describe()),
+                    );
+                    return Ok(());
+                }
+                let done = self.audio.audio(&a.samples, a.sample_rate, a.channels);
+                if done.is_empty() {
+                    self.maybe_partial(ctx)
+                } else {
+                    self.finish_all(done, ctx)
+                }
+            }
+            Payload::Event(Event::Custom { name, data }) if name == END_OF_SPEECH => {
+                let done = self
+                    .audio
+                    .end_of_speech(data.get("total").and_then(Value::as_u64));
+                self.finish_all(done, ctx)
+            }
+            Payload::Event(Event::EndOfStream) => {
+                let done = self.audio.end_of_stream(None);
+                self.finish_all(done, ctx)
+            }
+            Payload::Event(Event::Custom { name, data }) if name == crate::END_OF_STREAM => {
+                let done = self
+                    .audio
+                    .end_of_stream(data.get("frames").and_then(Value::as_u64));
+                self.finish_all(done, ctx)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn set_param(&mut self, name: &str, value: &Value, _: &mut Context) -> Result<(), NodeError> {
+        match name {
+            "partial_transcripts" => {
+                self.partial_s = value
+                    .as_f64()
+                    .ok_or_else(|| NodeError::param(name, "expected a number"))?;
+                Ok(())
+            }
+            _ => Err(NodeError::param(name, "cannot change while running")),
+        }
+    }
+
+    fn summary(&self) -> Option<String> {
+        Some(if self.finals == 0 && self.last_rtfx == 0.0 {
+            if self.model.is_some() {
+                format!("{} ready", self.model_name)
+            } else {
+                "loading".into()
+            }
+        } else {
+            format!("RTFX={:.2}", self.last_rtfx)
+        })
+    }
+
+    fn blocking(&self) -> bool {
+        true
+    }
+}

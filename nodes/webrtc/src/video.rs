@@ -45,6 +45,8 @@ pub const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;prof
 const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
 /// A packet write that takes longer than this means the connection is wedged.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Each viewer costs an encoder thread; more than this many at once is refused.
+pub const MAX_VIEWERS: usize = 16;
 
 /// Per-stream settings, shared with the viewers.
 pub(crate) struct VideoStream {
@@ -286,6 +288,10 @@ impl VideoStream {
             return Err(format!("VideoOutput '{}' is not running", self.node));
         }
         let offer = RTCSessionDescription::offer(offer_sdp).map_err(|e| format!("bad SDP offer: {e}"))?;
+        let others = self.viewers.lock().unwrap().iter().filter(|v| !v.is_closed() && v.client != client.id).count();
+        if others >= MAX_VIEWERS {
+            return Err(format!("VideoOutput '{}' already streams to {MAX_VIEWERS} viewers", self.node));
+        }
         let viewer = Arc::new(Viewer::new(client.id));
         let (gathered, mut gathered_rx) = tokio::sync::watch::channel(false);
 
@@ -674,5 +680,64 @@ impl Drop for VideoOutput {
         // A node dropped without stop() (failed start, removed) must not leave viewers behind.
         hub().unregister_video(&self.stream);
         self.stream.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Map;
+
+    fn build(params: Value) -> Result<VideoOutput, NodeError> {
+        let given: Map<String, Value> = serde_json::from_value(params).unwrap();
+        let params = vela_runtime::resolve_params(&VideoOutput::descriptor(), &given).map_err(|e| NodeError::msg(format!("{e:?}")))?;
+        VideoOutput::new(&NodeInit { name: "v_unit", params: &params })
+    }
+
+    #[test]
+    fn parameters_are_checked() {
+        let v = build(json!({})).unwrap();
+        assert_eq!(v.stream.udp_addrs, vec!["0.0.0.0:0", "127.0.0.1:0"]);
+        assert!(v.stream.ice_servers.is_empty(), "no STUN unless asked: works offline");
+        let v = build(json!({"ice_servers": "stun:10.0.0.1:3478, turn:relay.lan:3478", "udp_addrs": "127.0.0.1:0"})).unwrap();
+        assert_eq!(v.stream.ice_servers, vec!["stun:10.0.0.1:3478", "turn:relay.lan:3478"]);
+        let e = build(json!({"ice_servers": "stun.l.example.com:19302"})).err().unwrap();
+        assert!(e.to_string().contains("not a stun:"), "{e}");
+        let e = build(json!({"udp_addrs": "localhost"})).err().unwrap();
+        assert!(e.to_string().contains("not IP:port"), "{e}");
+        assert!(build(json!({"udp_addrs": " , "})).is_err());
+        assert!(build(json!({"bitrate_kbps": 10})).is_err());
+    }
+
+    #[test]
+    fn the_timestamp_stripe_encodes_the_capture_millisecond() {
+        let mut img = Image::rgb8(224, 224, vec![128u8; 224 * 224 * 3]).unwrap();
+        img.timestamp = 1_764_130_000_123_456_789;
+        let out = draw_timestamp_stripe(&img);
+        let (bw, bh) = (224 / 16, 7);
+        let mut v: u64 = 0;
+        for bit in 0..32 {
+            let (row, col) = (bit / 16, bit % 16);
+            let p = out.pixel((col * bw + bw / 2) as u32, (224 - 2 * bh + row * bh + bh / 2) as u32);
+            v = v * 2 + u64::from(p[0] > 127);
+        }
+        assert_eq!(v, (1_764_130_000_123u64) & 0xffff_ffff);
+        assert_eq!(out.pixel(100, 10), [128, 128, 128], "the rest of the frame is untouched");
+        let tiny = Image::rgb8(32, 8, vec![0u8; 32 * 8 * 3]).unwrap();
+        assert_eq!(draw_timestamp_stripe(&tiny).data, tiny.data, "too small: left alone");
+    }
+
+    #[test]
+    fn frames_reach_no_one_without_viewers_and_the_node_reports_them() {
+        let mut v = build(json!({"udp_addrs": "127.0.0.1:0"})).unwrap();
+        let mut ctx = Context::detached("v_unit", VideoOutput::descriptor());
+        for _ in 0..5 {
+            let img = Image::rgb8(64, 48, vec![0u8; 64 * 48 * 3]).unwrap();
+            v.on_input("image", Message::new("src", img), &mut ctx).unwrap();
+        }
+        assert!(v.summary().unwrap().starts_with("64x48, "), "{:?}", v.summary());
+        assert!(v.summary().unwrap().ends_with("0 viewers"));
+        let e = v.on_input("image", Message::new("src", json!(1)), &mut ctx).unwrap_err();
+        assert!(e.to_string().contains("shows images"));
     }
 }

@@ -4,6 +4,11 @@
 //! `id` with a `reply` naming the same id, and pushes state to every connected client.
 //! There is deliberately no "set any attribute" message: each edit is its own variant,
 //! checked on the server like any other input.
+//!
+//! Binary WebSocket messages (browser → server) carry microphone PCM for WebAudioIn
+//! nodes: a 14-byte header (magic `VAU1`, sample rate, channels, sample format, node name
+//! length), the node name, then samples. The layout is defined and parsed in
+//! `vela_webrtc::audio_frame` (nodes/webrtc/README.md describes it).
 
 use std::collections::BTreeMap;
 

@@ -45,6 +45,8 @@ pub const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;prof
 const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
 /// A packet write that takes longer than this means the connection is wedged.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A viewer that has not connected this long after the answer is given up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Each viewer costs an encoder thread; more than this many at once is refused.
 pub const MAX_VIEWERS: usize = 16;
 
@@ -117,11 +119,16 @@ impl Viewer {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// The next frame to encode, or `None` once closed.
-    fn next_frame(&self) -> Option<Image> {
+    /// The next frame to encode, or `None` once closed (or never connected in time).
+    fn next_frame(&self, created: Instant) -> Option<Image> {
         let mut slot = self.slot.lock().unwrap();
         loop {
             if self.is_closed() {
+                return None;
+            }
+            if !self.connected.load(Ordering::Acquire) && created.elapsed() > CONNECT_TIMEOUT {
+                // The browser never applied the answer or ICE never got through.
+                self.closed.store(true, Ordering::Release);
                 return None;
             }
             if self.connected.load(Ordering::Acquire) {
@@ -412,10 +419,14 @@ impl VideoStream {
         });
         let stream = self.clone();
         let rt = tokio::runtime::Handle::current();
+        let v = viewer.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("vela-video-{}", self.node))
             .spawn(move || stream.run_viewer(viewer, pc, track, ssrc, pt, rt));
-        spawned.map_err(|e| format!("cannot start the encoder thread: {e}"))?;
+        if let Err(e) = spawned {
+            v.close();
+            return Err(format!("cannot start the encoder thread: {e}"));
+        }
         Ok(sdp)
     }
 
@@ -433,7 +444,8 @@ impl VideoStream {
         let mut last_ts: Option<u64> = None;
         let mut failures = 0u32;
         let mut last_key = Instant::now();
-        while let Some(img) = viewer.next_frame() {
+        let created = Instant::now();
+        while let Some(img) = viewer.next_frame(created) {
             enc.set_bitrate(self.bitrate_bps.load(Ordering::Relaxed));
             // Answer keyframe requests, but not more often than every 300 ms (a browser
             // repeats its request until the keyframe arrives).

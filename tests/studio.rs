@@ -404,7 +404,6 @@ mod viewer {
                         rtcp_feedback: vec![],
                     },
                     payload_type: 109,
-                    ..Default::default()
                 },
                 RtpCodecKind::Video,
             )

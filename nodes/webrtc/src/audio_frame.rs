@@ -86,10 +86,10 @@ pub fn parse(buf: &[u8]) -> Result<AudioFrame, FrameError> {
     let node = std::str::from_utf8(&buf[HEADER..HEADER + name_len]).map_err(|_| FrameError::BadName)?.to_string();
     let data = &buf[HEADER + name_len..];
     let frame = sample_size * channels as usize;
-    if data.len() % frame != 0 {
+    let per_channel = data.len() / frame;
+    if per_channel * frame != data.len() {
         return Err(FrameError::Ragged { bytes: data.len(), frame });
     }
-    let per_channel = data.len() / frame;
     if per_channel == 0 || per_channel > rate as usize {
         return Err(FrameError::BadLength(per_channel));
     }

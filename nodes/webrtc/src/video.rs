@@ -312,7 +312,7 @@ impl VideoStream {
             rtcp_feedback: vec![fb("nack", ""), fb("nack", "pli"), fb("ccm", "fir")],
         };
         media
-            .register_codec(RTCRtpCodecParameters { rtp_codec: codec.clone(), payload_type: 102, ..Default::default() }, RtpCodecKind::Video)
+            .register_codec(RTCRtpCodecParameters { rtp_codec: codec.clone(), payload_type: 102 }, RtpCodecKind::Video)
             .map_err(|e| e.to_string())?;
         let interceptors = register_default_interceptors(Registry::new(), &mut media)
             .map_err(|e| e.to_string())?

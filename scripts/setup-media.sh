@@ -26,5 +26,5 @@ fi
 
 if [ ! -f tests/browser/node_modules/playwright-core/package.json ]; then
     echo "installing playwright-core into tests/browser/node_modules"
-    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+    (cd tests/browser && npm install --no-save --silent)
 fi

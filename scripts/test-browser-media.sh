@@ -4,7 +4,7 @@
 # WebAudioIn. Expects scripts/setup.sh to have run (it builds the release binary and, via
 # scripts/setup-media.sh, installs Chromium, espeak-ng and playwright-core).
 #   bash scripts/test-browser-media.sh          # uses $CARGO_TARGET_DIR/release/vela
-# Screenshots and measured numbers land in tests/browser/out/.
+# Screenshots and measured numbers land in $VELA_BROWSER_OUT (default /tmp/vela-media-out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
@@ -16,6 +16,8 @@ fi
 if [ ! -f tests/browser/node_modules/playwright-core/package.json ]; then
     bash scripts/setup-media.sh
 fi
+export VELA_BROWSER_OUT="${VELA_BROWSER_OUT:-/tmp/vela-media-out}"
 stage_start "browser media tests"
 node --test --test-concurrency=1 tests/browser/webrtc.test.mjs
 stage_end
+echo "screenshots and numbers: $VELA_BROWSER_OUT"

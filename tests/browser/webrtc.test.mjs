@@ -6,6 +6,7 @@
 //   VELA_BIN=target/release/vela node --test tests/browser/webrtc.test.mjs
 //
 // Needs: chromium, espeak-ng (scripts/setup-media.sh), `npm install` in tests/browser.
+// Screenshots and measured numbers go to $VELA_BROWSER_OUT (default /tmp/vela-media-out).
 // Everything stays on loopback: VideoOutput binds 127.0.0.1 only, Chromium gets no STUN.
 
 import { test, before, after } from 'node:test';
@@ -23,7 +24,7 @@ const repo = path.resolve(here, '../..');
 const VELA = process.env.VELA_BIN
   || path.join(process.env.CARGO_TARGET_DIR || path.join(os.homedir(), '.cache/vela/target'), 'release/vela');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const OUT = process.env.VELA_BROWSER_OUT || path.join(here, 'out');
+const OUT = process.env.VELA_BROWSER_OUT || '/tmp/vela-media-out';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vela-browser-'));
 let studio, base, browser, monitor;

@@ -10,9 +10,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# command:package pairs; a command already on PATH (e.g. node and npm from another
+# source than Debian's packages) is left alone.
 missing=()
-for p in nasm chromium espeak-ng nodejs npm; do
-    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+for pair in nasm:nasm chromium:chromium espeak-ng:espeak-ng node:nodejs npm:npm; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then

@@ -15,5 +15,6 @@ cargo test --workspace
 stage_end
 
 bash scripts/test-browser.sh
+bash scripts/test-browser-media.sh
 
 echo "all tests passed in $(( $(date +%s) - T0 )) s"

@@ -6,5 +6,6 @@ pub mod presets;
 pub mod registry;
 pub mod run;
 pub mod sim;
+pub mod speech;
 pub mod studio;
 pub mod vla;

@@ -1,6 +1,6 @@
 //! `vela`: the command-line front door to the studio, graphs and tools.
 
-use vela::{presets, registry, run, sim, studio, vla};
+use vela::{presets, registry, run, sim, speech, studio, vla};
 
 use std::path::PathBuf;
 
@@ -55,6 +55,11 @@ enum Command {
     Sim {
         #[command(subcommand)]
         command: sim::SimCommand,
+    },
+    /// Speech tools: transcribe a recording with the VAD + Whisper nodes' code.
+    Speech {
+        #[command(subcommand)]
+        command: speech::SpeechCommand,
     },
     /// OpenVLA checkpoints: make, quantize, predict.
     Vla {
@@ -114,6 +119,7 @@ fn real_main() -> Result<()> {
         Command::BenchRuntime { messages, out } => bench_runtime(messages, out),
         Command::Vla { command } => vla::run(command),
         Command::Sim { command } => sim::run(command),
+        Command::Speech { command } => speech::run(command),
         Command::Studio { load, start, host, port, ui } => {
             if !host.is_loopback() {
                 tracing::warn!("binding to {host}: the studio has no authentication; anyone who can reach this address can run graphs");

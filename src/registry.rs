@@ -11,5 +11,6 @@ pub fn build() -> Registry {
     vela_vla::register(&mut r);
     vela_sim::register(&mut r);
     vela_speech::register(&mut r);
+    vela_webrtc::register(&mut r);
     r
 }

@@ -237,6 +237,10 @@ impl Studio {
                 self.engine.stop().await;
                 self.push_state().await;
             }
+            // Handled per connection in `client`, which knows the tab.
+            ClientMsg::WebrtcOffer { .. } | ClientMsg::WebrtcHangup { .. } => {
+                return Err("WebRTC signalling needs a WebSocket connection".into());
+            }
             ClientMsg::Reset => {
                 self.engine.load(&GraphSpec::default()).await.map_err(e)?;
                 self.engine.stop().await;
@@ -252,6 +256,8 @@ pub fn router(studio: Arc<Studio>) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/ws", get(ws_upgrade))
+        .route("/media/vela-media.js", get(media_js))
+        .route("/media/test", get(media_test_page))
         .route("/api/nodes", get(api_nodes))
         .route("/api/state", get(api_state))
         .route("/api/presets", get(api_presets))
@@ -308,6 +314,16 @@ async fn static_file(State(s): State<Arc<Studio>>, UrlPath(file): UrlPath<String
         }
         Err(_) => StatusCode::NOT_FOUND.into_response(),
     }
+}
+
+/// The browser media module (VideoOutput playback, microphone to WebAudioIn).
+async fn media_js() -> Response {
+    ([(header::CONTENT_TYPE, "text/javascript"), (header::CACHE_CONTROL, "no-cache")], vela_webrtc::web::MEDIA_JS).into_response()
+}
+
+/// A standalone page for trying and testing browser media without the UI.
+async fn media_test_page() -> Response {
+    Html(vela_webrtc::web::TEST_PAGE).into_response()
 }
 
 async fn api_nodes(State(s): State<Arc<Studio>>) -> impl IntoResponse {
@@ -376,6 +392,8 @@ async fn ws_upgrade(State(s): State<Arc<Studio>>, ws: WebSocketUpgrade) -> Respo
 async fn client(studio: Arc<Studio>, socket: WebSocket) {
     use futures_util::{SinkExt, StreamExt};
     let (mut sink, mut stream) = socket.split();
+    let me = vela_webrtc::ClientHandle::new();
+    let mut audio_errors = ErrorThrottle { last: None };
     let (direct, mut direct_rx) = mpsc::unbounded_channel::<Arc<str>>();
     let mut all = studio.to_all.subscribe();
 
@@ -409,8 +427,17 @@ async fn client(studio: Arc<Studio>, socket: WebSocket) {
         let text = match frame {
             Ok(WsMessage::Text(t)) => t,
             Ok(WsMessage::Close(_)) | Err(_) => break,
-            Ok(WsMessage::Binary(_)) => {
-                let _ = direct.send(encode(&ServerMsg::Error { id: None, message: "binary messages are not part of the protocol; send JSON text".into() }));
+            Ok(WsMessage::Binary(bytes)) => {
+                // Binary messages carry microphone PCM for WebAudioIn nodes (format:
+                // vela_webrtc::audio_frame). Bad ones are answered, throttled, and skipped.
+                let result = vela_webrtc::audio_frame::parse(&bytes)
+                    .map_err(|e| e.to_string())
+                    .and_then(|frame| vela_webrtc::hub().push_audio(frame));
+                if let Err(message) = result {
+                    if audio_errors.should_report(&message) {
+                        let _ = direct.send(encode(&ServerMsg::Error { id: None, message }));
+                    }
+                }
                 continue;
             }
             Ok(_) => continue,
@@ -430,7 +457,15 @@ async fn client(studio: Arc<Studio>, socket: WebSocket) {
             }));
             continue;
         }
-        let result = studio.handle(env.msg, &direct).await;
+        let result = match env.msg {
+            ClientMsg::WebrtcOffer { node, sdp } => {
+                // Negotiation takes a moment (ICE gathering); other requests go on meanwhile.
+                tokio::spawn(webrtc_offer(me.clone(), node, sdp, env.id, direct.clone()));
+                continue;
+            }
+            ClientMsg::WebrtcHangup { node } => vela_webrtc::hub().hang_up(&node, &me),
+            msg => studio.handle(msg, &direct).await,
+        };
         if let Err(err) = &result {
             tracing::debug!("client request refused: {err}");
         }
@@ -444,6 +479,56 @@ async fn client(studio: Arc<Studio>, socket: WebSocket) {
             let _ = direct.send(encode(&ServerMsg::Error { id: None, message }));
         }
     }
+    vela_webrtc::hub().client_gone(&me);
     drop(direct);
     writer.abort();
+}
+
+/// Answers a tab's WebRTC offer for a VideoOutput node: the answer event, then the reply.
+async fn webrtc_offer(
+    me: vela_webrtc::ClientHandle,
+    node: String,
+    sdp: String,
+    id: Option<u64>,
+    direct: mpsc::UnboundedSender<Arc<str>>,
+) {
+    let result = vela_webrtc::hub().answer(&node, &me, sdp).await;
+    let error = match result {
+        Ok(sdp) => {
+            let _ = direct.send(encode(&ServerMsg::WebrtcAnswer { node, sdp }));
+            None
+        }
+        Err(e) => {
+            tracing::debug!("WebRTC offer for '{node}' refused: {e}");
+            Some(e)
+        }
+    };
+    match (id, error) {
+        (Some(id), error) => {
+            let _ = direct.send(encode(&ServerMsg::Reply { id, ok: error.is_none(), error }));
+        }
+        (None, Some(message)) => {
+            let _ = direct.send(encode(&ServerMsg::Error { id: None, message }));
+        }
+        (None, None) => {}
+    }
+}
+
+/// Limits repeated identical errors about binary frames (a tab streaming audio to a node
+/// that is not running would otherwise get dozens a second).
+struct ErrorThrottle {
+    last: Option<(String, std::time::Instant)>,
+}
+
+impl ErrorThrottle {
+    fn should_report(&mut self, message: &str) -> bool {
+        let now = std::time::Instant::now();
+        match &self.last {
+            Some((m, t)) if m == message && now.duration_since(*t) < Duration::from_secs(2) => false,
+            _ => {
+                self.last = Some((message.to_string(), now));
+                true
+            }
+        }
+    }
 }

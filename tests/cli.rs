@@ -180,3 +180,24 @@ fn agent_studio_presets_import_with_a_report() {
         );
     }
 }
+
+#[test]
+fn speech_transcribe_finds_the_words() {
+    let dir = scratch("speech");
+    let wav = dir.join("cmd.wav");
+    let ok = Command::new("espeak-ng")
+        .args(["-s", "130", "-g", "10", "-w", wav.to_str().unwrap(), "put the red block on top of the green block"])
+        .status()
+        .expect("espeak-ng is installed by scripts/setup.sh");
+    assert!(ok.success());
+    let o = vela(&["speech", "transcribe", wav.to_str().unwrap()]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let lower = t.to_lowercase();
+    assert!(lower.contains("red") && lower.contains("green") && lower.contains("block"), "{t}");
+    assert!(t.contains(" s - "), "segments carry times: {t}");
+
+    std::fs::write(dir.join("junk.wav"), b"not a wav file").unwrap();
+    let o = vela(&["speech", "transcribe", dir.join("junk.wav").to_str().unwrap()]);
+    assert!(!o.status.success() && text(&o).contains("junk.wav"), "{}", text(&o));
+}

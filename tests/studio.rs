@@ -246,3 +246,281 @@ async fn rest_api() {
     assert!(body.contains("not built") && body.contains("scripts/setup.sh"));
     assert_eq!(http(addr, "GET", "/../Cargo.toml", "").await.0, 404);
 }
+
+// ---------------------------------------------------------------------------
+// Browser media: WebRTC signalling for VideoOutput, microphone frames for WebAudioIn.
+
+/// A studio running a preset written for the test: test pattern → VideoOutput on
+/// loopback only, and WebAudioIn → Collector. Node names carry `tag`, because the media
+/// hub is process-wide and tests run in parallel.
+async fn start_media(tag: &str) -> SocketAddr {
+    let dir = preset_dir(tag);
+    let preset = json!({
+        "vela_preset": 1, "name": "media",
+        "nodes": [
+            {"name": format!("pattern_{tag}"), "type": "TestPattern", "params": {"width": 224, "height": 224, "fps": 30}},
+            {"name": format!("video_{tag}"), "type": "VideoOutput", "params": {"udp_addrs": "127.0.0.1:0", "keyframe_interval": 1000}},
+            {"name": format!("mic_{tag}"), "type": "WebAudioIn"},
+            {"name": format!("heard_{tag}"), "type": "Collector"}
+        ],
+        "edges": [
+            {"from": format!("pattern_{tag}.image"), "to": format!("video_{tag}.image"), "policy": "latest"},
+            {"from": format!("mic_{tag}.audio"), "to": format!("heard_{tag}.in")}
+        ]
+    });
+    std::fs::write(dir.join("media.json"), serde_json::to_string_pretty(&preset).unwrap()).unwrap();
+    let cfg = StudioConfig { store: PresetStore::new(&dir), ui_dist: None, load: Some("media".into()), autostart: true };
+    let studio = Studio::new(Arc::new(vela::registry::build()), cfg).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, vela::studio::router(studio)).await.unwrap() });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_webrtc_and_audio_messages_get_errors_and_the_connection_survives() {
+    let tag = "mbad";
+    let addr = start_media(tag).await;
+    let mut ws = connect(addr).await;
+    next_event(&mut ws, "state").await;
+
+    let r = request(&mut ws, 1, json!({"op": "webrtc_offer", "node": "ghost", "sdp": "v=0"})).await;
+    assert_eq!(r["ok"], false);
+    let err = r["error"].as_str().unwrap();
+    assert!(err.contains("no running VideoOutput named 'ghost'") && err.contains(&format!("video_{tag}")), "{r}");
+    let r = request(&mut ws, 2, json!({"op": "webrtc_offer", "node": format!("video_{tag}"), "sdp": "this is not SDP"})).await;
+    assert_eq!(r["ok"], false);
+    assert!(r["error"].as_str().unwrap().contains("bad SDP offer"), "{r}");
+    send(&mut ws, json!({"v": 1, "id": 3, "op": "webrtc_offer", "node": format!("video_{tag}")})).await;
+    let e = next_event(&mut ws, "error").await;
+    assert_eq!(e["id"], 3);
+    assert!(e["message"].as_str().unwrap().contains("missing field `sdp`"), "{e}");
+    send(&mut ws, json!({"v": 1, "op": "webrtc_offer", "node": format!("video_{tag}"), "sdp": "v=0\r\ngarbage"})).await;
+    let e = next_event(&mut ws, "error").await;
+    assert!(e["message"].as_str().unwrap().contains("bad SDP offer"), "{e}");
+    let r = request(&mut ws, 4, json!({"op": "webrtc_hangup", "node": "ghost"})).await;
+    assert!(r["error"].as_str().unwrap().contains("no running VideoOutput"), "{r}");
+
+    use vela_webrtc::audio_frame::{encode_i16, encode_f32};
+    ws.send(Message::Binary(encode_i16("nobody", 48_000, 1, &[0; 480]).into())).await.unwrap();
+    assert!(next_event(&mut ws, "error").await["message"].as_str().unwrap().contains("no running WebAudioIn named 'nobody'"));
+    ws.send(Message::Binary(b"RIFF....WAVEfmt junk".to_vec().into())).await.unwrap();
+    assert!(next_event(&mut ws, "error").await["message"].as_str().unwrap().contains("magic"));
+    ws.send(Message::Binary(encode_i16(&format!("mic_{tag}"), 100, 1, &[0; 480]).into())).await.unwrap();
+    assert!(next_event(&mut ws, "error").await["message"].as_str().unwrap().contains("sample rate 100 Hz"));
+    let mut ragged = encode_f32(&format!("mic_{tag}"), 48_000, 2, &[0.0; 4]);
+    ragged.pop();
+    ws.send(Message::Binary(ragged.into())).await.unwrap();
+    assert!(next_event(&mut ws, "error").await["message"].as_str().unwrap().contains("whole number"));
+
+    // Still alive; the graph still runs; good audio still gets through at its own rate.
+    let samples: Vec<i16> = (0..441).map(|i| ((i as f32 * 0.1).sin() * 8000.0) as i16).collect();
+    ws.send(Message::Binary(encode_i16(&format!("mic_{tag}"), 44_100, 1, &samples).into())).await.unwrap();
+    let out = next_matching(&mut ws, |m| m["event"] == "output" && m["node"] == format!("heard_{tag}")).await;
+    assert_eq!(out["value"]["text"], "audio 441 samples @ 44100 Hz x1", "{out}");
+    send(&mut ws, json!({"v": 1, "op": "get_state"})).await;
+    let s = next_event(&mut ws, "state").await;
+    assert_eq!(s["running"], true);
+    assert!(s["status"].as_object().unwrap().values().all(|st| st["state"] == "running"), "{s}");
+}
+
+/// A WebRTC viewer written with webrtc-rs, standing in for a browser: offers to receive
+/// H.264, and counts the RTP packets and keyframes it gets.
+mod viewer {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
+    use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+    use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+    use webrtc::peer_connection::{
+        MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState,
+        RTCSessionDescription, SettingEngineBuilder,
+    };
+
+    pub struct Counts {
+        pub packets: AtomicU32,
+        pub idr_starts: AtomicU32,
+        pub ssrc: AtomicU32,
+        pub track: std::sync::Mutex<Option<Arc<dyn TrackRemote>>>,
+    }
+
+    impl Counts {
+        /// Sends a picture loss indication, as a browser does when it cannot decode.
+        pub async fn request_keyframe(&self) {
+            use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+            let track = self.track.lock().unwrap().clone().expect("a track arrived");
+            let pli = PictureLossIndication { sender_ssrc: 1, media_ssrc: self.ssrc.load(Ordering::Relaxed) };
+            track.write_rtcp(vec![Box::new(pli)]).await.unwrap();
+        }
+    }
+
+    struct Handler {
+        gathered: tokio::sync::watch::Sender<bool>,
+        counts: Arc<Counts>,
+    }
+
+    #[async_trait::async_trait]
+    impl PeerConnectionEventHandler for Handler {
+        async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+            if state == RTCIceGatheringState::Complete {
+                let _ = self.gathered.send(true);
+            }
+        }
+        async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+            let counts = self.counts.clone();
+            *counts.track.lock().unwrap() = Some(track.clone());
+            tokio::spawn(async move {
+                while let Some(ev) = track.poll().await {
+                    match ev {
+                        TrackRemoteEvent::OnRtpPacket(p) => {
+                            counts.packets.fetch_add(1, Ordering::Relaxed);
+                            counts.ssrc.store(p.header.ssrc, Ordering::Relaxed);
+                            // STAP-A (24) carrying an SPS, or a bare SPS: a stream (re)start.
+                            let b = &p.payload;
+                            if !b.is_empty() && (b[0] & 0x1f == 7 || (b[0] & 0x1f == 24 && b.len() > 3 && b[3] & 0x1f == 7)) {
+                                counts.idr_starts.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        TrackRemoteEvent::OnEnded => break,
+                        _ => {}
+                    }
+                }
+            });
+        }
+    }
+
+    pub async fn offer() -> (Arc<dyn PeerConnection>, String, Arc<Counts>) {
+        let mut media = MediaEngine::default();
+        media
+            .register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: RTCRtpCodec {
+                        mime_type: "video/H264".into(),
+                        clock_rate: 90_000,
+                        channels: 0,
+                        sdp_fmtp_line: vela_webrtc::H264_FMTP.into(),
+                        rtcp_feedback: vec![],
+                    },
+                    payload_type: 109,
+                },
+                RtpCodecKind::Video,
+            )
+            .unwrap();
+        let (gathered, mut rx) = tokio::sync::watch::channel(false);
+        let counts = Arc::new(Counts {
+            packets: AtomicU32::new(0),
+            idr_starts: AtomicU32::new(0),
+            ssrc: AtomicU32::new(0),
+            track: std::sync::Mutex::new(None),
+        });
+        let pc: Arc<dyn PeerConnection> = Arc::new(
+            PeerConnectionBuilder::new()
+                .with_media_engine(media)
+                .with_setting_engine(
+                    SettingEngineBuilder::new().with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled).build(),
+                )
+                .with_handler(Arc::new(Handler { gathered, counts: counts.clone() }))
+                .with_udp_addrs(vec!["127.0.0.1:0".to_string()])
+                .build()
+                .await
+                .unwrap(),
+        );
+        pc.add_transceiver_from_kind(
+            RtpCodecKind::Video,
+            Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, ..Default::default() }),
+        )
+        .await
+        .unwrap();
+        let offer = pc.create_offer(None).await.unwrap();
+        pc.set_local_description(offer).await.unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|g| *g)).await;
+        let sdp = pc.local_description().await.unwrap().sdp;
+        (pc, sdp, counts)
+    }
+
+    pub async fn accept(pc: &Arc<dyn PeerConnection>, answer: &str) {
+        pc.set_remote_description(RTCSessionDescription::answer(answer.to_string()).unwrap()).await.unwrap();
+    }
+}
+
+/// Stats of node `name` from the next stats push.
+async fn node_stats(ws: &mut Ws, name: &str) -> Value {
+    let s = next_matching(ws, |m| m["event"] == "stats" && m["nodes"][name].is_object()).await;
+    s["nodes"][name].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_streams_to_viewers_that_come_and_go_without_touching_the_graph() {
+    use std::sync::atomic::Ordering;
+    let tag = "mstream";
+    let video = format!("video_{tag}");
+    let addr = start_media(tag).await;
+    let mut ws = connect(addr).await;
+    next_event(&mut ws, "state").await;
+
+    // A first offer is answered, but this viewer never applies the answer; the tab's next
+    // offer replaces it.
+    let (abandoned, offer, counts) = viewer::offer().await;
+    let r = request(&mut ws, 1, json!({"op": "webrtc_offer", "node": video, "sdp": offer})).await;
+    assert_eq!(r["ok"], true, "{r}");
+
+    // The answer event comes first, then the reply.
+    let (pc, offer, counts2) = viewer::offer().await;
+    send(&mut ws, json!({"v": 1, "id": 2, "op": "webrtc_offer", "node": video, "sdp": offer})).await;
+    let a = next_event(&mut ws, "webrtc_answer").await;
+    assert_eq!(a["node"], video);
+    let sdp = a["sdp"].as_str().unwrap();
+    assert!(sdp.contains("H264") && sdp.contains("42e01f") && sdp.contains("a=candidate") && sdp.contains("127.0.0.1"), "{sdp}");
+    assert!(!sdp.contains("srflx") && !sdp.contains("relay"), "host candidates only: {sdp}");
+    assert_eq!(next_matching(&mut ws, |m| m["event"] == "reply" && m["id"] == 2).await["ok"], true);
+    viewer::accept(&pc, sdp).await;
+    let t0 = std::time::Instant::now();
+    while counts2.packets.load(Ordering::Relaxed) < 30 {
+        assert!(t0.elapsed() < Duration::from_secs(15), "no video packets arrived");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let starts = counts2.idr_starts.load(Ordering::Relaxed);
+    assert_eq!(starts, 1, "the stream starts with SPS/PPS + IDR, and keyframes are 1000 frames apart");
+    // A picture loss indication gets a keyframe right away.
+    counts2.request_keyframe().await;
+    let t0 = std::time::Instant::now();
+    while counts2.idr_starts.load(Ordering::Relaxed) == starts {
+        assert!(t0.elapsed() < Duration::from_secs(3), "no keyframe after a PLI");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(counts.packets.load(Ordering::Relaxed), 0, "the first viewer was replaced before it connected");
+    let st = node_stats(&mut ws, &video).await;
+    assert!(st["summary"].as_str().unwrap().starts_with("224x224"), "{st}");
+    assert!(st["summary"].as_str().unwrap().ends_with("1 viewer"), "{st}");
+
+    // The tab vanishes: its socket closes, the viewer goes, the graph runs on.
+    drop(ws);
+    let mut ws = connect(addr).await;
+    next_event(&mut ws, "state").await;
+    let t0 = std::time::Instant::now();
+    loop {
+        let st = node_stats(&mut ws, &video).await;
+        if st["summary"].as_str().unwrap().ends_with("0 viewers") {
+            assert!(st["fps"].as_f64().unwrap() > 10.0, "still fed: {st}");
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "viewer not dropped: {st}");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = counts2.packets.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(after, counts2.packets.load(Ordering::Relaxed), "nothing is sent to a gone tab");
+    let _ = pc.close().await;
+    let _ = abandoned.close().await;
+
+    // A viewer that never completes ICE (answer never applied) does not hold anything up.
+    let (_stuck, offer, _) = viewer::offer().await;
+    assert_eq!(request(&mut ws, 3, json!({"op": "webrtc_offer", "node": video, "sdp": offer})).await["ok"], true);
+    let s = request(&mut ws, 4, json!({"op": "get_state"})).await;
+    assert_eq!(s["ok"], true);
+    let st = node_stats(&mut ws, &video).await;
+    assert!(st["fps"].as_f64().unwrap() > 10.0, "{st}");
+    assert_eq!(st["errors"], 0, "{st}");
+}

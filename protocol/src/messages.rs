@@ -4,6 +4,11 @@
 //! `id` with a `reply` naming the same id, and pushes state to every connected client.
 //! There is deliberately no "set any attribute" message: each edit is its own variant,
 //! checked on the server like any other input.
+//!
+//! Binary WebSocket messages (browser → server) carry microphone PCM for WebAudioIn
+//! nodes: a 14-byte header (magic `VAU1`, sample rate, channels, sample format, node name
+//! length), the node name, then samples. The layout is defined and parsed in
+//! `vela_webrtc::audio_frame` (nodes/webrtc/README.md describes it).
 
 use std::collections::BTreeMap;
 
@@ -51,6 +56,11 @@ pub enum ClientMsg {
     Stop,
     /// Stop and clear the graph.
     Reset,
+    /// Ask a running VideoOutput node for its stream: the browser's SDP offer (receive
+    /// only, ICE gathering complete). Answered by [`ServerMsg::WebrtcAnswer`], then the reply.
+    WebrtcOffer { node: String, sdp: String },
+    /// End this tab's stream from a VideoOutput node (closing the socket does it too).
+    WebrtcHangup { node: String },
 }
 
 /// What the server pushes: `{"event": "state", ...}`.
@@ -67,6 +77,8 @@ pub enum ServerMsg {
     /// Something a node published for widgets (text lines, action vectors, progress).
     Output { node: String, value: Value },
     Presets { names: Vec<String> },
+    /// The SDP answer (all candidates included) to this tab's [`ClientMsg::WebrtcOffer`].
+    WebrtcAnswer { node: String, sdp: String },
     /// The answer to a request that carried an id.
     Reply {
         id: u64,

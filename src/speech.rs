@@ -1,0 +1,37 @@
+//! `vela speech transcribe`: VAD + Whisper over a recording, segments with times.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+
+#[derive(clap::Subcommand)]
+pub enum SpeechCommand {
+    /// Find the utterances in a WAV file and transcribe each.
+    Transcribe {
+        file: PathBuf,
+        /// Whisper model (tiny.en ships through scripts/setup-speech.sh).
+        #[arg(long, default_value = "tiny.en")]
+        model: String,
+        /// Voice-activity threshold (0-1).
+        #[arg(long, default_value_t = 0.5)]
+        threshold: f32,
+    },
+}
+
+pub fn run(cmd: SpeechCommand) -> Result<()> {
+    match cmd {
+        SpeechCommand::Transcribe { file, model, threshold } => {
+            anyhow::ensure!((0.0..=1.0).contains(&threshold), "--threshold must be between 0 and 1");
+            let wav = vela_speech::wav::read_wav(&file).with_context(|| format!("reading {}", file.display()))?;
+            let vad = vela_speech::VadConfig { threshold, ..Default::default() };
+            let segments = vela_speech::transcribe::transcribe_segments(&wav.samples, wav.sample_rate, wav.channels, &model, vad)?;
+            if segments.is_empty() {
+                println!("no speech found in {}", file.display());
+            }
+            for s in segments {
+                println!("[{:7.2} s - {:7.2} s] {}", s.start_s, s.end_s, s.text.trim());
+            }
+        }
+    }
+    Ok(())
+}

@@ -187,6 +187,8 @@ fn handle(store: Store, text: &str) {
             store.log_line(LogKind::Output, Some(node), line);
         }
         ServerMsg::Presets { names } => store.presets.set(names),
+        // WebRTC answers belong to the media module's own requests (/media/vela-media.js).
+        ServerMsg::WebrtcAnswer { .. } => {}
         ServerMsg::Reply { id, ok, error } => {
             let pending = PENDING.with(|p| p.borrow_mut().remove(&id));
             if !ok {

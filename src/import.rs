@@ -62,6 +62,8 @@ fn map_param(our_type: &str, key: &str, value: &Value) -> ParamFate {
             let v = value.as_f64().unwrap_or(0.1);
             Ours("chunk".into(), Value::from(if v < 16.0 { v } else { v / 16000.0 }))
         }
+        // Only tiny.en ships (scripts/setup-speech.sh); their `base`/`tiny` map onto it.
+        ("WhisperASR", "model") => Ours("model".into(), Value::from("tiny.en")),
         (_, "use_cache") => Dropped("no model cache setting"),
         (_, "language_code") => Dropped("English only"),
         (_, "text_color" | "partial_color" | "delta_color") => Dropped("the studio log styles text itself"),
@@ -193,6 +195,23 @@ pub fn import_agent_studio(text: &str, name: &str, registry: &Registry) -> Resul
                 EdgePolicy::Queue
             };
             graph.edges.push(EdgeSpec { from: PortRef::new(&from.1, &out_port.name), to: PortRef::new(&to.1, &in_port.name), policy });
+        }
+    }
+    // Their VAD marks the end of speech in-band (None on the audio channel); ours sends it on
+    // `end`. Wire it wherever their VAD fed a recogniser, or transcripts would never finish.
+    let vad_to_asr: Vec<EdgeSpec> = graph
+        .edges
+        .iter()
+        .filter(|e| {
+            let ty = |n: &str| graph.nodes.iter().find(|x| x.name == n).map(|x| x.type_name.clone()).unwrap_or_default();
+            e.from.port == "audio" && ty(&e.from.node) == "VADFilter" && ty(&e.to.node) == "WhisperASR"
+        })
+        .cloned()
+        .collect();
+    for e in vad_to_asr {
+        let end = EdgeSpec { from: PortRef::new(&e.from.node, "end"), to: e.to.clone(), policy: EdgePolicy::Queue };
+        if !graph.edges.iter().any(|x| x.from == end.from && x.to == end.to) {
+            graph.edges.push(end);
         }
     }
     let mut preset = Preset::new(name, graph);

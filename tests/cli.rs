@@ -201,3 +201,27 @@ fn speech_transcribe_finds_the_words() {
     let o = vela(&["speech", "transcribe", dir.join("junk.wav").to_str().unwrap()]);
     assert!(!o.status.success() && text(&o).contains("junk.wav"), "{}", text(&o));
 }
+
+#[test]
+fn agent_studio_speech_preset_imports_into_a_working_chain() {
+    let dir = scratch("import-speech");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/agent-studio/WhisperASR.json");
+    let o = vela(&["--presets-dir", dir.to_str().unwrap(), "preset", "import", fixture.to_str().unwrap()]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let (preset, _) = vela_runtime::Preset::load(&dir.join("WhisperASR.json")).unwrap();
+    let edges: Vec<String> = preset.edges.iter().map(|e| e.to_string()).collect();
+    for want in [
+        "WebAudioIn.audio -> VADFilter.in",
+        "VADFilter.audio -> WhisperASR.in",
+        "VADFilter.end -> WhisperASR.in",
+        "WhisperASR.final -> TextStream.in",
+        "WhisperASR.partial -> TextStream.in",
+    ] {
+        assert!(edges.iter().any(|e| e == want), "missing {want} in {edges:?}\n{t}");
+    }
+    let vad = preset.nodes.iter().find(|n| n.name == "VADFilter").unwrap();
+    assert_eq!(vad.params["chunk"], 0.1, "1600 samples at 16 kHz = 0.1 s");
+    let asr = preset.nodes.iter().find(|n| n.name == "WhisperASR").unwrap();
+    assert_eq!(asr.params["model"], "tiny.en");
+}

@@ -9,6 +9,7 @@
 #    tests drive /usr/bin/chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/env.sh
 
 # command:package pairs; a command already on PATH (e.g. node and npm from another
 # source than Debian's packages) is left alone.
@@ -16,15 +17,7 @@ missing=()
 for pair in nasm:nasm chromium:chromium espeak-ng:espeak-ng node:nodejs npm:npm; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
-if [ ${#missing[@]} -gt 0 ]; then
-    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
-        echo "error: missing Debian packages: ${missing[*]} (install them with apt-get)" >&2
-        exit 1
-    fi
-    echo "installing ${missing[*]}"
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+apt_install "${missing[@]}"
 
 if [ ! -f tests/browser/node_modules/playwright-core/package.json ]; then
     echo "installing playwright-core into tests/browser/node_modules"

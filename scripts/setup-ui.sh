@@ -22,18 +22,6 @@ TOOLS="$VELA_CACHE/tools"
 WASM_TARGET_DIR="$VELA_CACHE/target-wasm"
 WASM_RUSTC="${VELA_WASM_RUSTC:-/usr/bin/rustc}"
 
-need_apt() {
-    local missing=()
-    for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
-        echo "error: the UI build needs Debian packages: ${missing[*]} (install them with apt-get)" >&2
-        exit 1
-    fi
-    echo "installing ${missing[*]}"
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-}
 need_apt rustc-web rust-web-src
 
 # wasm-bindgen CLI: the exact version, from PATH or our tools folder, else installed there.

@@ -12,18 +12,6 @@ if ! command -v cargo >/dev/null; then
 fi
 
 # Debian packages the build or run needs; installed only when missing.
-need_apt() {
-    local missing=()
-    for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
-        echo "error: missing Debian packages: ${missing[*]} (install them with apt-get)" >&2
-        exit 1
-    fi
-    echo "installing ${missing[*]}"
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-}
 need_apt pkg-config fonts-dejavu-core
 
 # Node families bring their own setup steps (assets, libraries, models).

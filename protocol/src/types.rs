@@ -159,16 +159,7 @@ impl ParamSpec {
                     }
                     _ => return Err(format!("expected an integer, got {value}")),
                 };
-                if let Some(m) = min {
-                    if v < *m {
-                        return Err(format!("{v} is below the minimum {m}"));
-                    }
-                }
-                if let Some(m) = max {
-                    if v > *m {
-                        return Err(format!("{v} is above the maximum {m}"));
-                    }
-                }
+                in_range(v, *min, *max)?;
                 Ok(Value::from(v))
             }
             ParamKind::Float { min, max } => {
@@ -176,16 +167,7 @@ impl ParamSpec {
                 if !v.is_finite() {
                     return Err("expected a finite number".into());
                 }
-                if let Some(m) = min {
-                    if v < *m {
-                        return Err(format!("{v} is below the minimum {m}"));
-                    }
-                }
-                if let Some(m) = max {
-                    if v > *m {
-                        return Err(format!("{v} is above the maximum {m}"));
-                    }
-                }
+                in_range(v, *min, *max)?;
                 Ok(Value::from(v))
             }
             ParamKind::String | ParamKind::Path => value
@@ -202,6 +184,17 @@ impl ParamSpec {
             }
         }
     }
+}
+
+/// Checks optional inclusive bounds, with the message the studio and CLI show.
+fn in_range<T: PartialOrd + fmt::Display>(v: T, min: Option<T>, max: Option<T>) -> Result<(), String> {
+    if let Some(m) = min.filter(|m| v < *m) {
+        return Err(format!("{v} is below the minimum {m}"));
+    }
+    if let Some(m) = max.filter(|m| v > *m) {
+        return Err(format!("{v} is above the maximum {m}"));
+    }
+    Ok(())
 }
 
 /// Whether a node type can be instantiated on this machine.

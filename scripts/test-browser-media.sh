@@ -18,6 +18,7 @@ if [ ! -f tests/browser/node_modules/playwright-core/package.json ]; then
 fi
 export VELA_BROWSER_OUT="${VELA_BROWSER_OUT:-/tmp/vela-media-out}"
 stage_start "browser media tests"
-node --test --test-concurrency=1 tests/browser/webrtc.test.mjs
+export VELA_UI_DIST="${VELA_UI_DIST:-$VELA_CACHE/ui}"
+node --test --test-concurrency=1 tests/browser/webrtc.test.mjs tests/browser/studio-media.test.mjs
 stage_end
 echo "screenshots and numbers: $VELA_BROWSER_OUT"

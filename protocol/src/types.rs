@@ -111,6 +111,10 @@ pub enum ParamKind {
         max: Option<f64>,
     },
     String,
+    /// Several lines of text (prompt templates); the studio shows a text area.
+    Multiline,
+    /// A colour as `#rrggbb`; the studio shows a colour picker.
+    Color,
     /// A path on the server's filesystem (the studio shows a file field).
     Path,
     Choice { options: Vec<String> },
@@ -170,10 +174,18 @@ impl ParamSpec {
                 in_range(v, *min, *max)?;
                 Ok(Value::from(v))
             }
-            ParamKind::String | ParamKind::Path => value
+            ParamKind::String | ParamKind::Multiline | ParamKind::Path => value
                 .as_str()
                 .map(Value::from)
                 .ok_or_else(|| format!("expected a string, got {value}")),
+            ParamKind::Color => {
+                let s = value.as_str().ok_or_else(|| format!("expected a colour like \"#78d715\", got {value}"))?;
+                if is_hex_colour(s) {
+                    Ok(Value::from(s.to_ascii_lowercase()))
+                } else {
+                    Err(format!("{s:?} is not a colour written as #rrggbb"))
+                }
+            }
             ParamKind::Choice { options } => {
                 let s = value.as_str().ok_or_else(|| format!("expected one of {options:?}, got {value}"))?;
                 if options.iter().any(|o| o == s) {
@@ -184,6 +196,11 @@ impl ParamSpec {
             }
         }
     }
+}
+
+/// `#rrggbb`, the one colour syntax every node and the browser's colour input share.
+pub fn is_hex_colour(s: &str) -> bool {
+    s.len() == 7 && s.starts_with('#') && s[1..].chars().all(|c| c.is_ascii_hexdigit())
 }
 
 /// Checks optional inclusive bounds, with the message the studio and CLI show.

@@ -211,7 +211,7 @@ fn ParamRow(node: String, spec: ParamSpec) -> impl IntoView {
             }
             .into_any()
         }
-        ParamKind::String if is_colour(&spec.default) => {
+        ParamKind::Color => {
             // A colour written as #rrggbb: a picker next to the text.
             let (n, p) = (node.clone(), pname.clone());
             let (n2, p2) = (node.clone(), pname.clone());
@@ -220,7 +220,7 @@ fn ParamRow(node: String, spec: ParamSpec) -> impl IntoView {
                     <input
                         class="colour"
                         type="color"
-                        prop:value=move || current().as_str().filter(|s| is_colour(&Value::from(*s))).unwrap_or("#000000").to_string()
+                        prop:value=move || current().as_str().filter(|s| vela_protocol::is_hex_colour(s)).unwrap_or("#000000").to_string()
                         on:change=move |ev| set_param(store, &n2, &p2, Value::String(event_target_value(&ev)))
                     />
                     <input
@@ -235,7 +235,7 @@ fn ParamRow(node: String, spec: ParamSpec) -> impl IntoView {
             }
             .into_any()
         }
-        ParamKind::String if is_long_text(&spec.name) => {
+        ParamKind::Multiline => {
             // Prompts and templates get a text area; leaving it applies the change.
             let (n, p) = (node.clone(), pname.clone());
             view! {
@@ -279,6 +279,8 @@ fn ParamRow(node: String, spec: ParamSpec) -> impl IntoView {
         ParamKind::Int { min, max } => range_text("int", min.map(|v| v.to_string()), max.map(|v| v.to_string())),
         ParamKind::Float { min, max } => range_text("number", min.map(|v| v.to_string()), max.map(|v| v.to_string())),
         ParamKind::String => "text".to_string(),
+        ParamKind::Multiline => "multiline text".to_string(),
+        ParamKind::Color => "colour".to_string(),
         ParamKind::Path => "path".to_string(),
         ParamKind::Choice { .. } => "choice".to_string(),
     };
@@ -386,14 +388,4 @@ fn blur_on_enter(ev: web_sys::KeyboardEvent) {
             let _ = el.blur();
         }
     }
-}
-
-fn is_colour(v: &Value) -> bool {
-    v.as_str()
-        .map(|s| s.len() == 7 && s.starts_with('#') && s[1..].chars().all(|c| c.is_ascii_hexdigit()))
-        .unwrap_or(false)
-}
-
-fn is_long_text(name: &str) -> bool {
-    ["prompt", "template", "instruction", "system"].iter().any(|k| name.contains(k))
 }

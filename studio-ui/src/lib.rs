@@ -5,6 +5,7 @@ mod app;
 mod canvas;
 mod conn;
 mod inspector;
+mod media;
 mod palette;
 mod panels;
 mod store;

@@ -3,6 +3,7 @@
 use leptos::prelude::*;
 use vela_protocol::AlertLevel;
 
+use crate::media::{MicWidget, VideoWidget};
 use crate::store::{use_store, LogKind, Selection};
 
 #[component]
@@ -98,7 +99,8 @@ fn LogPanel() -> impl IntoView {
     }
 }
 
-/// Per-node widgets. For now: a text log of what each node published (Collector & co.).
+/// Per-node widgets: video and microphone for media nodes, a prompt box, command buttons,
+/// and a text log of what each node published (Collector & co.).
 #[component]
 fn Widgets() -> impl IntoView {
     let store = use_store();
@@ -108,6 +110,11 @@ fn Widgets() -> impl IntoView {
             s.graph.nodes.iter().filter(|n| n.type_name == "UserPrompt").map(|n| n.name.clone()).collect::<Vec<_>>()
         })
     };
+    let of_type = move |t: &'static str| {
+        store.state.with(|s| s.graph.nodes.iter().filter(|n| n.type_name == t).map(|n| n.name.clone()).collect::<Vec<_>>())
+    };
+    let videos = move || of_type("VideoOutput");
+    let mics = move || of_type("WebAudioIn");
     // Nodes whose type declares commands get a row of buttons (UserPrompt has its own box).
     let commanded = move || {
         store.state.with(|s| {
@@ -130,6 +137,12 @@ fn Widgets() -> impl IntoView {
                 <button class="link-btn" on:click=move |_| store.outputs.update(|o| o.clear())>"Clear"</button>
             </div>
             <div class="widgets">
+                <For each=videos key=|n| n.clone() let:node>
+                    <VideoWidget node=node/>
+                </For>
+                <For each=mics key=|n| n.clone() let:node>
+                    <MicWidget node=node/>
+                </For>
                 <For each=prompts key=|n| n.clone() let:node>
                     <PromptWidget node=node/>
                 </For>
@@ -139,7 +152,7 @@ fn Widgets() -> impl IntoView {
                 <For each=nodes key=|n| n.clone() let:node>
                     <TextLogWidget node=node/>
                 </For>
-                <Show when=move || store.outputs.with(|o| o.is_empty()) && prompts().is_empty()>
+                <Show when=move || store.outputs.with(|o| o.is_empty()) && prompts().is_empty() && videos().is_empty() && mics().is_empty()>
                     <div class="muted pad">"Node outputs (text logs of collectors and other sinks) show here while the graph runs."</div>
                 </Show>
             </div>

@@ -6,12 +6,48 @@ use vela_protocol::ClientMsg;
 use crate::conn::request;
 use crate::store::{use_store, Conn, Selection, Store};
 
-fn save_as(store: Store, name: &str) {
+fn save_as(store: Store, name: &str, description: &str) {
     let name = name.trim().trim_end_matches(".json").to_string();
     if name.is_empty() {
         return;
     }
-    request(store, ClientMsg::SavePreset { name: name.clone(), description: None }, format!("save preset {name}"));
+    let description = Some(description.trim().to_string()).filter(|d| !d.is_empty());
+    request(store, ClientMsg::SavePreset { name: name.clone(), description }, format!("save preset {name}"));
+}
+
+/// A preset name from an uploaded file's name: what the server accepts, the rest dashed.
+fn preset_name_from_file(file: &str) -> String {
+    let stem = file.rsplit_once('.').map(|(s, _)| s).unwrap_or(file);
+    let name: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' }).collect();
+    let name = name.trim_matches('-').to_string();
+    if name.is_empty() { "imported".into() } else { name }
+}
+
+/// Reads the chosen Agent Studio preset file and asks the server to convert and save it;
+/// the server's report (what did not carry over) comes back as an alert.
+fn import_file(store: Store, input: &web_sys::HtmlInputElement) {
+    use wasm_bindgen::closure::Closure;
+    use wasm_bindgen::JsCast;
+    let Some(file) = input.files().and_then(|f| f.get(0)) else { return };
+    let name = preset_name_from_file(&file.name());
+    let Ok(reader) = web_sys::FileReader::new() else { return };
+    let r = reader.clone();
+    let onload = Closure::once_into_js(move || {
+        match r.result().ok().and_then(|v| v.as_string()) {
+            Some(content) => request(
+                store,
+                ClientMsg::ImportPreset { name: name.clone(), content, replace: false },
+                format!("import {name}"),
+            ),
+            None => store.toast(vela_protocol::AlertLevel::Error, format!("import {name}: the file is not text")),
+        }
+    });
+    reader.set_onload(Some(onload.unchecked_ref()));
+    if reader.read_as_text(&file).is_err() {
+        store.toast(vela_protocol::AlertLevel::Error, "import: cannot read the file");
+    }
+    // Choosing the same file again must fire `change` again.
+    input.set_value("");
 }
 
 #[component]
@@ -21,6 +57,7 @@ pub fn Toolbar() -> impl IntoView {
     let preset = Memo::new(move |_| store.state.with(|s| s.preset.clone()));
     let menu_open = RwSignal::new(false);
     let save_as_name = RwSignal::new(String::new());
+    let save_as_desc = RwSignal::new(String::new());
     let confirm_reset = RwSignal::new(false);
 
     let start_stop = move |_| {
@@ -121,8 +158,9 @@ pub fn Toolbar() -> impl IntoView {
                         <div class="menu-label">"Save as"</div>
                         <form class="menu-form" on:submit=move |ev| {
                             ev.prevent_default();
-                            save_as(store, &save_as_name.get_untracked());
+                            save_as(store, &save_as_name.get_untracked(), &save_as_desc.get_untracked());
                             save_as_name.set(String::new());
+                            save_as_desc.set(String::new());
                             menu_open.set(false);
                         }>
                             <input
@@ -132,8 +170,33 @@ pub fn Toolbar() -> impl IntoView {
                                 prop:value=move || save_as_name.get()
                                 on:input=move |ev| save_as_name.set(event_target_value(&ev))
                             />
+                            <input
+                                id="save-as-desc"
+                                class="field"
+                                placeholder="description (optional)"
+                                prop:value=move || save_as_desc.get()
+                                on:input=move |ev| save_as_desc.set(event_target_value(&ev))
+                            />
                             <button class="btn primary" type="submit">"Save"</button>
                         </form>
+                        <div class="menu-sep"></div>
+                        <label class="menu-item" for="import-file" title="Convert a NanoLLM Agent Studio preset (.json) and save it as a Vela preset">
+                            <span class="menu-icon">"⇪"</span>
+                            "Import Agent Studio preset…"
+                        </label>
+                        <input
+                            id="import-file"
+                            type="file"
+                            accept=".json,application/json"
+                            class="hidden-file"
+                            on:change=move |ev| {
+                                use wasm_bindgen::JsCast;
+                                if let Some(input) = ev.target().and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok()) {
+                                    import_file(store, &input);
+                                }
+                                menu_open.set(false);
+                            }
+                        />
                     </div>
                 </Show>
             </div>

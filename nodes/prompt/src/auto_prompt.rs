@@ -137,7 +137,7 @@ impl AutoPrompt {
             .describe("Fills a template of <text> and <image> slots with the latest inputs and emits the prompt.")
             .input("in", &[DataType::Text, DataType::Image], "final texts and images")
             .output("prompt", DataType::Prompt, "ordered text and image parts")
-            .param(ParamSpec::new("template", ParamKind::String, "<text><image>", "e.g. <text><image> or <image> Describe the image."))
+            .param(ParamSpec::new("template", ParamKind::Multiline, "<text><image>", "e.g. <text><image> or <image> Describe the image."))
             .param(ParamSpec::new(
                 "emit_on",
                 ParamKind::Choice { options: vec!["image".into(), "text".into(), "any".into()] },

@@ -14,7 +14,7 @@ impl UserPrompt {
         NodeDescriptor::new("UserPrompt", "LLM", "User prompt")
             .describe("A text box: what the user submits (command `submit` with {\"text\": ...}) is sent as final text.")
             .output("text", DataType::Text, "submitted text")
-            .param(ParamSpec::new("prompt", ParamKind::String, "", "text sent once when the graph starts (empty = none)"))
+            .param(ParamSpec::new("prompt", ParamKind::Multiline, "", "text sent once when the graph starts (empty = none)"))
             .command("submit", "Send", "args {\"text\": ...}: send the text")
     }
 

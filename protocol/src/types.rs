@@ -344,3 +344,28 @@ pub struct NodeStats {
     /// A one-line human summary, like the line Agent Studio shows under each node.
     pub summary: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_parameters_take_hex_colours_only() {
+        let k = ParamSpec::new("color", ParamKind::Color, "#000000", "");
+        assert_eq!(k.check(&Value::from("#A0b0C0")).unwrap(), Value::from("#a0b0c0"));
+        for bad in [Value::from("red"), Value::from("#12345"), Value::from("#12345g"), Value::from(3)] {
+            let err = k.check(&bad).unwrap_err();
+            assert!(err.contains("colour"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn multiline_parameters_are_strings_with_their_own_tag() {
+        assert_eq!(ParamSpec::new("t", ParamKind::Multiline, "", "").check(&Value::from("a\nb")).unwrap(), Value::from("a\nb"));
+        assert!(ParamSpec::new("t", ParamKind::Multiline, "", "").check(&Value::from(1)).is_err());
+        let json = serde_json::to_value(ParamKind::Multiline).unwrap();
+        assert_eq!(json, serde_json::json!({ "type": "multiline" }));
+        let json = serde_json::to_value(ParamKind::Color).unwrap();
+        assert_eq!(json, serde_json::json!({ "type": "color" }));
+    }
+}

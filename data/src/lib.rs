@@ -7,6 +7,7 @@
 
 pub mod episode;
 pub mod error;
+pub mod robomimic;
 pub mod stats;
 pub mod synthetic;
 

@@ -5,11 +5,15 @@
 //! and offline evaluation read them back one episode at a time, so a dataset
 //! never has to fit in memory.
 
+pub mod convert;
 pub mod episode;
 pub mod error;
+pub mod example;
+pub mod rlds;
 pub mod robomimic;
 pub mod stats;
 pub mod synthetic;
+pub mod tfrecord;
 
 pub use episode::{DatasetKind, DatasetMeta, Episode, Frame, LowDim, PROPRIO_KEYS, STATE_KEY};
 pub use error::{DataError, Result};

@@ -80,4 +80,34 @@ impl Episode {
     pub fn is_empty(&self) -> bool {
         self.actions.is_empty()
     }
+
+    /// The robot's proprioceptive state per step: `low_dim["state"]` when the
+    /// episode has one (RLDS), else the concatenation of [`PROPRIO_KEYS`] that
+    /// are present (robomimic), or `None`. RLDS writes this as
+    /// `steps/observation/state` and statistics summarise it as `proprio`.
+    pub fn proprio_state(&self) -> Option<LowDim> {
+        if let Some(s) = self.low_dim.get(STATE_KEY) {
+            return Some(s.clone());
+        }
+        let parts: Vec<&LowDim> = PROPRIO_KEYS.iter().filter_map(|k| self.low_dim.get(*k)).collect();
+        let steps = self.len();
+        if parts.is_empty() || parts.iter().any(|p| p.steps() != steps) {
+            return None;
+        }
+        let dim = parts.iter().map(|p| p.dim).sum();
+        let mut data = Vec::with_capacity(steps * dim);
+        for t in 0..steps {
+            for p in &parts {
+                data.extend_from_slice(p.row(t));
+            }
+        }
+        Some(LowDim { dim, data })
+    }
 }
+
+/// RLDS name of the concatenated proprio vector.
+pub const STATE_KEY: &str = "state";
+
+/// robomimic observation keys that make up the proprio state, in order
+/// (end-effector position, quaternion xyzw, finger joint positions: 9-D).
+pub const PROPRIO_KEYS: [&str; 3] = ["robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos"];

@@ -5,10 +5,17 @@
 //! and offline evaluation read them back one episode at a time, so a dataset
 //! never has to fit in memory.
 
+pub mod convert;
 pub mod episode;
 pub mod error;
+pub mod example;
+pub mod rlds;
+pub mod robomimic;
+pub mod stats;
+pub mod synthetic;
+pub mod tfrecord;
 
-pub use episode::{DatasetKind, DatasetMeta, Episode, Frame, LowDim};
+pub use episode::{DatasetKind, DatasetMeta, Episode, Frame, LowDim, PROPRIO_KEYS, STATE_KEY};
 pub use error::{DataError, Result};
 
 /// Reads episodes one at a time (random access by index).
@@ -22,6 +29,12 @@ pub trait EpisodeReader: Send {
         self.len() == 0
     }
     fn read(&mut self, index: usize) -> Result<Episode>;
+    /// Like [`EpisodeReader::read`] but may leave `images` empty: statistics
+    /// and summaries need only the low-dimensional series, and skipping the
+    /// frames (decompression, JPEG decoding) makes them many times faster.
+    fn read_lowdim(&mut self, index: usize) -> Result<Episode> {
+        self.read(index)
+    }
 }
 
 /// Appends episodes to a dataset being written; `finish` writes whatever

@@ -76,6 +76,53 @@ impl GenConfig {
     }
 }
 
+impl GenConfig {
+    /// robomimic's `data.attrs["env_args"]` for datasets made with this
+    /// config: the robosuite keys robomimic reads (env name, type 1 =
+    /// robosuite, OSC_POSE controller, cameras) plus the generation settings.
+    pub fn env_args(&self, sources: &SourceSet) -> serde_json::Value {
+        let cameras: Vec<&str> = if self.images { vec![self.camera.name()] } else { vec![] };
+        json!({
+            "env_name": self.variant.name(),
+            "type": 1,
+            "env_version": concat!("vela-sim ", env!("CARGO_PKG_VERSION")),
+            "env_kwargs": {
+                "robots": ["Panda"],
+                "controller_configs": {
+                    "type": "OSC_POSE", "input_max": 1, "input_min": -1,
+                    "output_max": [MAX_DPOS, MAX_DPOS, MAX_DPOS, MAX_DROT, MAX_DROT, MAX_DROT],
+                    "output_min": [-MAX_DPOS, -MAX_DPOS, -MAX_DPOS, -MAX_DROT, -MAX_DROT, -MAX_DROT],
+                    "kp": 150, "damping": 1, "impedance_mode": "fixed", "kp_limits": [0, 300],
+                    "damping_limits": [0, 10], "position_limits": null, "orientation_limits": null,
+                    "uncouple_pos_ori": true, "control_delta": true, "interpolation": null, "ramp_ratio": 0.2,
+                },
+                "control_freq": 20,
+                "camera_names": cameras,
+                "camera_heights": self.height,
+                "camera_widths": self.width,
+                "camera_depths": false,
+                "has_renderer": false,
+                "has_offscreen_renderer": self.images,
+                "use_camera_obs": self.images,
+                "use_object_obs": true,
+                "reward_shaping": false,
+                "ignore_done": true,
+            },
+            "datagen": {
+                "source_demos": sources.demos.len(),
+                "source_demo_seeds": sources.demos.iter().map(|d| d.seed).collect::<Vec<_>>(),
+                "action_noise": self.action_noise,
+                "num_interpolation_steps": self.interpolation_steps,
+                "nn_k": self.nearest_k,
+                "subtask_term_offset_range": [self.subtask_offset.0, self.subtask_offset.1],
+                "settle_steps": self.settle_steps,
+                "select_src_per_subtask": true,
+                "cube_symmetric_frames": true,
+            },
+        })
+    }
+}
+
 /// The outcome of one trial.
 #[derive(Clone, Debug)]
 pub struct Trial {

@@ -1,6 +1,6 @@
 //! `vela`: the command-line front door to the studio, graphs and tools.
 
-use vela::{presets, registry, run, sim, speech, studio, vla};
+use vela::{datagen, machine_description, presets, registry, run, sim, speech, studio, vla};
 
 use std::path::PathBuf;
 
@@ -61,6 +61,9 @@ enum Command {
         #[command(subcommand)]
         command: speech::SpeechCommand,
     },
+    /// MimicGen-style data generation: source demos from the scripted expert, then
+    /// new successful demos in randomised scenes, written as robomimic HDF5.
+    Datagen(datagen::DatagenArgs),
     /// OpenVLA checkpoints: make, quantize, predict.
     Vla {
         #[command(subcommand)]
@@ -118,6 +121,7 @@ fn real_main() -> Result<()> {
         Command::Run(args) => run::run(&store, args),
         Command::BenchRuntime { messages, out } => bench_runtime(messages, out),
         Command::Vla { command } => vla::run(command),
+        Command::Datagen(args) => datagen::run(args),
         Command::Sim { command } => sim::run(command),
         Command::Speech { command } => speech::run(command),
         Command::Studio { load, start, host, port, ui } => {
@@ -289,14 +293,4 @@ fn bench_runtime(messages: usize, out: Option<PathBuf>) -> Result<()> {
         println!("wrote {}", path.display());
     }
     Ok(())
-}
-
-/// CPU model and core count, so benchmark files say where they were measured.
-pub fn machine_description() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    format!("{cpu}, {cores} cores, {}", std::env::consts::ARCH)
 }

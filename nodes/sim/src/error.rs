@@ -33,6 +33,9 @@ pub enum SimError {
     #[error("could not place the cubes after {0} tries")]
     Placement(usize),
 
+    #[error("writing the dataset failed: {0}")]
+    Output(String),
+
     #[error("I/O error on {path}: {source}")]
     Io {
         path: PathBuf,

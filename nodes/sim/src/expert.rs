@@ -1,7 +1,7 @@
 //! A scripted waypoint expert that drives the env through the same 7-D action
 //! interface a policy uses (no privileged control), so its rollouts are valid
 //! demonstrations for the data pipeline.
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::env::{Cube, StackEnv, MAX_DPOS, MAX_DROT};
@@ -132,18 +132,12 @@ impl Expert {
         let mut a = self.act_clean(env);
         if self.cfg.action_noise > 0.0 {
             for v in a.iter_mut().take(6) {
-                *v = (*v as f64 + self.cfg.action_noise * self.gaussian()).clamp(-1.0, 1.0) as f32;
+                *v = (*v as f64 + self.cfg.action_noise * math::gaussian(&mut self.rng)).clamp(-1.0, 1.0) as f32;
             }
         }
         a
     }
 
-    /// Standard normal sample (Box-Muller), to avoid a distributions crate.
-    fn gaussian(&mut self) -> f64 {
-        let u1: f64 = self.rng.random_range(f64::EPSILON..1.0);
-        let u2: f64 = self.rng.random_range(0.0..1.0);
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-    }
 
     fn act_clean(&mut self, env: &StackEnv) -> [f32; 7] {
         let key = (env.episode_seed(), env.steps());

@@ -7,6 +7,7 @@
 //! cache; build with `MUJOCO_DYNAMIC_LINK_DIR` set to the folder it prints.
 
 pub mod assets;
+pub mod datagen;
 pub mod env;
 pub mod error;
 pub mod expert;

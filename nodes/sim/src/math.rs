@@ -36,6 +36,13 @@ pub fn matmul(a: &Mat3, b: &Mat3) -> Mat3 {
     }
     r
 }
+pub fn mat_vec(m: &Mat3, v: Vec3) -> Vec3 {
+    [
+        m[0] * v[0] + m[1] * v[1] + m[2] * v[2],
+        m[3] * v[0] + m[4] * v[1] + m[5] * v[2],
+        m[6] * v[0] + m[7] * v[1] + m[8] * v[2],
+    ]
+}
 pub fn transpose(a: &Mat3) -> Mat3 {
     [a[0], a[3], a[6], a[1], a[4], a[7], a[2], a[5], a[8]]
 }
@@ -164,6 +171,13 @@ pub fn wrap_pi(a: f64) -> f64 {
         a += 2.0 * std::f64::consts::PI;
     }
     a
+}
+
+/// Standard normal sample (Box-Muller), to avoid a distributions crate.
+pub fn gaussian<R: rand::Rng>(rng: &mut R) -> f64 {
+    let u1: f64 = rng.random_range(f64::EPSILON..1.0);
+    let u2: f64 = rng.random_range(0.0..1.0);
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
 /// Inverse of a dense n x n matrix (row-major) by Gauss-Jordan with partial

@@ -8,4 +8,5 @@ pub mod run;
 pub mod sim;
 pub mod speech;
 pub mod studio;
+pub mod train;
 pub mod vla;

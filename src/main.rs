@@ -1,6 +1,6 @@
 //! `vela`: the command-line front door to the studio, graphs and tools.
 
-use vela::{presets, registry, run, sim, speech, studio, vla};
+use vela::{presets, registry, run, sim, speech, studio, train, vla};
 
 use std::path::PathBuf;
 
@@ -61,6 +61,8 @@ enum Command {
         #[command(subcommand)]
         command: speech::SpeechCommand,
     },
+    /// Train or LoRA-fine-tune an OpenVLA-family model on a dataset (OpenVLA's finetune.py).
+    Train(Box<train::TrainArgs>),
     /// OpenVLA checkpoints: make, quantize, predict.
     Vla {
         #[command(subcommand)]
@@ -118,6 +120,7 @@ fn real_main() -> Result<()> {
         Command::Run(args) => run::run(&store, args),
         Command::BenchRuntime { messages, out } => bench_runtime(messages, out),
         Command::Vla { command } => vla::run(command),
+        Command::Train(args) => train::run(*args),
         Command::Sim { command } => sim::run(command),
         Command::Speech { command } => speech::run(command),
         Command::Studio { load, start, host, port, ui } => {

@@ -9,6 +9,7 @@ pub mod run;
 pub mod sim;
 pub mod speech;
 pub mod studio;
+pub mod train;
 pub mod vla;
 
 /// CPU model and core count, so benchmark files say where they were measured.

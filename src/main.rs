@@ -1,6 +1,6 @@
 //! `vela`: the command-line front door to the studio, graphs and tools.
 
-use vela::{datagen, machine_description, presets, registry, run, sim, speech, studio, vla};
+use vela::{datagen, machine_description, presets, registry, run, sim, speech, studio, train, vla};
 
 use std::path::PathBuf;
 
@@ -64,6 +64,8 @@ enum Command {
     /// MimicGen-style data generation: source demos from the scripted expert, then
     /// new successful demos in randomised scenes, written as robomimic HDF5.
     Datagen(datagen::DatagenArgs),
+    /// Train or LoRA-fine-tune an OpenVLA-family model on a dataset (OpenVLA's finetune.py).
+    Train(Box<train::TrainArgs>),
     /// OpenVLA checkpoints: make, quantize, predict.
     Vla {
         #[command(subcommand)]
@@ -122,6 +124,7 @@ fn real_main() -> Result<()> {
         Command::BenchRuntime { messages, out } => bench_runtime(messages, out),
         Command::Vla { command } => vla::run(command),
         Command::Datagen(args) => datagen::run(args),
+        Command::Train(args) => train::run(*args),
         Command::Sim { command } => sim::run(command),
         Command::Speech { command } => speech::run(command),
         Command::Studio { load, start, host, port, ui } => {

@@ -273,4 +273,44 @@ fn datagen_writes_a_robomimic_file_that_replays_to_success() {
     let o = vela(&["datagen", "--output", out, "--action-noise", "-0.5", "--overwrite"]);
     assert!(!o.status.success() && text(&o).contains("action noise"), "{}", text(&o));
     std::fs::remove_dir_all(&dir).unwrap();
+/// A small robomimic HDF5 file, `vela train` for 20 LoRA steps from a tiny checkpoint, and
+/// `vela vla predict` on the result with the dataset's action space.
+#[test]
+fn train_on_hdf5_then_predict_with_the_dataset_action_space() {
+    use vela_data::EpisodeWriter as _;
+    let dir = scratch("train");
+    let ds = dir.join("stack.hdf5");
+    let meta = vela_data::DatasetMeta { name: "stack_synth".into(), env_args: serde_json::json!({}) };
+    let mut w = Box::new(vela_data::robomimic::RobomimicWriter::create(&ds, &meta).unwrap());
+    for i in 0..4 {
+        w.append(&vela_data::synthetic::episode(i, 10, &["agentview"], 32)).unwrap();
+    }
+    w.finish().unwrap();
+    let base = dir.join("base");
+    let o = vela(&["vla", "make-checkpoint", "--config", "tiny", "--out", base.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let out = dir.join("out");
+    let args = ["train", "--dataset", ds.to_str().unwrap(), "--dataset-type", "mimicgen", "--model", base.to_str().unwrap()];
+    let o = vela(&[&args[..], &["--lora-rank", "4", "--max-steps", "20", "--batch-size", "4", "--image-aug", "--val-split", "0.25", "--log-every", "5", "--out", out.to_str().unwrap()]].concat());
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("20 steps") && t.contains("loss") && t.contains("samples_per_sec"), "{t}");
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("training.json")).unwrap()).unwrap();
+    assert_eq!(summary["steps"], 20);
+    assert_eq!(summary["dataset"]["name"], "stack_synth");
+    assert!(out.join("training.png").exists());
+
+    let img = dir.join("frame.png");
+    let f = &vela_data::synthetic::episode(9, 1, &["agentview"], 32).images["agentview"][0];
+    image::RgbImage::from_raw(f.width, f.height, f.rgb.clone()).unwrap().save(&img).unwrap();
+    let o = vela(&["vla", "predict", "--model", out.to_str().unwrap(), "--image", img.to_str().unwrap(), "--instruction", "stack the red block on the green block", "--action-space", "stack_synth"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim().split(',').count(), 7, "{}", text(&o));
+
+    // Training more without --resume refuses to overwrite; --device cuda on a CPU build says why.
+    let o = vela(&[&args[..], &["--max-steps", "2", "--out", out.to_str().unwrap()]].concat());
+    assert!(!o.status.success() && text(&o).contains("--resume"), "{}", text(&o));
+    let o = vela(&[&args[..], &["--device", "cuda", "--out", dir.join("gpu").to_str().unwrap()]].concat());
+    assert!(!o.status.success() && text(&o).contains("cuda"), "{}", text(&o));
 }

@@ -172,6 +172,13 @@ fn init_values(t: &TensorSpec, seed: u64, action_rows: std::ops::Range<usize>) -
     (0..n).map(|_| 0.5 * rng.normal()).collect()
 }
 
+/// The deterministic random value of one tensor of a fresh `cfg` model (what
+/// `make-checkpoint` writes, and where from-scratch training starts).
+pub fn init_tensor(cfg: &OpenVlaConfig, t: &TensorSpec, seed: u64) -> Vec<f32> {
+    let base = cfg.base_vocab();
+    init_values(t, seed, base.saturating_sub(cfg.n_action_bins)..base)
+}
+
 fn encode(vals: &[f32], dt: DType) -> Vec<u8> {
     match dt {
         DType::BF16 => vals.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(),
@@ -184,9 +191,12 @@ fn nbytes(t: &TensorSpec) -> u64 {
     (t.shape.iter().product::<usize>() * t.dtype.size_in_bytes()) as u64
 }
 
-/// Writes one safetensors file, generating each tensor just before its bytes are written so
+/// Gives the values of one tensor of the plan, as f32 (encoded to the spec's dtype on write).
+pub type TensorValues<'a> = dyn Fn(&TensorSpec) -> Result<Vec<f32>> + 'a;
+
+/// Writes one safetensors file, asking for each tensor just before its bytes are written so
 /// memory stays at one tensor even for 7B shards.
-fn write_safetensors(path: &Path, tensors: &[&TensorSpec], seed: u64, action_rows: &std::ops::Range<usize>) -> Result<()> {
+fn write_safetensors(path: &Path, tensors: &[&TensorSpec], values: &TensorValues) -> Result<()> {
     let mut header = serde_json::Map::new();
     header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
     let mut off = 0u64;
@@ -208,7 +218,11 @@ fn write_safetensors(path: &Path, tensors: &[&TensorSpec], seed: u64, action_row
     w.write_all(&(h.len() as u64).to_le_bytes()).map_err(io)?;
     w.write_all(&h).map_err(io)?;
     for t in tensors {
-        w.write_all(&encode(&init_values(t, seed, action_rows.clone()), t.dtype)).map_err(io)?;
+        let v = values(t)?;
+        if v.len() != t.shape.iter().product::<usize>() {
+            return Err(VlaError::Weights(format!("{}: {} values for shape {:?}", t.name, v.len(), t.shape)));
+        }
+        w.write_all(&encode(&v, t.dtype)).map_err(io)?;
     }
     w.flush().map_err(io)?;
     Ok(())
@@ -268,13 +282,22 @@ pub fn make_checkpoint(cfg: &OpenVlaConfig, out_dir: &Path, seed: u64) -> Result
 }
 
 pub fn make_checkpoint_with(cfg: &OpenVlaConfig, out_dir: &Path, opts: &MakeOptions) -> Result<CheckpointSummary> {
+    write_checkpoint(cfg, out_dir, opts.max_shard_bytes, &opts.tokenizer, &|t| Ok(init_tensor(cfg, t, opts.seed)))
+}
+
+/// Writes a complete HF-layout model folder (shards, index, config, dataset statistics,
+/// generation/preprocessor configs, tokenizer) with the tensor values `values` gives.
+pub fn write_checkpoint(
+    cfg: &OpenVlaConfig,
+    out_dir: &Path,
+    max_shard_bytes: Option<u64>,
+    tokenizer: &TokenizerSource,
+    values: &TensorValues,
+) -> Result<CheckpointSummary> {
     std::fs::create_dir_all(out_dir).map_err(|e| VlaError::io(out_dir, e))?;
     let plan = checkpoint_plan(cfg)?;
     let total: u64 = plan.iter().map(nbytes).sum();
-    let shards = shard_plan(&plan, opts.max_shard_bytes);
-    let base = cfg.base_vocab();
-    let bins = cfg.n_action_bins;
-    let action_rows = base.saturating_sub(bins)..base;
+    let shards = shard_plan(&plan, max_shard_bytes);
     let n = shards.len();
     let mut files = Vec::new();
     let mut weight_map = serde_json::Map::new();
@@ -282,7 +305,7 @@ pub fn make_checkpoint_with(cfg: &OpenVlaConfig, out_dir: &Path, opts: &MakeOpti
         let name = format!("model-{:05}-of-{:05}.safetensors", i + 1, n);
         let path = out_dir.join(&name);
         tracing::info!(shard = %name, tensors = s.len(), "writing shard");
-        write_safetensors(&path, s, opts.seed, &action_rows)?;
+        write_safetensors(&path, s, values)?;
         for t in s {
             weight_map.insert(t.name.clone(), name.clone().into());
         }
@@ -311,7 +334,7 @@ pub fn make_checkpoint_with(cfg: &OpenVlaConfig, out_dir: &Path, opts: &MakeOpti
             "tvf_resize_params": {"size": [towers[0].image_size, towers[0].image_size], "interpolation": 3, "antialias": true, "max_size": null},
         }),
     )?;
-    let tok_src = match &opts.tokenizer {
+    let tok_src = match tokenizer {
         TokenizerSource::Auto => {
             let p = crate::tokenizer::cache_dir().join("tokenizer.json");
             p.exists().then_some(p)

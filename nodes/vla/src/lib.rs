@@ -12,10 +12,12 @@ pub mod eval;
 pub mod llama;
 pub mod model;
 pub mod node;
+pub mod ops;
 pub mod preprocess;
 pub mod quantize;
 pub mod rng;
 pub mod tokenizer;
+pub mod train;
 pub mod vision;
 pub mod weights;
 
@@ -43,6 +45,10 @@ pub enum VlaError {
     Input(String),
     #[error("image: {0}")]
     Image(#[from] image::ImageError),
+    #[error("dataset: {0}")]
+    Data(#[from] vela_data::DataError),
+    #[error("training: {0}")]
+    Train(String),
 }
 
 impl VlaError {

@@ -19,7 +19,7 @@ impl RmsNorm {
         Self { weight, eps: eps as f32 }
     }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps)?)
+        Ok(crate::ops::rms_norm(x, &self.weight, self.eps)?)
     }
 }
 
@@ -44,7 +44,7 @@ impl Rotary {
         let t = x.dim(2)?;
         let cos = self.cos.narrow(0, start, t)?;
         let sin = self.sin.narrow(0, start, t)?;
-        Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin)?)
+        Ok(crate::ops::rope(x, &cos, &sin)?)
     }
 }
 
@@ -131,14 +131,41 @@ impl Llama {
         Ok(self.embed_tokens.index_select(&ids, 0)?.unsqueeze(0)?)
     }
 
+    /// Token ids `[B, T]` (u32) → embeddings `[B, T, H]`.
+    pub fn embed_batch(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let e = self.embed_tokens.index_select(&ids.flatten_all()?, 0)?;
+        Ok(e.reshape((b, t, self.cfg.hidden_size))?)
+    }
+
     /// Runs `x` (`[1, T, H]`) at positions `cache.pos..` and returns the logits of the last
     /// position (`[V]`), appending keys/values to the cache.
     pub fn forward_embeds(&self, x: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let t = x.dim(1)?;
+        let x = self.run_layers(x, Some(cache))?;
+        let last = self.norm.forward(&x.narrow(1, t - 1, 1)?)?;
+        Ok(self.lm_head.forward(&last)?.squeeze(0)?.squeeze(0)?.to_dtype(DType::F32)?)
+    }
+
+    /// Training forward: causal attention over the whole of `x` (`[B, T, H]`, positions from 0,
+    /// no cache) → final-normed hidden states `[B, T, H]`. Right padding needs no extra mask:
+    /// under the causal mask no real token ever attends to a later pad.
+    pub fn forward_hidden(&self, x: &Tensor) -> Result<Tensor> {
+        self.norm.forward(&self.run_layers(x, None)?)
+    }
+
+    /// `lm_head` on hidden states (any leading shape).
+    pub fn logits(&self, h: &Tensor) -> Result<Tensor> {
+        Ok(self.lm_head.forward(h)?)
+    }
+
+    /// The decoder layers on `x` at positions `cache.pos..` (0 without a cache).
+    fn run_layers(&self, x: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
         let (b, t, h) = x.dims3()?;
         let heads = self.cfg.num_attention_heads;
         let kvh = self.cfg.kv_heads();
         let hd = self.cfg.head_dim();
-        let start = cache.pos;
+        let start = cache.as_ref().map_or(0, |c| c.pos);
         if start + t > self.cfg.max_position_embeddings {
             return Err(crate::VlaError::Input(format!(
                 "sequence of {} tokens exceeds max_position_embeddings {}",
@@ -156,18 +183,24 @@ impl Llama {
             let v = layer.v.forward(&n)?.reshape((b, t, kvh, hd))?.transpose(1, 2)?.contiguous()?;
             let q = self.rotary.apply(&q, start)?;
             let k = self.rotary.apply(&k, start)?;
-            let (k, v) = match &cache.layers[li] {
-                Some((pk, pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
+            let (k, v) = match cache.as_deref_mut() {
+                Some(cache) => {
+                    let kv = match &cache.layers[li] {
+                        Some((pk, pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
+                        None => (k, v),
+                    };
+                    cache.layers[li] = Some(kv.clone());
+                    kv
+                }
                 None => (k, v),
             };
-            cache.layers[li] = Some((k.clone(), v.clone()));
             let k = repeat_kv(k, heads / kvh)?;
             let v = repeat_kv(v, heads / kvh)?;
             let mut att = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
             if let Some(m) = &mask {
                 att = att.broadcast_add(m)?;
             }
-            let att = candle_nn::ops::softmax_last_dim(&att)?;
+            let att = crate::ops::softmax_last_dim(&att)?;
             let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))?;
             x = (r + layer.o.forward(&y)?)?;
             let r = x.clone();
@@ -176,10 +209,10 @@ impl Llama {
             let y = layer.down.forward(&(g * layer.up.forward(&n)?)?)?;
             x = (r + y)?;
         }
-        cache.pos += t;
-        let last = x.narrow(1, t - 1, 1)?;
-        let last = self.norm.forward(&last)?;
-        Ok(self.lm_head.forward(&last)?.squeeze(0)?.squeeze(0)?.to_dtype(DType::F32)?)
+        if let Some(c) = cache {
+            c.pos += t;
+        }
+        Ok(x)
     }
 }
 

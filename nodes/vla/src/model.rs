@@ -74,6 +74,16 @@ pub fn prompt_text(instruction: &str) -> String {
     format!("In: What action should the robot take to {}?\nOut:", instruction.to_lowercase())
 }
 
+/// Prompt ids with BOS and the trailing "▁" token the reference appends (training puts the
+/// action tokens right after it, so both sides see the same ids).
+pub fn prompt_ids(tokenizer: &dyn TextTokenizer, instruction: &str) -> Vec<u32> {
+    let mut ids = tokenizer.encode(&prompt_text(instruction), true);
+    if ids.last() != Some(&SPACE_TOKEN) {
+        ids.push(SPACE_TOKEN);
+    }
+    ids
+}
+
 impl OpenVla {
     /// Loads an HF-layout folder (config.json + safetensors shards) or a `quantize` output.
     pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Self> {
@@ -153,11 +163,7 @@ impl OpenVla {
 
     /// Prompt ids with BOS and the trailing "▁" token the reference appends.
     pub fn prompt_ids(&self, instruction: &str) -> Vec<u32> {
-        let mut ids = self.tokenizer.encode(&prompt_text(instruction), true);
-        if ids.last() != Some(&SPACE_TOKEN) {
-            ids.push(SPACE_TOKEN);
-        }
-        ids
+        prompt_ids(self.tokenizer.as_ref(), instruction)
     }
 
     /// Projected image patches `[1, N, H]`.

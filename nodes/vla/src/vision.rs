@@ -3,9 +3,9 @@
 //! `vision_backbone.featurizer.` / `vision_backbone.fused_featurizer.` / `projector.`.
 
 use candle_core::{Module, Tensor, D};
-use candle_nn::LayerNorm;
 
 use crate::config::{OpenVlaConfig, TowerKind, VitConfig};
+use crate::ops::Ln as LayerNorm;
 use crate::weights::{Lin, Weights};
 use crate::Result;
 
@@ -75,7 +75,7 @@ impl VitAttention {
         let v = qkv.get(2)?.contiguous()?;
         let scale = (self.head_dim as f64).powf(-0.5);
         let att = (q.matmul(&k.t()?)? * scale)?;
-        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let att = crate::ops::softmax_last_dim(&att)?;
         let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
         Ok(self.proj.forward(&y)?)
     }

@@ -25,6 +25,10 @@ pub trait Store: Send + Sync {
     fn qmatmul(&self, _name: &str, _shape: &[usize]) -> Result<Option<QMatMul>> {
         Ok(None)
     }
+    /// A low-rank adapter to put on the linear layer whose weight is `name` (training only).
+    fn lora(&self, _name: &str) -> Result<Option<LoraAdapter>> {
+        Ok(None)
+    }
     fn device(&self) -> &Device;
 }
 
@@ -60,6 +64,9 @@ impl<S: Store> Store for ProgressStore<S> {
         }
         Ok(q)
     }
+    fn lora(&self, name: &str) -> Result<Option<LoraAdapter>> {
+        self.inner.lora(name)
+    }
     fn device(&self) -> &Device {
         self.inner.device()
     }
@@ -94,19 +101,45 @@ impl Weights {
     pub fn linear(&self, name: &str, inp: usize, out: usize, bias: bool) -> Result<Lin> {
         let wname = self.full(&format!("{name}.weight"));
         let b = if bias { Some(self.get(&[out], &format!("{name}.bias"))?) } else { None };
-        if let Some(q) = self.store.qmatmul(&wname, &[out, inp])? {
-            return Ok(Lin::Quant { w: q, b });
-        }
-        let w = self.store.tensor(&wname, &[out, inp])?;
-        Ok(Lin::Dense(candle_nn::Linear::new(w, b)))
+        let lin = match self.store.qmatmul(&wname, &[out, inp])? {
+            Some(q) => Lin::Quant { w: q, b },
+            None => Lin::Dense(candle_nn::Linear::new(self.store.tensor(&wname, &[out, inp])?, b)),
+        };
+        Ok(match self.store.lora(&wname)? {
+            Some(lora) => Lin::Lora { base: Box::new(lin), lora },
+            None => lin,
+        })
     }
 }
 
-/// A linear layer whose weight is either dense or GGUF-quantized.
+/// LoRA on one linear layer: `y = base(x) + scale · dropout(x) · Aᵀ · Bᵀ`, with `A: [r, in]`,
+/// `B: [out, r]` (peft's layout, so merging is `W + scale · B · A`).
+#[derive(Clone, Debug)]
+pub struct LoraAdapter {
+    pub a: Tensor,
+    pub b: Tensor,
+    pub scale: f64,
+    /// Dropout probability as f32 bits, shared by every adapter of a model so the trainer can
+    /// switch it off for validation.
+    pub dropout: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl LoraAdapter {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let p = f32::from_bits(self.dropout.load(std::sync::atomic::Ordering::Relaxed));
+        let x = if p > 0.0 { candle_nn::ops::dropout(x, p)? } else { x.clone() };
+        let y = x.broadcast_matmul(&self.a.t()?)?.broadcast_matmul(&self.b.t()?)?;
+        y * self.scale
+    }
+}
+
+/// A linear layer whose weight is either dense or GGUF-quantized, optionally with a LoRA
+/// adapter on top (training).
 #[derive(Clone, Debug)]
 pub enum Lin {
     Dense(candle_nn::Linear),
     Quant { w: QMatMul, b: Option<Tensor> },
+    Lora { base: Box<Lin>, lora: LoraAdapter },
 }
 
 impl Module for Lin {
@@ -120,6 +153,7 @@ impl Module for Lin {
                     None => Ok(y),
                 }
             }
+            Lin::Lora { base, lora } => base.forward(x)? + lora.forward(x)?,
         }
     }
 }

@@ -1,0 +1,581 @@
+//! `vela train`: LoRA or full fine-tuning of an OpenVLA-family model on episode datasets,
+//! following OpenVLA's `finetune.py` (AdamW, constant learning rate, loss on the 7 action
+//! tokens and `</s>` only, action-token accuracy and L1 as metrics).
+//!
+//! Output folder layout:
+//! - the HF-layout checkpoint (LoRA merged), with the dataset's statistics as
+//!   `norm_stats[<dataset name>]`, written every `save_every` steps and at the end;
+//! - `state/` (trainable tensors, AdamW moments, step, metric history) for `--resume`;
+//! - `training.json` (arguments, metrics, time, hardware) and `training.png` (curves).
+
+pub mod data;
+pub mod model;
+pub mod optim;
+pub mod params;
+pub mod plot;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use candle_core::{Device, Tensor, D};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use vela_data::EpisodeReader;
+
+use crate::action::{unnormalize, ActionTokenizer};
+use crate::checkpoint::{write_checkpoint, TokenizerSource};
+use crate::config::{DatasetStats, OpenVlaConfig, Stats};
+use crate::rng::{tensor_seed, SplitMix64};
+use crate::tokenizer::{ByteTokenizer, SpmTokenizer, TextTokenizer};
+use crate::{Result, VlaError};
+
+use data::{Collator, DataOptions, EpochPlan, Sample, SharedReader, SUPERVISED};
+use model::TrainModel;
+use optim::{lr_at, AdamW, AdamWConfig};
+pub use params::{Mode, Params, ParamStore, Source};
+
+/// Where the starting model comes from.
+#[derive(Clone, Debug)]
+pub enum ModelSource {
+    /// `--config tiny|small|...`: a fresh model (deterministic init from `seed`).
+    Config(String),
+    /// `--model DIR`: an HF-layout folder.
+    Dir(PathBuf),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainOptions {
+    pub out: PathBuf,
+    pub epochs: u64,
+    pub max_steps: Option<u64>,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub warmup_steps: u64,
+    pub max_grad_norm: Option<f64>,
+    pub weight_decay: f64,
+    pub image_aug: bool,
+    pub val_split: f64,
+    /// At most this many validation samples per evaluation (keeps validation cheap).
+    pub val_max_samples: usize,
+    pub log_every: u64,
+    pub save_every: u64,
+    pub resume: bool,
+    pub seed: u64,
+    /// Episodes decoded and shuffled together (see [`data`]).
+    pub shuffle_episodes: usize,
+    pub camera: Option<String>,
+    pub instruction: Option<String>,
+    /// `norm_stats` key (default: the dataset's name).
+    pub dataset_name: Option<String>,
+    /// Show a progress bar.
+    #[serde(skip)]
+    pub progress: bool,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            out: PathBuf::from("train-out"),
+            epochs: 1,
+            max_steps: None,
+            batch_size: 16,
+            lr: 5e-4,
+            warmup_steps: 0,
+            max_grad_norm: Some(1.0),
+            weight_decay: 0.01,
+            image_aug: false,
+            val_split: 0.05,
+            val_max_samples: 512,
+            log_every: 10,
+            save_every: 1000,
+            resume: false,
+            seed: 0,
+            shuffle_episodes: 16,
+            camera: None,
+            instruction: None,
+            dataset_name: None,
+            progress: false,
+        }
+    }
+}
+
+/// Metrics of one optimizer step (or one validation pass).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Metrics {
+    pub step: u64,
+    pub epoch: u64,
+    pub loss: f32,
+    /// Fraction of the 7 action tokens predicted exactly.
+    pub accuracy: f32,
+    /// Mean |predicted − true| action in the dataset's units (de-normalised bin centres).
+    pub l1: f32,
+    pub lr: f64,
+    pub grad_norm: f64,
+}
+
+/// What a resumed run must agree on with the run that saved the state.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+struct Fingerprint {
+    model: String,
+    mode: Mode,
+    batch_size: usize,
+    seed: u64,
+    shuffle_episodes: usize,
+    image_aug: bool,
+    val_split: f64,
+    episodes: usize,
+    camera: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct SavedState {
+    step: u64,
+    fingerprint: Fingerprint,
+    dataset_name: String,
+    stats: DatasetStats,
+    lengths: BTreeMap<usize, usize>,
+    history: Vec<Metrics>,
+    validation: Vec<Metrics>,
+    elapsed_secs: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainSummary {
+    pub out: PathBuf,
+    pub steps: u64,
+    pub epochs_completed: u64,
+    pub samples_seen: u64,
+    pub train_secs: f64,
+    pub samples_per_sec: f64,
+    pub trainable_params: usize,
+    pub total_params: usize,
+    pub last: Option<Metrics>,
+    pub validation: Option<Metrics>,
+    pub history: Vec<Metrics>,
+    pub val_history: Vec<Metrics>,
+}
+
+/// The tokenizer the model trains with, and what the exported checkpoint ships (the same).
+fn tokenizer_for(source: &ModelSource) -> Result<(Box<dyn TextTokenizer>, TokenizerSource)> {
+    let file = match source {
+        ModelSource::Dir(d) => d.join("tokenizer.json"),
+        ModelSource::Config(_) => crate::tokenizer::cache_dir().join("tokenizer.json"),
+    };
+    if file.exists() {
+        Ok((Box::new(SpmTokenizer::from_file(&file)?), TokenizerSource::File(file)))
+    } else {
+        tracing::warn!("no tokenizer.json: training with the byte-fallback tokenizer");
+        Ok((Box::new(ByteTokenizer), TokenizerSource::None))
+    }
+}
+
+fn state_dir(out: &Path) -> PathBuf {
+    out.join("state")
+}
+
+fn write_json(path: &Path, v: &impl Serialize) -> Result<()> {
+    let s = serde_json::to_string_pretty(v).map_err(|e| VlaError::Train(e.to_string()))?;
+    std::fs::write(path, s).map_err(|e| VlaError::io(path, e))
+}
+
+/// Accuracy over the action tokens (not `</s>`) and L1 in action units, from logits at the
+/// supervised positions.
+fn score(logits: &Tensor, targets: &[u32], actions: &ActionTokenizer, stats: &Stats) -> Result<(f32, f32)> {
+    let pred: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
+    let (mut hits, mut n, mut l1) = (0usize, 0usize, 0f64);
+    for (p, t) in pred.chunks(SUPERVISED).zip(targets.chunks(SUPERVISED)) {
+        let (p, t) = (&p[..SUPERVISED - 1], &t[..SUPERVISED - 1]);
+        hits += p.iter().zip(t).filter(|(a, b)| a == b).count();
+        n += p.len();
+        let pa = unnormalize(&p.iter().map(|&x| actions.decode(x)).collect::<Vec<_>>(), stats);
+        let ta = unnormalize(&t.iter().map(|&x| actions.decode(x)).collect::<Vec<_>>(), stats);
+        l1 += pa.iter().zip(&ta).map(|(a, b)| (a - b).abs() as f64).sum::<f64>();
+    }
+    Ok((hits as f32 / n.max(1) as f32, (l1 / n.max(1) as f64) as f32))
+}
+
+struct Trainer {
+    params: Arc<Params>,
+    model: TrainModel,
+    collator: Collator,
+    stats: Stats,
+}
+
+impl Trainer {
+    /// Forward + loss (+ backward and update when `opt` is given) on one batch.
+    fn step(&mut self, samples: &[Sample], opt: Option<(&mut AdamW, &[(String, candle_core::Var)], f64)>) -> Result<(f32, f32, f32, f64)> {
+        let b = self.collator.batch(samples)?;
+        let logits = self.model.forward(&b.pixels, &b.ids, &b.gather)?;
+        let targets = Tensor::from_vec(b.targets.clone(), b.targets.len(), logits.device())?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &targets)?;
+        let mut grad_norm = 0.0;
+        if let Some((opt, vars, lr)) = opt {
+            let grads = loss.backward()?;
+            grad_norm = opt.step(vars, &grads, lr)?;
+        }
+        let (acc, l1) = score(&logits, &b.targets, &self.collator.actions, &self.stats)?;
+        Ok((loss.to_scalar::<f32>()?, acc, l1, grad_norm))
+    }
+
+    /// Teacher-forced metrics over (at most `max` samples of) the validation episodes.
+    fn validate(&mut self, reader: &SharedReader, val: &[usize], opts: &DataOptions, batch: usize, max: usize) -> Result<Option<(f32, f32, f32)>> {
+        if val.is_empty() || max == 0 {
+            return Ok(None);
+        }
+        self.params.set_training(false);
+        // Gather at most `max` samples, then score them batch by batch.
+        let mut samples = Vec::new();
+        for &e in val {
+            samples.extend(data::load_episode(reader, e, opts)?);
+            if samples.len() >= max {
+                break;
+            }
+        }
+        samples.truncate(max);
+        let (mut loss, mut acc, mut l1, mut n) = (0f64, 0f64, 0f64, 0usize);
+        for b in samples.chunks(batch) {
+            let (l, a, e, _) = self.step(b, None)?;
+            let k = b.len() as f64;
+            loss += l as f64 * k;
+            acc += a as f64 * k;
+            l1 += e as f64 * k;
+            n += b.len();
+        }
+        self.params.set_training(true);
+        let n = n.max(1) as f64;
+        Ok(Some(((loss / n) as f32, (acc / n) as f32, (l1 / n) as f32)))
+    }
+}
+
+/// Builds the model on `device`, reads `reader`, trains, and writes the output folder.
+pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, opts: &TrainOptions, device: &Device) -> Result<TrainSummary> {
+    let t_start = Instant::now();
+    let out = &opts.out;
+    if opts.batch_size == 0 {
+        return Err(VlaError::Train("--batch-size must be at least 1".into()));
+    }
+    if let ModelSource::Dir(d) = source {
+        if d.canonicalize().ok() == out.canonicalize().ok() {
+            return Err(VlaError::Train(format!("--out {} would overwrite the base model", out.display())));
+        }
+    }
+    let sdir = state_dir(out);
+    let saved: Option<SavedState> = match (opts.resume, sdir.join("state.json").exists()) {
+        (true, true) => {
+            let p = sdir.join("state.json");
+            let text = std::fs::read_to_string(&p).map_err(|e| VlaError::io(&p, e))?;
+            Some(serde_json::from_str(&text).map_err(|e| VlaError::Train(format!("{}: {e}", p.display())))?)
+        }
+        (true, false) => return Err(VlaError::Train(format!("--resume: no saved state in {}", sdir.display()))),
+        (false, true) => {
+            return Err(VlaError::Train(format!("{} already holds a training run: pass --resume or choose another --out", out.display())))
+        }
+        (false, false) => None,
+    };
+    std::fs::create_dir_all(&sdir).map_err(|e| VlaError::io(&sdir, e))?;
+
+    let params = match source {
+        ModelSource::Config(name) => {
+            let config = OpenVlaConfig::preset(name.parse()?);
+            Params::new(Source::Init { config, seed: opts.seed }, mode.clone(), opts.seed, device)?
+        }
+        ModelSource::Dir(dir) => Params::new(Source::Checkpoint(dir), mode.clone(), opts.seed, device)?,
+    };
+    let config = params.config.clone();
+    let model = TrainModel::new(&config, Arc::new(ParamStore(params.clone())))?;
+    let vars = params.vars();
+    tracing::info!(trainable = params.n_trainable(), total = params.n_total(), tensors = vars.len(), "model ready");
+    let (tokenizer, tok_source) = tokenizer_for(source)?;
+    let towers = config.vision_towers()?;
+
+    let n_episodes = reader.len();
+    let meta_name = reader.meta().name.clone();
+    let reader: SharedReader = Arc::new(Mutex::new(reader));
+    let fingerprint = Fingerprint {
+        model: match source {
+            ModelSource::Config(c) => format!("config:{c}"),
+            ModelSource::Dir(d) => format!("model:{}", d.display()),
+        },
+        mode: mode.clone(),
+        batch_size: opts.batch_size,
+        seed: opts.seed,
+        shuffle_episodes: opts.shuffle_episodes,
+        image_aug: opts.image_aug,
+        val_split: opts.val_split,
+        episodes: n_episodes,
+        camera: opts.camera.clone(),
+    };
+    if let Some(s) = &saved {
+        if s.fingerprint != fingerprint {
+            return Err(VlaError::Train(format!(
+                "--resume: the saved run differs from this one (config/checkpoint mismatch):\n saved: {:?}\n  now:  {:?}",
+                s.fingerprint, fingerprint
+            )));
+        }
+    }
+    let (train_eps, val_eps) = data::split(n_episodes, opts.val_split, opts.seed);
+    if train_eps.is_empty() {
+        return Err(VlaError::Train(format!("dataset has {n_episodes} episode(s): nothing left to train on")));
+    }
+    let dataset_name = opts.dataset_name.clone().filter(|s| !s.is_empty()).unwrap_or(if meta_name.is_empty() { "dataset".into() } else { meta_name });
+
+    // Statistics over the whole dataset as OpenVLA computes them (or the saved ones on resume:
+    // identical by construction), and the length of every training episode.
+    let (stats, lengths) = match &saved {
+        Some(s) => (s.stats.clone(), s.lengths.clone()),
+        None => {
+            let bar = bar(opts.progress, n_episodes as u64, "statistics");
+            let mut r = reader.lock().expect("poisoned");
+            // Check every episode's actions first: a NaN would otherwise surface as an
+            // unreadable statistics error.
+            let mut lengths = BTreeMap::new();
+            for e in 0..n_episodes {
+                let ep = r.read_lowdim(e)?;
+                if ep.is_empty() {
+                    return Err(VlaError::Train(format!("episode {} (index {e}) has no steps", ep.name)));
+                }
+                if let Some((t, a)) = ep.actions.iter().enumerate().find(|(_, a)| a.iter().any(|x| !x.is_finite())) {
+                    return Err(VlaError::Train(format!("episode {} (index {e}): action {t} is not finite: {a:?}", ep.name)));
+                }
+                if train_eps.binary_search(&e).is_ok() {
+                    lengths.insert(e, ep.len());
+                }
+            }
+            let stats = data::to_norm_stats(&vela_data::stats::compute(&mut **r, |i| bar.set_position(i as u64))?)?;
+            bar.finish_and_clear();
+            (stats, lengths)
+        }
+    };
+    let n_samples: usize = lengths.values().sum();
+    let steps_per_epoch = n_samples.div_ceil(opts.batch_size) as u64;
+    let total_steps = opts.max_steps.map_or(steps_per_epoch * opts.epochs, |m| m.min(steps_per_epoch * opts.epochs));
+    tracing::info!(dataset = %dataset_name, episodes = n_episodes, train_episodes = train_eps.len(), val_episodes = val_eps.len(), samples = n_samples, steps_per_epoch, total_steps, "dataset ready");
+
+    let actions = ActionTokenizer::new(config.base_vocab() as u32, config.n_action_bins);
+    let collator = Collator::new(tokenizer, actions, stats.action.clone(), towers.clone(), config.pad_token_id, device.clone());
+    let mut trainer = Trainer { params: params.clone(), model, collator, stats: stats.action.clone() };
+    let data_opts = DataOptions { camera: opts.camera.clone(), instruction: opts.instruction.clone(), image_size: towers[0].image_size };
+
+    let mut opt = AdamW::new(AdamWConfig { weight_decay: opts.weight_decay, max_grad_norm: opts.max_grad_norm, ..Default::default() });
+    let mut step = 0u64;
+    let mut history = Vec::new();
+    let mut validation = Vec::new();
+    let mut prior_secs = 0.0;
+    if let Some(s) = &saved {
+        let w = candle_core::safetensors::load(sdir.join("trainable.safetensors"), device)?;
+        params.restore(&w)?;
+        let o = candle_core::safetensors::load(sdir.join("optimizer.safetensors"), device)?;
+        opt.restore(&o, s.step, device)?;
+        step = s.step;
+        history = s.history.clone();
+        validation = s.validation.clone();
+        prior_secs = s.elapsed_secs;
+        tracing::info!(step, "resumed");
+    }
+
+    let mut export_cfg = config.clone();
+    export_cfg.norm_stats = BTreeMap::from([(dataset_name.clone(), stats.clone())]);
+    let save = |opt: &AdamW, step: u64, history: &[Metrics], validation: &[Metrics], secs: f64| -> Result<()> {
+        let vars: HashMap<String, Tensor> = params.vars().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
+        candle_core::safetensors::save(&vars, sdir.join("trainable.safetensors"))?;
+        candle_core::safetensors::save(&opt.state(), sdir.join("optimizer.safetensors"))?;
+        let st = SavedState {
+            step,
+            fingerprint: fingerprint.clone(),
+            dataset_name: dataset_name.clone(),
+            stats: stats.clone(),
+            lengths: lengths.clone(),
+            history: history.to_vec(),
+            validation: validation.to_vec(),
+            elapsed_secs: secs,
+        };
+        write_json(&sdir.join("state.json"), &st)?;
+        let p = params.clone();
+        write_checkpoint(&export_cfg, out, None, &tok_source, &|t| Ok(p.merged(&t.name)?.flatten_all()?.to_vec1::<f32>()?))?;
+        Ok(())
+    };
+
+    let bar = bar(opts.progress, total_steps, "training");
+    bar.set_position(step.min(total_steps));
+    params.set_training(true);
+    let t_loop = Instant::now();
+    let mut samples_seen = 0u64;
+    let mut window: Vec<Metrics> = Vec::new();
+    let mut epochs_completed = step / steps_per_epoch.max(1);
+    'epochs: for epoch in step / steps_per_epoch.max(1)..opts.epochs {
+        if step >= total_steps {
+            break;
+        }
+        let plan = EpochPlan::new(&train_eps, opts.shuffle_episodes, opts.seed, epoch);
+        // Skip to where a resumed run left off inside this epoch.
+        let mut skip = ((step - epoch * steps_per_epoch) * opts.batch_size as u64) as usize;
+        let mut first_chunk = 0;
+        while first_chunk < plan.chunks.len() {
+            let len: usize = plan.chunks[first_chunk].iter().map(|e| lengths[e]).sum();
+            if skip < len {
+                break;
+            }
+            skip -= len;
+            first_chunk += 1;
+        }
+        let mut offset = (step - epoch * steps_per_epoch) as usize * opts.batch_size;
+        let n_chunks = plan.chunks.len();
+        let rx = data::spawn_loader(reader.clone(), data_opts.clone(), plan, opts.seed, epoch, first_chunk);
+        let mut pending: Vec<Sample> = Vec::new();
+        for (ci, chunk) in (first_chunk..).zip(rx) {
+            let mut chunk = chunk?;
+            if skip > 0 {
+                chunk.drain(..skip.min(chunk.len()));
+                skip = 0;
+            }
+            pending.extend(chunk);
+            let last = ci + 1 == n_chunks;
+            while pending.len() >= opts.batch_size || (last && !pending.is_empty()) {
+                if step >= total_steps {
+                    break 'epochs;
+                }
+                let n = opts.batch_size.min(pending.len());
+                let mut batch: Vec<Sample> = pending.drain(..n).collect();
+                if opts.image_aug {
+                    for (i, s) in batch.iter_mut().enumerate() {
+                        let mut rng = SplitMix64::new(tensor_seed(opts.seed, &format!("aug/{epoch}/{}", offset + i)));
+                        s.image = data::augment(&s.image, &mut rng);
+                    }
+                }
+                offset += n;
+                let lr = lr_at(opts.lr, opts.warmup_steps, step);
+                let (loss, accuracy, l1, grad_norm) = trainer.step(&batch, Some((&mut opt, &vars, lr)))?;
+                if !loss.is_finite() {
+                    return Err(VlaError::Train(format!("loss became {loss} at step {step}: lower --lr")));
+                }
+                step += 1;
+                samples_seen += n as u64;
+                let m = Metrics { step, epoch, loss, accuracy, l1, lr, grad_norm };
+                history.push(m.clone());
+                window.push(m);
+                bar.set_position(step);
+                if step % opts.log_every.max(1) == 0 || step == total_steps {
+                    let k = window.len() as f32;
+                    let sps = samples_seen as f64 / t_loop.elapsed().as_secs_f64().max(1e-9);
+                    bar.suspend(|| {
+                        tracing::info!(
+                            step,
+                            epoch,
+                            loss = window.iter().map(|m| m.loss).sum::<f32>() / k,
+                            accuracy = window.iter().map(|m| m.accuracy).sum::<f32>() / k,
+                            l1 = window.iter().map(|m| m.l1).sum::<f32>() / k,
+                            lr,
+                            grad_norm,
+                            samples_per_sec = sps,
+                            "train"
+                        )
+                    });
+                    bar.set_message(format!("loss {:.3} acc {:.2}", window.iter().map(|m| m.loss).sum::<f32>() / k, window.iter().map(|m| m.accuracy).sum::<f32>() / k));
+                    window.clear();
+                }
+                if opts.save_every > 0 && step % opts.save_every == 0 && step < total_steps {
+                    save(&opt, step, &history, &validation, prior_secs + t_start.elapsed().as_secs_f64())?;
+                }
+            }
+        }
+        if (step - epoch * steps_per_epoch) < steps_per_epoch {
+            break; // max_steps reached mid-epoch
+        }
+        epochs_completed = epoch + 1;
+        if let Some((loss, accuracy, l1)) = trainer.validate(&reader, &val_eps, &data_opts, opts.batch_size, opts.val_max_samples)? {
+            bar.suspend(|| tracing::info!(step, epoch, loss, accuracy, l1, "validation"));
+            validation.push(Metrics { step, epoch, loss, accuracy, l1, lr: lr_at(opts.lr, opts.warmup_steps, step), grad_norm: 0.0 });
+        }
+    }
+    bar.finish_and_clear();
+    let train_secs = t_loop.elapsed().as_secs_f64();
+    let total_secs = prior_secs + t_start.elapsed().as_secs_f64();
+    save(&opt, step, &history, &validation, total_secs)?;
+    if let Err(e) = plot::write_png(&out.join("training.png"), &history, &validation) {
+        tracing::warn!(error = %e, "could not draw training.png");
+    }
+    let summary = TrainSummary {
+        out: out.clone(),
+        steps: step,
+        epochs_completed,
+        samples_seen,
+        train_secs,
+        samples_per_sec: samples_seen as f64 / train_secs.max(1e-9),
+        trainable_params: params.n_trainable(),
+        total_params: params.n_total(),
+        last: history.last().cloned(),
+        validation: validation.last().cloned(),
+        history,
+        val_history: validation,
+    };
+    write_json(
+        &out.join("training.json"),
+        &serde_json::json!({
+            "args": opts,
+            "model": fingerprint.model,
+            "mode": mode,
+            "dataset": {"name": dataset_name, "episodes": n_episodes, "train_episodes": train_eps.len(), "val_episodes": val_eps.len(), "train_samples": n_samples},
+            "steps": summary.steps,
+            "steps_per_epoch": steps_per_epoch,
+            "epochs_completed": summary.epochs_completed,
+            "trainable_params": summary.trainable_params,
+            "total_params": summary.total_params,
+            "final_train": summary.last,
+            "final_validation": summary.validation,
+            "validation": summary.val_history,
+            "time_secs": total_secs,
+            "samples_per_sec_this_run": summary.samples_per_sec,
+            "hardware": hardware(device),
+        }),
+    )?;
+    Ok(summary)
+}
+
+fn bar(show: bool, len: u64, what: &str) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(len);
+    b.set_style(
+        ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ({eta}) {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    b.set_prefix(what.to_string());
+    b
+}
+
+/// Where the numbers came from.
+pub fn hardware(device: &Device) -> serde_json::Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()));
+    serde_json::json!({
+        "device": format!("{device:?}"),
+        "cpu": cpu,
+        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "os": std::env::consts::OS,
+    })
+}
+
+/// `cpu`, `cuda` or `cuda:N`. A build without the `cuda` feature says so instead of failing
+/// somewhere inside candle.
+pub fn parse_device(s: &str) -> Result<Device> {
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        _ if s == "cuda" || s.starts_with("cuda:") => {
+            let ordinal = match s.strip_prefix("cuda:") {
+                Some(n) => n.parse().map_err(|_| VlaError::Config(format!("bad device `{s}` (cpu | cuda | cuda:N)")))?,
+                None => 0,
+            };
+            if !candle_core::utils::cuda_is_available() {
+                return Err(VlaError::Config(format!(
+                    "device `{s}`: this build has no CUDA support (rebuild with `--features cuda`)"
+                )));
+            }
+            Ok(Device::new_cuda(ordinal)?)
+        }
+        _ => Err(VlaError::Config(format!("bad device `{s}` (cpu | cuda | cuda:N)"))),
+    }
+}

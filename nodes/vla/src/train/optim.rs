@@ -1,0 +1,112 @@
+//! AdamW (torch's defaults: betas 0.9/0.999, eps 1e-8, decoupled weight decay 0.01) with
+//! global-norm gradient clipping. Written here rather than using `candle_nn::AdamW` because
+//! its moment estimates are private and a resumed run needs them.
+
+use std::collections::HashMap;
+
+use candle_core::backprop::GradStore;
+use candle_core::{Tensor, Var};
+
+use crate::{Result, VlaError};
+
+#[derive(Clone, Debug)]
+pub struct AdamWConfig {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this (None: no clipping, like finetune.py).
+    pub max_grad_norm: Option<f64>,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        Self { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, max_grad_norm: Some(1.0) }
+    }
+}
+
+pub struct AdamW {
+    cfg: AdamWConfig,
+    /// Update count so far (bias correction uses it).
+    pub step: u64,
+    m: HashMap<String, Tensor>,
+    v: HashMap<String, Tensor>,
+}
+
+impl AdamW {
+    pub fn new(cfg: AdamWConfig) -> Self {
+        Self { cfg, step: 0, m: HashMap::new(), v: HashMap::new() }
+    }
+
+    /// One update of every variable that got a gradient; returns the gradient norm before
+    /// clipping.
+    pub fn step(&mut self, vars: &[(String, Var)], grads: &GradStore, lr: f64) -> Result<f64> {
+        let present: Vec<(&String, &Var, &Tensor)> =
+            vars.iter().filter_map(|(n, v)| grads.get(v.as_tensor()).map(|g| (n, v, g))).collect();
+        let mut sq = 0f64;
+        for (_, _, g) in &present {
+            sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+        }
+        let norm = sq.sqrt();
+        let clip = match self.cfg.max_grad_norm {
+            Some(max) if norm > max => max / (norm + 1e-6),
+            _ => 1.0,
+        };
+        self.step += 1;
+        let t = self.step as i32;
+        let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
+        let c1 = 1.0 - b1.powi(t);
+        let c2 = 1.0 - b2.powi(t);
+        for (name, var, g) in present {
+            let g = if clip < 1.0 { (g * clip)? } else { g.clone() };
+            let m = match self.m.get(name) {
+                Some(m) => ((m * b1)? + (&g * (1.0 - b1))?)?,
+                None => (&g * (1.0 - b1))?,
+            };
+            let v = match self.v.get(name) {
+                Some(v) => ((v * b2)? + (g.sqr()? * (1.0 - b2))?)?,
+                None => (g.sqr()? * (1.0 - b2))?,
+            };
+            let update = ((&m / c1)? / ((&v / c2)?.sqrt()? + self.cfg.eps)?)?;
+            let p = var.as_tensor();
+            let decayed = (p * (1.0 - lr * self.cfg.weight_decay))?;
+            var.set(&(decayed - (update * lr)?)?.detach())?;
+            self.m.insert(name.clone(), m.detach());
+            self.v.insert(name.clone(), v.detach());
+        }
+        Ok(norm)
+    }
+
+    /// Moment tensors as `m.<name>` / `v.<name>` (saved next to the weights for `--resume`).
+    pub fn state(&self) -> HashMap<String, Tensor> {
+        let mut out = HashMap::new();
+        for (k, t) in &self.m {
+            out.insert(format!("m.{k}"), t.clone());
+        }
+        for (k, t) in &self.v {
+            out.insert(format!("v.{k}"), t.clone());
+        }
+        out
+    }
+
+    pub fn restore(&mut self, state: &HashMap<String, Tensor>, step: u64, dev: &candle_core::Device) -> Result<()> {
+        self.step = step;
+        self.m.clear();
+        self.v.clear();
+        for (k, t) in state {
+            let t = t.to_device(dev)?;
+            match k.split_once('.') {
+                Some(("m", n)) => self.m.insert(n.to_string(), t),
+                Some(("v", n)) => self.v.insert(n.to_string(), t),
+                _ => return Err(VlaError::Train(format!("unexpected optimizer tensor `{k}`"))),
+            };
+        }
+        Ok(())
+    }
+}
+
+/// Learning rate at `step` (0-based): linear warmup over `warmup` steps, then constant
+/// (finetune.py uses a constant rate).
+pub fn lr_at(base: f64, warmup: u64, step: u64) -> f64 {
+    if warmup == 0 || step >= warmup { base } else { base * (step + 1) as f64 / warmup as f64 }
+}

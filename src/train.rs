@@ -1,0 +1,145 @@
+//! `vela train`: fine-tune (LoRA) or train (full) an OpenVLA-family model on a dataset.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _, Result};
+use vela_data::DatasetKind;
+use vela_vla::train::{self, Mode, ModelSource, TrainOptions};
+
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("base").required(true).args(["model", "config"])))]
+pub struct TrainArgs {
+    /// Dataset: a robomimic HDF5 file (mimicgen) or an RLDS folder (rlds).
+    #[arg(long)]
+    pub dataset: PathBuf,
+    #[arg(long, value_enum)]
+    pub dataset_type: DatasetType,
+    /// Start from this HF-layout model folder.
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Start from a fresh model of this size (tiny | tiny-single | small).
+    #[arg(long)]
+    pub config: Option<String>,
+    /// Train every weight instead of LoRA adapters.
+    #[arg(long)]
+    pub full: bool,
+    #[arg(long, default_value_t = 32)]
+    pub lora_rank: usize,
+    /// LoRA alpha (scale = alpha / rank); OpenVLA uses min(rank, 16).
+    #[arg(long)]
+    pub lora_alpha: Option<f64>,
+    #[arg(long, default_value_t = 0.0)]
+    pub lora_dropout: f32,
+    #[arg(long, default_value_t = 1)]
+    pub epochs: u64,
+    /// Stop after this many optimizer steps in total (across resumes).
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 5e-4)]
+    pub lr: f64,
+    /// Linear warmup steps (0 = constant rate, as finetune.py).
+    #[arg(long, default_value_t = 0)]
+    pub warmup_steps: u64,
+    /// Clip the global gradient norm (0 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub grad_clip: f64,
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    /// Random resized crop (90 % area) + colour jitter, as OpenVLA.
+    #[arg(long)]
+    pub image_aug: bool,
+    /// Fraction of episodes held out for validation.
+    #[arg(long, default_value_t = 0.05)]
+    pub val_split: f64,
+    #[arg(long, default_value_t = 512)]
+    pub val_max_samples: usize,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// cpu | cuda | cuda:N
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long, default_value_t = 1000)]
+    pub save_every: u64,
+    #[arg(long, default_value_t = 10)]
+    pub log_every: u64,
+    /// Continue the run saved in --out.
+    #[arg(long)]
+    pub resume: bool,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Episodes decoded and shuffled together (memory: their frames at model size, uint8).
+    #[arg(long, default_value_t = 16)]
+    pub shuffle_episodes: usize,
+    /// Camera to train on (default: agentview, else the first).
+    #[arg(long)]
+    pub camera: Option<String>,
+    /// Instruction for episodes that carry none.
+    #[arg(long)]
+    pub instruction: Option<String>,
+    /// Key for the action statistics in norm_stats (default: the dataset's name).
+    #[arg(long)]
+    pub dataset_name: Option<String>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum DatasetType {
+    Rlds,
+    Mimicgen,
+}
+
+impl From<DatasetType> for DatasetKind {
+    fn from(t: DatasetType) -> Self {
+        match t {
+            DatasetType::Rlds => DatasetKind::Rlds,
+            DatasetType::Mimicgen => DatasetKind::Mimicgen,
+        }
+    }
+}
+
+pub fn run(a: TrainArgs) -> Result<()> {
+    let mode = if a.full {
+        Mode::Full
+    } else {
+        Mode::Lora { rank: a.lora_rank, alpha: a.lora_alpha.unwrap_or(a.lora_rank.min(16) as f64), dropout: a.lora_dropout }
+    };
+    let source = match (a.model, a.config) {
+        (Some(m), None) => ModelSource::Dir(m),
+        (None, Some(c)) => ModelSource::Config(c),
+        _ => bail!("pass exactly one of --model DIR and --config NAME"),
+    };
+    let device = train::parse_device(&a.device)?;
+    let reader = vela_data::convert::open(&a.dataset, Some(a.dataset_type.into())).with_context(|| format!("opening {}", a.dataset.display()))?;
+    let opts = TrainOptions {
+        out: a.out,
+        epochs: a.epochs,
+        max_steps: a.max_steps,
+        batch_size: a.batch_size,
+        lr: a.lr,
+        warmup_steps: a.warmup_steps,
+        max_grad_norm: (a.grad_clip > 0.0).then_some(a.grad_clip),
+        weight_decay: a.weight_decay,
+        image_aug: a.image_aug,
+        val_split: a.val_split,
+        val_max_samples: a.val_max_samples,
+        log_every: a.log_every,
+        save_every: a.save_every,
+        resume: a.resume,
+        seed: a.seed,
+        shuffle_episodes: a.shuffle_episodes,
+        camera: a.camera,
+        instruction: a.instruction,
+        dataset_name: a.dataset_name,
+        progress: true,
+    };
+    let s = train::train(reader, &source, mode, &opts, &device)?;
+    let fmt = |m: &Option<train::Metrics>| match m {
+        Some(m) => format!("loss {:.4}, accuracy {:.3}, L1 {:.5}", m.loss, m.accuracy, m.l1),
+        None => "-".into(),
+    };
+    println!("wrote {} ({} steps, {:.1} samples/s)", s.out.display(), s.steps, s.samples_per_sec);
+    println!("last step: {}", fmt(&s.last));
+    println!("validation: {}", fmt(&s.validation));
+    Ok(())
+}

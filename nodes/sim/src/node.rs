@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 use vela_runtime::{
     Context, DataType, Event, Image, Message, Node, NodeDescriptor, NodeError, NodeInit, ParamKind, ParamSpec,
-    Payload, Registry, Text,
+    now_ns, Payload, Registry, Text,
 };
 
 use crate::{action_from_model, Camera, EnvConfig, Expert, Observation, StackEnv, StepResult, Variant};
@@ -151,6 +151,18 @@ pub struct MimicGenNode {
     frames_per_episode: Vec<u32>,
     render_ms: f64,
     last_instruction: String,
+    /// Start the next episode by itself; off, an ended episode waits for `reset_episode`
+    /// (a benchmark hands out seeds so parallel simulators run a fixed set of episodes).
+    auto_reset: bool,
+    seed: u64,
+    /// When the last frame went out, to time the policy's answer (genlocked agents).
+    frame_sent: Option<Instant>,
+    /// Policy latencies of this episode in milliseconds (frame out -> action in).
+    latencies_ms: Vec<f64>,
+    /// An ended episode waits for `reset_episode` (only with `auto_reset` off).
+    waiting: bool,
+    /// Wall-clock start of this episode: actions stamped earlier answer an older frame.
+    episode_started_ns: u64,
 }
 
 impl MimicGenNode {
@@ -186,7 +198,8 @@ impl MimicGenNode {
                 "where actions come from",
             ))
             .param(ParamSpec::new("seed", ParamKind::Int { min: Some(0), max: None }, 0, "seed of the first episode").startup_only())
-            .command("reset_episode", "Reset episode", "start a new episode now")
+            .param(ParamSpec::new("auto_reset", ParamKind::Bool, true, "start the next episode when one ends (off: wait for reset episode)"))
+            .command("reset_episode", "Reset episode", "start a new episode now (args may give its \"seed\")")
             .command("reset_stats", "Reset stats", "forget successes and episodes, start again")
             .command("pause", "Pause / resume", "freeze the simulation")
     }
@@ -232,6 +245,12 @@ impl MimicGenNode {
             frames_per_episode: Vec::new(),
             render_ms: 0.0,
             last_instruction: String::new(),
+            auto_reset: p.bool("auto_reset")?,
+            seed,
+            frame_sent: None,
+            latencies_ms: Vec::new(),
+            waiting: false,
+            episode_started_ns: 0,
         })
     }
 
@@ -241,12 +260,18 @@ impl MimicGenNode {
         ctx.send("text", Text::final_text(instruction.clone()))?;
         self.last_instruction = instruction;
         let img = Image::rgb8(image.width, image.height, image.data).map_err(NodeError::msg)?;
-        ctx.send("image", img)
+        ctx.send("image", img)?;
+        self.frame_sent = Some(Instant::now());
+        Ok(())
     }
 
     fn reset(&mut self, ctx: &mut Context) -> Result<(), NodeError> {
         let seed = self.next_seed;
+        self.seed = seed;
         self.next_seed += 1;
+        self.latencies_ms.clear();
+        self.waiting = false;
+        self.episode_started_ns = now_ns();
         self.episode += 1;
         let t0 = Instant::now();
         let obs = self.sim.reset(seed)?;
@@ -293,7 +318,7 @@ impl MimicGenNode {
 
     fn step(&mut self, ctx: &mut Context) -> Result<(), NodeError> {
         if self.needs_reset {
-            return self.reset(ctx);
+            return if self.waiting { Ok(()) } else { self.reset(ctx) };
         }
         let from_policy = self.motion == Motion::Agent && self.next_action.is_some();
         if self.motion == Motion::Agent && self.genlock && !from_policy {
@@ -301,6 +326,9 @@ impl MimicGenNode {
             return Ok(());
         }
         if from_policy {
+            if let Some(t) = self.frame_sent.take() {
+                self.latencies_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            }
             self.actions_this_episode += 1;
             if self.actions_this_episode == 1 {
                 // Steps before the policy's first action are not counted (as the reference).
@@ -328,14 +356,20 @@ impl MimicGenNode {
                 ctx.send("events", Event::Timeout { episode: self.episode, steps })?;
             }
             ctx.send("events", Event::EpisodeEnd { episode: self.episode, success: r.success, steps })?;
+            let (mean_ms, p95_ms) = latency_stats(&self.latencies_ms);
             ctx.publish(json!({
                 "episode": self.episode,
+                "seed": self.seed,
+                "instruction": self.sim.instruction,
                 "success": r.success,
                 "steps": steps,
                 "successes": self.successes,
                 "episodes": self.finished,
+                "policy_ms_mean": mean_ms,
+                "policy_ms_p95": p95_ms,
             }));
             self.needs_reset = true;
+            self.waiting = !self.auto_reset;
         }
         Ok(())
     }
@@ -347,8 +381,12 @@ impl Node for MimicGenNode {
     }
 
     fn on_input(&mut self, _port: &str, msg: Message, ctx: &mut Context) -> Result<(), NodeError> {
+        let sent_at = msg.timestamp;
         match msg.payload {
             Payload::Actions(a) if a.partial => Ok(()),
+            // The answer to a frame of an earlier episode (a policy stamps actions with
+            // their frame's time): applying it would steer the new episode blind.
+            Payload::Actions(_) if sent_at < self.episode_started_ns => Ok(()),
             Payload::Actions(a) => {
                 if a.values.len() != 7 {
                     return Err(NodeError::msg(format!("expected 7-D actions, got {}", a.values.len())));
@@ -372,7 +410,7 @@ impl Node for MimicGenNode {
     }
 
     fn tick(&mut self, ctx: &mut Context) -> Result<(), NodeError> {
-        if self.paused {
+        if self.paused || self.waiting {
             return Ok(());
         }
         if self.needs_reset {
@@ -394,14 +432,20 @@ impl Node for MimicGenNode {
             "action_scale" => self.action_scale = value.as_f64().unwrap_or(1.0) as f32,
             "repeat_actions" => self.repeat_actions = value.as_bool().unwrap_or(false),
             "motion" => self.motion = Motion::parse(value.as_str().unwrap_or(""))?,
+            "auto_reset" => self.auto_reset = value.as_bool().unwrap_or(true),
             _ => return Err(NodeError::param(name, "cannot change while running")),
         }
         Ok(())
     }
 
-    fn command(&mut self, name: &str, _args: &Value, ctx: &mut Context) -> Result<(), NodeError> {
+    fn command(&mut self, name: &str, args: &Value, ctx: &mut Context) -> Result<(), NodeError> {
         match name {
             "reset_episode" => {
+                if let Some(seed) = args.get("seed") {
+                    self.next_seed = seed
+                        .as_u64()
+                        .ok_or_else(|| NodeError::msg(format!("reset_episode: seed must be a non-negative integer, got {seed}")))?;
+                }
                 self.needs_reset = true;
                 self.reset(ctx)
             }
@@ -431,6 +475,18 @@ impl Node for MimicGenNode {
     fn blocking(&self) -> bool {
         true
     }
+}
+
+/// Mean and 95th percentile (nearest rank) of latencies; `None` when there are none
+/// (built-in motions have no policy to time).
+fn latency_stats(ms: &[f64]) -> (Option<f64>, Option<f64>) {
+    if ms.is_empty() {
+        return (None, None);
+    }
+    let mut v = ms.to_vec();
+    v.sort_by(f64::total_cmp);
+    let p95 = v[((v.len() as f64 * 0.95).ceil() as usize).clamp(1, v.len()) - 1];
+    (Some(v.iter().sum::<f64>() / v.len() as f64), Some(p95))
 }
 
 /// Registers MimicGen, or lists it as unavailable when MuJoCo or the assets are missing.

@@ -134,6 +134,11 @@ impl Llama {
     /// Runs `x` (`[1, T, H]`) at positions `cache.pos..` and returns the logits of the last
     /// position (`[V]`), appending keys/values to the cache.
     pub fn forward_embeds(&self, x: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        Ok(self.forward_embeds_batch(x, cache)?.squeeze(0)?)
+    }
+
+    /// [`Self::forward_embeds`] for `B` sequences of equal length (`[B, T, H]` → `[B, V]`).
+    pub fn forward_embeds_batch(&self, x: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
         let (b, t, h) = x.dims3()?;
         let heads = self.cfg.num_attention_heads;
         let kvh = self.cfg.kv_heads();
@@ -179,7 +184,7 @@ impl Llama {
         cache.pos += t;
         let last = x.narrow(1, t - 1, 1)?;
         let last = self.norm.forward(&last)?;
-        Ok(self.lm_head.forward(&last)?.squeeze(0)?.squeeze(0)?.to_dtype(DType::F32)?)
+        Ok(self.lm_head.forward(&last)?.squeeze(1)?.to_dtype(DType::F32)?)
     }
 }
 

@@ -1,6 +1,6 @@
 //! `vela`: the command-line front door to the studio, graphs and tools.
 
-use vela::{presets, registry, run, sim, speech, studio, vla};
+use vela::{bench, machine_description, presets, registry, run, sim, speech, studio, vla};
 
 use std::path::PathBuf;
 
@@ -34,6 +34,9 @@ enum Command {
     },
     /// Run a preset's graph headless until Ctrl-C or until a node ends the run.
     Run(run::RunArgs),
+    /// Success benchmark: N episodes of a preset's simulator and policy, stats and report;
+    /// `vela bench compare A.json B.json` puts runs side by side.
+    Bench(bench::BenchArgs),
     /// Serve the browser studio: edit and run graphs live.
     Studio {
         /// Preset to load at start (name or path).
@@ -116,6 +119,7 @@ fn real_main() -> Result<()> {
         Command::Preset { command: PresetCommand::List { files } } => list(&store, &files),
         Command::Preset { command: PresetCommand::Import { file, name, force } } => import(&store, &file, name, force),
         Command::Run(args) => run::run(&store, args),
+        Command::Bench(args) => bench::run(&store, args),
         Command::BenchRuntime { messages, out } => bench_runtime(messages, out),
         Command::Vla { command } => vla::run(command),
         Command::Sim { command } => sim::run(command),
@@ -289,14 +293,4 @@ fn bench_runtime(messages: usize, out: Option<PathBuf>) -> Result<()> {
         println!("wrote {}", path.display());
     }
     Ok(())
-}
-
-/// CPU model and core count, so benchmark files say where they were measured.
-pub fn machine_description() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    format!("{cpu}, {cores} cores, {}", std::env::consts::ARCH)
 }

@@ -17,6 +17,10 @@ use vela_runtime::{
 
 use crate::{action_from_model, Camera, EnvConfig, Expert, Observation, StackEnv, StepResult, Variant};
 
+/// Name of the [`Event::Custom`] that closes each episode with its figures (seed,
+/// instruction, steps, success, policy latency, wall time, final frame's timestamp).
+pub const EPISODE_STATS: &str = "episode_stats";
+
 /// What the simulator thread is asked to do.
 enum Request {
     Reset(u64),
@@ -163,6 +167,10 @@ pub struct MimicGenNode {
     waiting: bool,
     /// Wall-clock start of this episode: actions stamped earlier answer an older frame.
     episode_started_ns: u64,
+    /// When the counted part of the episode began (reset, or the policy's first action).
+    counted_since: Instant,
+    /// Capture time of the last frame sent, so a recorder can pair it with the episode's end.
+    last_frame_ts: u64,
 }
 
 impl MimicGenNode {
@@ -251,6 +259,8 @@ impl MimicGenNode {
             latencies_ms: Vec::new(),
             waiting: false,
             episode_started_ns: 0,
+            counted_since: Instant::now(),
+            last_frame_ts: 0,
         })
     }
 
@@ -260,6 +270,7 @@ impl MimicGenNode {
         ctx.send("text", Text::final_text(instruction.clone()))?;
         self.last_instruction = instruction;
         let img = Image::rgb8(image.width, image.height, image.data).map_err(NodeError::msg)?;
+        self.last_frame_ts = img.timestamp;
         ctx.send("image", img)?;
         self.frame_sent = Some(Instant::now());
         Ok(())
@@ -272,6 +283,7 @@ impl MimicGenNode {
         self.latencies_ms.clear();
         self.waiting = false;
         self.episode_started_ns = now_ns();
+        self.counted_since = Instant::now();
         self.episode += 1;
         let t0 = Instant::now();
         let obs = self.sim.reset(seed)?;
@@ -333,6 +345,7 @@ impl MimicGenNode {
             if self.actions_this_episode == 1 {
                 // Steps before the policy's first action are not counted (as the reference).
                 self.frames = 0;
+                self.counted_since = Instant::now();
             }
         }
         let action = self.choose_action();
@@ -357,7 +370,7 @@ impl MimicGenNode {
             }
             ctx.send("events", Event::EpisodeEnd { episode: self.episode, success: r.success, steps })?;
             let (mean_ms, p95_ms) = latency_stats(&self.latencies_ms);
-            ctx.publish(json!({
+            let stats = json!({
                 "episode": self.episode,
                 "seed": self.seed,
                 "instruction": self.sim.instruction,
@@ -367,7 +380,12 @@ impl MimicGenNode {
                 "episodes": self.finished,
                 "policy_ms_mean": mean_ms,
                 "policy_ms_p95": p95_ms,
-            }));
+                "wall_s": self.counted_since.elapsed().as_secs_f64(),
+                "frame_ts": self.last_frame_ts,
+            });
+            // Also on the events port, so a recorder gets it in order with the frames.
+            ctx.send("events", Event::Custom { name: EPISODE_STATS.into(), data: stats.clone() })?;
+            ctx.publish(stats);
             self.needs_reset = true;
             self.waiting = !self.auto_reset;
         }
@@ -467,8 +485,8 @@ impl Node for MimicGenNode {
     fn summary(&self) -> Option<String> {
         let pct = if self.finished > 0 { 100.0 * self.successes as f64 / self.finished as f64 } else { 0.0 };
         Some(format!(
-            "{:.0}ms ({}) {}/{} ({:.0}%)",
-            self.render_ms, self.frames, self.successes, self.finished, pct
+            "episode {} · frame {} · {}/{} ({:.0}%) · {:.0} ms",
+            self.episode, self.frames, self.successes, self.finished, pct, self.render_ms
         ))
     }
 

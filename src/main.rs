@@ -1,6 +1,6 @@
 //! `vela`: the command-line front door to the studio, graphs and tools.
 
-use vela::{datagen, machine_description, presets, registry, run, sim, speech, studio, train, vla};
+use vela::{bench, datagen, machine_description, presets, registry, run, sim, speech, studio, train, vla};
 
 use std::path::PathBuf;
 
@@ -34,6 +34,9 @@ enum Command {
     },
     /// Run a preset's graph headless until Ctrl-C or until a node ends the run.
     Run(run::RunArgs),
+    /// Success benchmark: N episodes of a preset's simulator and policy, stats and report;
+    /// `vela bench compare A.json B.json` puts runs side by side.
+    Bench(bench::BenchArgs),
     /// Serve the browser studio: edit and run graphs live.
     Studio {
         /// Preset to load at start (name or path).
@@ -121,6 +124,7 @@ fn real_main() -> Result<()> {
         Command::Preset { command: PresetCommand::List { files } } => list(&store, &files),
         Command::Preset { command: PresetCommand::Import { file, name, force } } => import(&store, &file, name, force),
         Command::Run(args) => run::run(&store, args),
+        Command::Bench(args) => bench::run(&store, args),
         Command::BenchRuntime { messages, out } => bench_runtime(messages, out),
         Command::Vla { command } => vla::run(command),
         Command::Datagen(args) => datagen::run(args),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use crate::message::{Image, Message, Payload};
+use crate::message::{Actions, Image, Message, Payload};
 use crate::node::{AlertLevel, Context, Node, NodeError, NodeInit};
 use crate::registry::Registry;
 use crate::types::{DataType, NodeDescriptor, ParamKind, ParamSpec};
@@ -16,6 +16,7 @@ pub fn register(r: &mut Registry) {
     r.register(Scale::descriptor(), |init| Ok(Box::new(Scale { factor: init.params.f64("factor")?, skipped: 0 })));
     r.register(Collector::descriptor(), |init| Ok(Box::new(Collector::new(init)?)));
     r.register(TestPattern::descriptor(), |init| Ok(Box::new(TestPattern::new(init)?)));
+    r.register(ConstantPolicy::descriptor(), |init| Ok(Box::new(ConstantPolicy::new(init)?)));
 }
 
 fn int(min: i64, max: Option<i64>) -> ParamKind {
@@ -285,5 +286,56 @@ impl Node for TestPattern {
 
     fn summary(&self) -> Option<String> {
         Some(format!("{}x{} frame {}", self.width, self.height, self.frame))
+    }
+}
+
+/// Answers every frame with the same action vector: the floor a trained policy must beat
+/// in a success benchmark, through the same lock-step wiring as a real model.
+pub struct ConstantPolicy {
+    values: Vec<f32>,
+    answered: u64,
+}
+
+impl ConstantPolicy {
+    pub fn descriptor() -> NodeDescriptor {
+        NodeDescriptor::new("ConstantPolicy", "Robotics", "Constant policy")
+            .describe("Answers each frame (or prompt) with a fixed action vector, e.g. all zeros.")
+            .input("in", &[DataType::Image, DataType::Prompt], "camera frames or prompts")
+            .output("actions", DataType::Actions, "the fixed action, stamped with its frame's time")
+            .param(ParamSpec::new("values", ParamKind::String, "0,0,0,0,0,0,0", "comma-separated action values"))
+    }
+
+    fn new(init: &NodeInit) -> Result<Self, NodeError> {
+        Ok(ConstantPolicy { values: Self::parse(init.params.str("values")?)?, answered: 0 })
+    }
+
+    fn parse(s: &str) -> Result<Vec<f32>, NodeError> {
+        s.split(',')
+            .map(|v| v.trim().parse::<f32>().map_err(|_| NodeError::param("values", format!("{v:?} in {s:?} is not a number"))))
+            .collect()
+    }
+}
+
+impl Node for ConstantPolicy {
+    fn on_input(&mut self, _: &str, msg: Message, ctx: &mut Context) -> Result<(), NodeError> {
+        let frame_time = match &msg.payload {
+            Payload::Image(i) => i.timestamp,
+            Payload::Prompt(p) => p.last_image().map_or(msg.timestamp, |i| i.timestamp),
+            _ => msg.timestamp,
+        };
+        self.answered += 1;
+        ctx.send_stamped("actions", Actions::new(self.values.clone(), "constant"), frame_time)
+    }
+
+    fn set_param(&mut self, name: &str, value: &Value, _: &mut Context) -> Result<(), NodeError> {
+        match name {
+            "values" => self.values = Self::parse(value.as_str().unwrap_or_default())?,
+            _ => return Err(NodeError::param(name, "unknown")),
+        }
+        Ok(())
+    }
+
+    fn summary(&self) -> Option<String> {
+        Some(format!("{} actions", self.answered))
     }
 }

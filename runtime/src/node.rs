@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::message::{Message, Payload};
+use crate::message::{Message, Payload, Timestamp};
 use crate::types::{DataType, NodeDescriptor};
 
 /// Errors a node reports. The executor marks the node failed and keeps the graph running.
@@ -164,10 +164,15 @@ impl Context {
     /// Forwards a message unchanged except for the sender, keeping its original timestamp
     /// so end-to-end latency stays measurable across relays.
     pub fn forward(&mut self, port: &str, msg: Message) -> Result<(), NodeError> {
-        let ts = msg.timestamp;
-        self.send(port, msg.payload)?;
+        self.send_stamped(port, msg.payload, msg.timestamp)
+    }
+
+    /// Sends a payload stamped with the time of what it answers (a policy's action carries
+    /// its camera frame's time), so receivers can tell stale answers from fresh ones.
+    pub fn send_stamped(&mut self, port: &str, payload: impl Into<Payload>, timestamp: Timestamp) -> Result<(), NodeError> {
+        self.send(port, payload)?;
         if let Some(last) = self.outbox.last_mut() {
-            last.1.timestamp = ts;
+            last.1.timestamp = timestamp;
         }
         Ok(())
     }

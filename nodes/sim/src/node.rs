@@ -12,10 +12,14 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 use vela_runtime::{
     Context, DataType, Event, Image, Message, Node, NodeDescriptor, NodeError, NodeInit, ParamKind, ParamSpec,
-    Payload, Registry, Text,
+    now_ns, Payload, Registry, Text,
 };
 
 use crate::{action_from_model, Camera, EnvConfig, Expert, Observation, StackEnv, StepResult, Variant};
+
+/// Name of the [`Event::Custom`] that closes each episode with its figures (seed,
+/// instruction, steps, success, policy latency, wall time, final frame's timestamp).
+pub const EPISODE_STATS: &str = "episode_stats";
 
 /// What the simulator thread is asked to do.
 enum Request {
@@ -151,6 +155,22 @@ pub struct MimicGenNode {
     frames_per_episode: Vec<u32>,
     render_ms: f64,
     last_instruction: String,
+    /// Start the next episode by itself; off, an ended episode waits for `reset_episode`
+    /// (a benchmark hands out seeds so parallel simulators run a fixed set of episodes).
+    auto_reset: bool,
+    seed: u64,
+    /// When the last frame went out, to time the policy's answer (genlocked agents).
+    frame_sent: Option<Instant>,
+    /// Policy latencies of this episode in milliseconds (frame out -> action in).
+    latencies_ms: Vec<f64>,
+    /// An ended episode waits for `reset_episode` (only with `auto_reset` off).
+    waiting: bool,
+    /// Wall-clock start of this episode: actions stamped earlier answer an older frame.
+    episode_started_ns: u64,
+    /// When the counted part of the episode began (reset, or the policy's first action).
+    counted_since: Instant,
+    /// Capture time of the last frame sent, so a recorder can pair it with the episode's end.
+    last_frame_ts: u64,
 }
 
 impl MimicGenNode {
@@ -186,7 +206,8 @@ impl MimicGenNode {
                 "where actions come from",
             ))
             .param(ParamSpec::new("seed", ParamKind::Int { min: Some(0), max: None }, 0, "seed of the first episode").startup_only())
-            .command("reset_episode", "Reset episode", "start a new episode now")
+            .param(ParamSpec::new("auto_reset", ParamKind::Bool, true, "start the next episode when one ends (off: wait for reset episode)"))
+            .command("reset_episode", "Reset episode", "start a new episode now (args may give its \"seed\")")
             .command("reset_stats", "Reset stats", "forget successes and episodes, start again")
             .command("pause", "Pause / resume", "freeze the simulation")
     }
@@ -232,6 +253,14 @@ impl MimicGenNode {
             frames_per_episode: Vec::new(),
             render_ms: 0.0,
             last_instruction: String::new(),
+            auto_reset: p.bool("auto_reset")?,
+            seed,
+            frame_sent: None,
+            latencies_ms: Vec::new(),
+            waiting: false,
+            episode_started_ns: 0,
+            counted_since: Instant::now(),
+            last_frame_ts: 0,
         })
     }
 
@@ -241,12 +270,20 @@ impl MimicGenNode {
         ctx.send("text", Text::final_text(instruction.clone()))?;
         self.last_instruction = instruction;
         let img = Image::rgb8(image.width, image.height, image.data).map_err(NodeError::msg)?;
-        ctx.send("image", img)
+        self.last_frame_ts = img.timestamp;
+        ctx.send("image", img)?;
+        self.frame_sent = Some(Instant::now());
+        Ok(())
     }
 
     fn reset(&mut self, ctx: &mut Context) -> Result<(), NodeError> {
         let seed = self.next_seed;
+        self.seed = seed;
         self.next_seed += 1;
+        self.latencies_ms.clear();
+        self.waiting = false;
+        self.episode_started_ns = now_ns();
+        self.counted_since = Instant::now();
         self.episode += 1;
         let t0 = Instant::now();
         let obs = self.sim.reset(seed)?;
@@ -293,7 +330,7 @@ impl MimicGenNode {
 
     fn step(&mut self, ctx: &mut Context) -> Result<(), NodeError> {
         if self.needs_reset {
-            return self.reset(ctx);
+            return if self.waiting { Ok(()) } else { self.reset(ctx) };
         }
         let from_policy = self.motion == Motion::Agent && self.next_action.is_some();
         if self.motion == Motion::Agent && self.genlock && !from_policy {
@@ -301,10 +338,14 @@ impl MimicGenNode {
             return Ok(());
         }
         if from_policy {
+            if let Some(t) = self.frame_sent.take() {
+                self.latencies_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            }
             self.actions_this_episode += 1;
             if self.actions_this_episode == 1 {
                 // Steps before the policy's first action are not counted (as the reference).
                 self.frames = 0;
+                self.counted_since = Instant::now();
             }
         }
         let action = self.choose_action();
@@ -328,14 +369,25 @@ impl MimicGenNode {
                 ctx.send("events", Event::Timeout { episode: self.episode, steps })?;
             }
             ctx.send("events", Event::EpisodeEnd { episode: self.episode, success: r.success, steps })?;
-            ctx.publish(json!({
+            let (mean_ms, p95_ms) = latency_stats(&self.latencies_ms);
+            let stats = json!({
                 "episode": self.episode,
+                "seed": self.seed,
+                "instruction": self.sim.instruction,
                 "success": r.success,
                 "steps": steps,
                 "successes": self.successes,
                 "episodes": self.finished,
-            }));
+                "policy_ms_mean": mean_ms,
+                "policy_ms_p95": p95_ms,
+                "wall_s": self.counted_since.elapsed().as_secs_f64(),
+                "frame_ts": self.last_frame_ts,
+            });
+            // Also on the events port, so a recorder gets it in order with the frames.
+            ctx.send("events", Event::Custom { name: EPISODE_STATS.into(), data: stats.clone() })?;
+            ctx.publish(stats);
             self.needs_reset = true;
+            self.waiting = !self.auto_reset;
         }
         Ok(())
     }
@@ -347,8 +399,12 @@ impl Node for MimicGenNode {
     }
 
     fn on_input(&mut self, _port: &str, msg: Message, ctx: &mut Context) -> Result<(), NodeError> {
+        let sent_at = msg.timestamp;
         match msg.payload {
             Payload::Actions(a) if a.partial => Ok(()),
+            // The answer to a frame of an earlier episode (a policy stamps actions with
+            // their frame's time): applying it would steer the new episode blind.
+            Payload::Actions(_) if sent_at < self.episode_started_ns => Ok(()),
             Payload::Actions(a) => {
                 if a.values.len() != 7 {
                     return Err(NodeError::msg(format!("expected 7-D actions, got {}", a.values.len())));
@@ -372,7 +428,7 @@ impl Node for MimicGenNode {
     }
 
     fn tick(&mut self, ctx: &mut Context) -> Result<(), NodeError> {
-        if self.paused {
+        if self.paused || self.waiting {
             return Ok(());
         }
         if self.needs_reset {
@@ -394,14 +450,20 @@ impl Node for MimicGenNode {
             "action_scale" => self.action_scale = value.as_f64().unwrap_or(1.0) as f32,
             "repeat_actions" => self.repeat_actions = value.as_bool().unwrap_or(false),
             "motion" => self.motion = Motion::parse(value.as_str().unwrap_or(""))?,
+            "auto_reset" => self.auto_reset = value.as_bool().unwrap_or(true),
             _ => return Err(NodeError::param(name, "cannot change while running")),
         }
         Ok(())
     }
 
-    fn command(&mut self, name: &str, _args: &Value, ctx: &mut Context) -> Result<(), NodeError> {
+    fn command(&mut self, name: &str, args: &Value, ctx: &mut Context) -> Result<(), NodeError> {
         match name {
             "reset_episode" => {
+                if let Some(seed) = args.get("seed") {
+                    self.next_seed = seed
+                        .as_u64()
+                        .ok_or_else(|| NodeError::msg(format!("reset_episode: seed must be a non-negative integer, got {seed}")))?;
+                }
                 self.needs_reset = true;
                 self.reset(ctx)
             }
@@ -423,14 +485,26 @@ impl Node for MimicGenNode {
     fn summary(&self) -> Option<String> {
         let pct = if self.finished > 0 { 100.0 * self.successes as f64 / self.finished as f64 } else { 0.0 };
         Some(format!(
-            "{:.0}ms ({}) {}/{} ({:.0}%)",
-            self.render_ms, self.frames, self.successes, self.finished, pct
+            "episode {} · frame {} · {}/{} ({:.0}%) · {:.0} ms",
+            self.episode, self.frames, self.successes, self.finished, pct, self.render_ms
         ))
     }
 
     fn blocking(&self) -> bool {
         true
     }
+}
+
+/// Mean and 95th percentile (nearest rank) of latencies; `None` when there are none
+/// (built-in motions have no policy to time).
+fn latency_stats(ms: &[f64]) -> (Option<f64>, Option<f64>) {
+    if ms.is_empty() {
+        return (None, None);
+    }
+    let mut v = ms.to_vec();
+    v.sort_by(f64::total_cmp);
+    let p95 = v[((v.len() as f64 * 0.95).ceil() as usize).clamp(1, v.len()) - 1];
+    (Some(v.iter().sum::<f64>() / v.len() as f64), Some(p95))
 }
 
 /// Registers MimicGen, or lists it as unavailable when MuJoCo or the assets are missing.

@@ -105,3 +105,45 @@ async fn bad_parameters_are_refused_before_start() {
     assert!(text.contains("environment") && text.contains("Stack_D9"), "{text}");
     assert!(text.contains("width") && text.contains("below the minimum 16"), "{text}");
 }
+
+/// What a benchmark relies on: seeded resets on command, no auto-reset, per-episode stats,
+/// and answers to an earlier episode's frame dropped.
+#[test]
+fn benchmark_hooks_seeded_resets_and_stale_actions() {
+    use vela_sim::MimicGenNode;
+    let given = json!({ "environment": "Stack_D2", "width": 32, "height": 32, "horizon": 3, "auto_reset": false, "seed": 5 });
+    let params = resolve_params(&MimicGenNode::descriptor(), given.as_object().unwrap()).unwrap();
+    let mut node = MimicGenNode::new(&NodeInit { name: "sim", params: &params }).unwrap();
+    let mut ctx = Context::detached("sim", MimicGenNode::descriptor());
+    let events = |sent: &[(String, Message)]| -> Vec<Event> {
+        sent.iter().filter_map(|(_, m)| if let Payload::Event(e) = &m.payload { Some(e.clone()) } else { None }).collect()
+    };
+    node.start(&mut ctx).unwrap();
+    let sent = ctx.take_sent();
+    assert!(matches!(events(&sent)[0], Event::EpisodeStart { seed: 5, .. }), "{:?}", events(&sent));
+    let action = |ts: u64| {
+        let mut m = Message::new("policy", Actions::new(vec![0.0; 7], "x"));
+        m.timestamp = ts;
+        m
+    };
+    // An answer stamped before this episode began belongs to an older frame.
+    node.on_input("actions", action(1), &mut ctx).unwrap();
+    assert!(ctx.take_sent().is_empty(), "a stale action must not step the simulator");
+    for _ in 0..3 {
+        node.on_input("actions", action(now_ns()), &mut ctx).unwrap();
+    }
+    let sent = ctx.take_sent();
+    let stats = events(&sent)
+        .into_iter()
+        .find_map(|e| if let Event::Custom { name, data } = e { (name == vela_sim::node::EPISODE_STATS).then_some(data) } else { None })
+        .expect("episode stats at the end");
+    assert_eq!((stats["seed"].as_u64(), stats["steps"].as_u64(), stats["success"].as_bool()), (Some(5), Some(3), Some(false)));
+    assert!(stats["policy_ms_mean"].as_f64().is_some() && !stats["instruction"].as_str().unwrap().is_empty());
+    // Without auto_reset the ended episode waits, whatever arrives.
+    node.on_input("actions", action(now_ns()), &mut ctx).unwrap();
+    node.tick(&mut ctx).unwrap();
+    assert!(ctx.take_sent().is_empty());
+    node.command("reset_episode", &json!({ "seed": 42 }), &mut ctx).unwrap();
+    assert!(matches!(events(&ctx.take_sent())[0], Event::EpisodeStart { seed: 42, .. }));
+    assert!(node.command("reset_episode", &json!({ "seed": -1 }), &mut ctx).is_err());
+}

@@ -5,6 +5,7 @@
 //! offline metrics in [`eval`].
 
 pub mod action;
+pub mod batcher;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;

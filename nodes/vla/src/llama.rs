@@ -141,10 +141,15 @@ impl Llama {
     /// Runs `x` (`[1, T, H]`) at positions `cache.pos..` and returns the logits of the last
     /// position (`[V]`), appending keys/values to the cache.
     pub fn forward_embeds(&self, x: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        Ok(self.forward_embeds_batch(x, cache)?.squeeze(0)?)
+    }
+
+    /// [`Self::forward_embeds`] for `B` sequences of equal length (`[B, T, H]` → `[B, V]`).
+    pub fn forward_embeds_batch(&self, x: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
         let t = x.dim(1)?;
         let x = self.run_layers(x, Some(cache))?;
         let last = self.norm.forward(&x.narrow(1, t - 1, 1)?)?;
-        Ok(self.lm_head.forward(&last)?.squeeze(0)?.squeeze(0)?.to_dtype(DType::F32)?)
+        Ok(self.lm_head.forward(&last)?.squeeze(1)?.to_dtype(DType::F32)?)
     }
 
     /// Training forward: causal attention over the whole of `x` (`[B, T, H]`, positions from 0,

@@ -16,6 +16,8 @@ use crate::vision::{Projector, VisionBackbone};
 use crate::weights::{parse_torch_dtype, GgufStore, ProgressStore, SafetensorsStore, Weights};
 use crate::{Result, VlaError};
 
+mod batch;
+
 /// Pseudo action space that skips un-normalisation and returns values in [-1, 1].
 pub const NORMALIZED: &str = "normalized";
 

@@ -15,11 +15,27 @@ use vela_runtime::{
     ParamSpec, Payload, Registry,
 };
 
+use crate::batcher::Client;
 use crate::{LoadOptions, OpenVla, Quantization};
 
+/// The node's own model, or its seat in a batch shared with other nodes.
+enum Policy {
+    Own(Arc<OpenVla>),
+    Batched(Client),
+}
+
+impl Policy {
+    fn model(&self) -> &Arc<OpenVla> {
+        match self {
+            Policy::Own(m) => m,
+            Policy::Batched(c) => c.model(),
+        }
+    }
+}
+
 enum Loading {
-    InProgress { rx: mpsc::Receiver<crate::Result<OpenVla>>, done: Arc<AtomicUsize>, total: Arc<AtomicUsize> },
-    Ready(Arc<OpenVla>),
+    InProgress { rx: mpsc::Receiver<crate::Result<Policy>>, done: Arc<AtomicUsize>, total: Arc<AtomicUsize> },
+    Ready(Arc<Policy>),
 }
 
 pub struct OpenVlaNode {
@@ -31,6 +47,10 @@ pub struct OpenVlaNode {
     /// Latest instruction from the `instruction` port (when images come separately).
     instruction: Option<String>,
     dropped_while_loading: u64,
+    /// The newest frame that came while loading, answered once the model is ready (a
+    /// lock-stepped simulator waits for exactly that answer).
+    pending: Option<(Image, String)>,
+    batch: usize,
     predictions: u64,
     last_ms: f64,
     started: Instant,
@@ -56,6 +76,15 @@ impl OpenVlaNode {
             )
             .param(ParamSpec::new("action_space", ParamKind::String, "", "norm_stats key to un-normalise with (empty = the first; `normalized` = raw [-1, 1])"))
             .param(ParamSpec::new("partial", ParamKind::Bool, false, "emit the partial action vector after every decoded token"))
+            .param(
+                ParamSpec::new(
+                    "batch",
+                    ParamKind::Int { min: Some(1), max: Some(256) },
+                    1,
+                    "above 1: share the model with other nodes on the same checkpoint and batch their frames (up to this many; no partials)",
+                )
+                .startup_only(),
+            )
     }
 
     pub fn new(init: &NodeInit) -> Result<Self, NodeError> {
@@ -76,14 +105,22 @@ impl OpenVlaNode {
         let done = Arc::new(AtomicUsize::new(0));
         let total = Arc::new(AtomicUsize::new(0));
         let (d, t, dir) = (done.clone(), total.clone(), model_dir.clone());
+        let batch = p.u64("batch")? as usize;
         std::thread::Builder::new()
             .name(format!("load-{}", init.name))
             .spawn(move || {
                 let opts = LoadOptions { quantization, ..Default::default() };
-                let r = OpenVla::load_with_progress(&dir, &opts, move |n, of| {
-                    d.store(n, Ordering::Relaxed);
-                    t.store(of, Ordering::Relaxed);
-                });
+                let load = || {
+                    OpenVla::load_with_progress(&dir, &opts, move |n, of| {
+                        d.store(n, Ordering::Relaxed);
+                        t.store(of, Ordering::Relaxed);
+                    })
+                };
+                let r = if batch > 1 {
+                    Client::join(&dir, quantization, batch, load).map(Policy::Batched)
+                } else {
+                    load().map(|m| Policy::Own(Arc::new(m)))
+                };
                 let _ = tx.send(r);
             })
             .map_err(NodeError::msg)?;
@@ -95,6 +132,8 @@ impl OpenVlaNode {
             loading: Loading::InProgress { rx, done, total },
             instruction: None,
             dropped_while_loading: 0,
+            pending: None,
+            batch,
             predictions: 0,
             last_ms: 0.0,
             started: Instant::now(),
@@ -102,11 +141,12 @@ impl OpenVlaNode {
     }
 
     /// The model if loaded; a load failure becomes the node's error.
-    fn model(&mut self, ctx: &mut Context) -> Result<Option<Arc<OpenVla>>, NodeError> {
+    fn model(&mut self, ctx: &mut Context) -> Result<Option<Arc<Policy>>, NodeError> {
         if let Loading::InProgress { rx, .. } = &self.loading {
             match rx.try_recv() {
-                Ok(Ok(m)) => {
-                    let m = Arc::new(m);
+                Ok(Ok(policy)) => {
+                    let policy = Arc::new(policy);
+                    let m = policy.model();
                     if !self.action_space.is_empty() && !m.action_spaces().contains(&self.action_space) {
                         return Err(NodeError::param(
                             "action_space",
@@ -122,7 +162,7 @@ impl OpenVlaNode {
                             self.started.elapsed().as_secs_f64()
                         ),
                     );
-                    self.loading = Loading::Ready(m);
+                    self.loading = Loading::Ready(policy);
                 }
                 Ok(Err(e)) => return Err(NodeError::msg(format!("loading {}: {e}", self.model_dir.display()))),
                 Err(mpsc::TryRecvError::Empty) => return Ok(None),
@@ -144,29 +184,34 @@ impl OpenVlaNode {
     }
 
     fn predict(&mut self, image: &Image, instruction: &str, ctx: &mut Context) -> Result<(), NodeError> {
-        let Some(m) = self.model(ctx)? else {
-            self.dropped_while_loading += 1;
+        let Some(policy) = self.model(ctx)? else {
+            if self.pending.replace((image.clone(), instruction.to_string())).is_some() {
+                self.dropped_while_loading += 1;
+            }
             return Ok(());
         };
         let img = image::RgbImage::from_raw(image.width, image.height, image.data.to_vec())
             .ok_or_else(|| NodeError::msg("image buffer does not match its size"))?;
-        let space = self.space(&m);
+        let space = self.space(policy.model());
         let t0 = Instant::now();
         let mut partials = Vec::new();
         let partial = self.partial;
-        let p = m
-            .predict_action_stream(&img, instruction, &space, |pa| {
+        let p = match &*policy {
+            Policy::Own(m) => m.predict_action_stream(&img, instruction, &space, |pa| {
                 if partial && pa.index + 1 < 7 {
                     partials.push(pa.values.clone());
                 }
-            })
-            .map_err(|e| NodeError::msg(e.to_string()))?;
+            }),
+            Policy::Batched(c) => c.predict(img, instruction, &space),
+        }
+        .map_err(|e| NodeError::msg(e.to_string()))?;
         self.last_ms = t0.elapsed().as_secs_f64() * 1e3;
         self.predictions += 1;
+        // Stamped with the frame's time so the simulator can drop answers to an old episode.
         for v in partials {
-            ctx.send("actions", Actions { values: v, partial: true, space: space.clone() })?;
+            ctx.send_stamped("actions", Actions { values: v, partial: true, space: space.clone() }, image.timestamp)?;
         }
-        ctx.send("actions", Actions::new(p.action, space))
+        ctx.send_stamped("actions", Actions::new(p.action, space), image.timestamp)
     }
 }
 
@@ -198,16 +243,22 @@ impl Node for OpenVlaNode {
     }
 
     fn tick(&mut self, ctx: &mut Context) -> Result<(), NodeError> {
-        self.model(ctx).map(|_| ())
+        if self.model(ctx)?.is_some() {
+            if let Some((image, instruction)) = self.pending.take() {
+                return self.predict(&image, &instruction, ctx);
+            }
+        }
+        Ok(())
     }
 
     fn set_param(&mut self, name: &str, value: &Value, _: &mut Context) -> Result<(), NodeError> {
         match name {
             "action_space" => {
                 let s = value.as_str().unwrap_or_default().to_string();
-                if let Loading::Ready(m) = &self.loading {
-                    if !s.is_empty() && !m.action_spaces().contains(&s) {
-                        return Err(NodeError::param(name, format!("'{s}' is not one of {}", m.action_spaces().join(", "))));
+                if let Loading::Ready(p) = &self.loading {
+                    let spaces = p.model().action_spaces();
+                    if !s.is_empty() && !spaces.contains(&s) {
+                        return Err(NodeError::param(name, format!("'{s}' is not one of {}", spaces.join(", "))));
                     }
                 }
                 self.action_space = s;
@@ -224,6 +275,9 @@ impl Node for OpenVlaNode {
             Loading::InProgress { done, total, .. } => {
                 let (d, t) = (done.load(Ordering::Relaxed), total.load(Ordering::Relaxed).max(1));
                 format!("loading {q} {}%", 100 * d / t)
+            }
+            Loading::Ready(_) if self.batch > 1 => {
+                format!("{q} · batch ≤{} · {:.0} ms · {} actions", self.batch, self.last_ms, self.predictions)
             }
             Loading::Ready(_) => format!("{q} · {:.0} ms · {} actions", self.last_ms, self.predictions),
         })

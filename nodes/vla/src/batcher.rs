@@ -1,0 +1,136 @@
+//! One model shared by several OpenVLA nodes, their requests batched.
+//!
+//! A success benchmark runs N simulators in lock-step with one policy each; answering them
+//! one at a time leaves most of a wide CPU or GPU idle. Nodes asking for the same model
+//! folder and quantization share one loaded model and one batching thread, which gathers a
+//! request from every live node (or waits [`WINDOW`] for stragglers) and runs them together.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use image::RgbImage;
+
+use crate::{ActionPrediction, OpenVla, Quantization, Result, VlaError};
+
+/// How long a batch waits for the remaining nodes once its first request is in. Lock-step
+/// simulators answer within a physics step of each other; an idle node must not stall the rest.
+pub const WINDOW: Duration = Duration::from_millis(50);
+
+struct Job {
+    image: RgbImage,
+    instruction: String,
+    space: String,
+    reply: mpsc::SyncSender<Result<ActionPrediction>>,
+}
+
+/// A handle on a shared model; dropping the last one stops its batching thread.
+pub struct SharedModel {
+    pub model: Arc<OpenVla>,
+    jobs: Mutex<mpsc::Sender<Job>>,
+    clients: Arc<AtomicUsize>,
+    max_batch: usize,
+}
+
+type Key = (PathBuf, Option<Quantization>);
+
+/// Models loaded for batching, by folder and quantization. Loading holds the lock so nodes
+/// started together load the model once.
+static SHARED: Mutex<Vec<(Key, Weak<SharedModel>)>> = Mutex::new(Vec::new());
+
+/// A node's membership: counts towards the batch size it waits for.
+pub struct Client {
+    shared: Arc<SharedModel>,
+}
+
+impl Client {
+    /// Joins (loading the model if no other node has) the batch for `dir` + `quantization`.
+    pub fn join(dir: &Path, quantization: Option<Quantization>, max_batch: usize, load: impl FnOnce() -> Result<OpenVla>) -> Result<Self> {
+        let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        shared.retain(|(_, w)| w.strong_count() > 0);
+        let key = (dir.to_path_buf(), quantization);
+        let found = shared.iter().find(|(k, _)| *k == key).and_then(|(_, w)| w.upgrade());
+        let s = match found {
+            Some(s) => s,
+            None => {
+                let s = Arc::new(SharedModel::start(Arc::new(load()?), max_batch)?);
+                shared.push((key, Arc::downgrade(&s)));
+                s
+            }
+        };
+        s.clients.fetch_add(1, Ordering::SeqCst);
+        Ok(Client { shared: s })
+    }
+
+    pub fn model(&self) -> &Arc<OpenVla> {
+        &self.shared.model
+    }
+
+    /// Queues one request and waits for its batch to finish.
+    pub fn predict(&self, image: RgbImage, instruction: &str, space: &str) -> Result<ActionPrediction> {
+        let (reply, rx) = mpsc::sync_channel(1);
+        let job = Job { image, instruction: instruction.to_string(), space: space.to_string(), reply };
+        let sent = self.shared.jobs.lock().unwrap_or_else(|e| e.into_inner()).send(job);
+        sent.map_err(|_| VlaError::Input("the batching thread has stopped".into()))?;
+        rx.recv().map_err(|_| VlaError::Input("the batching thread has stopped".into()))?
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.shared.clients.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl SharedModel {
+    fn start(model: Arc<OpenVla>, max_batch: usize) -> Result<Self> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let clients = Arc::new(AtomicUsize::new(0));
+        let (m, c) = (model.clone(), clients.clone());
+        std::thread::Builder::new()
+            .name("openvla-batch".into())
+            .spawn(move || run_batches(&m, &rx, &c, max_batch.max(1)))
+            .map_err(|e| VlaError::Input(format!("cannot start the batching thread: {e}")))?;
+        Ok(SharedModel { model, jobs: Mutex::new(tx), clients, max_batch })
+    }
+
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+}
+
+fn run_batches(model: &OpenVla, rx: &mpsc::Receiver<Job>, clients: &AtomicUsize, max_batch: usize) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        let deadline = Instant::now() + WINDOW;
+        while jobs.len() < clients.load(Ordering::SeqCst).clamp(1, max_batch) {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        // One forward pass per action space (normally there is one).
+        let mut by_space: HashMap<String, Vec<Job>> = HashMap::new();
+        for j in jobs {
+            by_space.entry(j.space.clone()).or_default().push(j);
+        }
+        for (space, jobs) in by_space {
+            let requests: Vec<(&RgbImage, &str)> = jobs.iter().map(|j| (&j.image, j.instruction.as_str())).collect();
+            match model.predict_actions_batch(&requests, &space) {
+                Ok(preds) => {
+                    for (j, p) in jobs.iter().zip(preds) {
+                        let _ = j.reply.send(Ok(p));
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    for j in &jobs {
+                        let _ = j.reply.send(Err(VlaError::Input(format!("batched prediction: {msg}"))));
+                    }
+                }
+            }
+        }
+    }
+}

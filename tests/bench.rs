@@ -1,0 +1,207 @@
+//! `vela bench` end to end: real simulator, real policies, few episodes, small frames.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn vela(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vela"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("VELA_LOG", "warn")
+        .output()
+        .expect("vela runs")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("vela-bench-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bench").join(name).to_string_lossy().into_owned()
+}
+
+fn stats(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// (seed, success, steps) per episode, sorted by seed.
+fn outcomes(v: &Value) -> Vec<(u64, bool, u64)> {
+    let mut o: Vec<_> = v["episodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["seed"].as_u64().unwrap(), e["success"].as_bool().unwrap(), e["steps"].as_u64().unwrap()))
+        .collect();
+    o.sort();
+    o
+}
+
+fn bench(preset: &str, extra: &[&str], out: &Path) -> Output {
+    let out = out.to_str().unwrap();
+    let mut args = vec!["bench", "--preset", preset, "--save-stats", out, "--quiet"];
+    args.extend_from_slice(extra);
+    vela(&args)
+}
+
+#[test]
+fn scripted_expert_succeeds_and_the_report_is_written() {
+    let dir = scratch("expert");
+    let file = dir.join("expert.json");
+    let report = dir.join("report");
+    let o = bench(&fixture("expert.json"), &["--episodes", "3", "--seed", "0", "--report", report.to_str().unwrap()], &file);
+    assert!(o.status.success(), "{}", text(&o));
+    let v = stats(&file);
+    let s = &v["summary"];
+    assert_eq!(s["episodes"], 3, "{v}");
+    assert!(s["successes"].as_u64().unwrap() >= 2, "the expert should stack nearly always: {v}");
+    assert!(s["complete"].as_bool().unwrap());
+    let e = &v["episodes"][0];
+    assert_eq!(e["variant"], "Stack_D2");
+    assert!(!e["instruction"].as_str().unwrap().is_empty(), "{e}");
+    assert!(e["policy_ms_mean"].is_null(), "built-in motion has no policy latency");
+    assert!(s["wilson95_pct"][1].as_f64().unwrap() <= 100.0);
+    for f in ["index.html", "success.png", "steps.png", "latency.png", "frames.png"] {
+        assert!(report.join(f).is_file(), "missing {f}");
+    }
+    assert_eq!(std::fs::read_dir(report.join("frames")).unwrap().count(), 3, "one final frame per episode");
+    let html = std::fs::read_to_string(report.join("index.html")).unwrap();
+    assert!(html.contains("successes (") && html.contains("success.png"), "{html}");
+}
+
+#[test]
+fn zero_policy_never_succeeds_and_parallel_runs_the_same_episodes() {
+    let dir = scratch("zeros");
+    let (one, two) = (dir.join("p1.json"), dir.join("p2.json"));
+    let common = ["--episodes", "4", "--max-steps", "15", "--seed", "7"];
+    let o = bench(&fixture("zeros.json"), &common, &one);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = bench(&fixture("zeros.json"), &[&common[..], &["--parallel", "2"]].concat(), &two);
+    assert!(o.status.success(), "{}", text(&o));
+    let (a, b) = (stats(&one), stats(&two));
+    assert_eq!(a["summary"]["successes"], 0, "{a}");
+    assert!(a["summary"]["model"].as_str().unwrap().contains("ConstantPolicy"), "{a}");
+    // Every episode ran its full 15 counted steps, answered by the policy each step.
+    assert_eq!(outcomes(&a), (7..11).map(|s| (s, false, 15)).collect::<Vec<_>>());
+    assert_eq!(outcomes(&a), outcomes(&b), "--parallel 2 must run the same episodes");
+    assert!(a["episodes"][0]["policy_ms_mean"].as_f64().unwrap() > 0.0);
+    let o = vela(&["bench", "compare", one.to_str().unwrap(), two.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("0/4 (0.0%)") && t.contains("p1 vs p2: 0 of 4 common seeds differ"), "{t}");
+}
+
+#[test]
+fn interrupted_runs_resume_where_they_stopped() {
+    let dir = scratch("resume");
+    let file = dir.join("run.json");
+    // A run that would take far longer than we wait; stop it once two episodes are saved.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vela"))
+        .args(["bench", "--preset", &fixture("zeros.json"), "--episodes", "1000", "--max-steps", "10", "--quiet"])
+        .args(["--save-stats", file.to_str().unwrap()])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("VELA_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !(file.exists() && stats(&file)["episodes"].as_array().unwrap().len() >= 2) {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no episodes saved");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SIGINT, as Ctrl-C sends: the run stops cleanly and keeps its episodes.
+    let ok = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(ok.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "Ctrl-C is a clean stop, not a failure: {status:?}");
+    let partial = stats(&file);
+    let kept = partial["episodes"].as_array().unwrap().len();
+    assert!(kept >= 2 && kept < 1000);
+    assert_eq!(partial["summary"]["complete"], false);
+
+    let total = (kept + 2).to_string();
+    let o = bench(&fixture("zeros.json"), &["--episodes", &total, "--max-steps", "10", "--resume"], &file);
+    assert!(o.status.success(), "{}", text(&o));
+    let done = stats(&file);
+    let seeds: Vec<u64> = outcomes(&done).iter().map(|o| o.0).collect();
+    assert_eq!(seeds, (0..kept as u64 + 2).collect::<Vec<_>>(), "each seed exactly once");
+    assert_eq!(done["summary"]["complete"], true);
+
+    // A different configuration is not a continuation.
+    let o = bench(&fixture("zeros.json"), &["--episodes", &total, "--max-steps", "11", "--resume"], &file);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("resume with the same flags"), "{}", text(&o));
+}
+
+#[test]
+fn bad_flags_and_missing_presets_give_clear_errors() {
+    let dir = scratch("errors");
+    let out = dir.join("x.json");
+    let cases: [(&[&str], &str); 6] = [
+        (&["bench", "--preset", "no-such-preset"], "no-such-preset"),
+        (&["bench", "--episodes", "3"], "--preset is required"),
+        (&["bench", "--preset", "counter-demo"], "has no MimicGen node"),
+        (&["bench", "--preset", "mimicgen-expert", "--parallel", "0"], "--parallel must be between 1 and 64"),
+        (&["bench", "--preset", "mimicgen-expert", "--variant", "Stack_D9"], "environment"),
+        (&["bench", "--preset", "mimicgen-expert", "--resume"], "--resume needs --save-stats"),
+    ];
+    for (args, want) in cases {
+        let o = vela(args);
+        assert!(!o.status.success(), "{args:?} should fail");
+        let t = text(&o);
+        assert!(t.contains(want), "{args:?}: expected {want:?} in {t}");
+        assert!(!t.contains("panicked"), "{t}");
+    }
+    let o = vela(&["bench", "--preset", "mimicgen-expert", "--resume", "--save-stats", out.to_str().unwrap()]);
+    assert!(!o.status.success() && text(&o).contains("x.json"), "{}", text(&o));
+    let o = vela(&["bench", "compare", out.to_str().unwrap(), out.to_str().unwrap()]);
+    assert!(!o.status.success() && text(&o).contains("x.json"), "{}", text(&o));
+}
+
+/// The real OpenVLA node (random tiny checkpoint) in lock-step with the simulator, alone and
+/// batched across two environments.
+#[test]
+fn tiny_openvla_runs_alone_and_batched() {
+    let dir = scratch("vla");
+    let model = dir.join("tiny");
+    let o = vela(&["vla", "make-checkpoint", "--config", "tiny", "--out", model.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let preset = std::fs::read_to_string(fixture("zeros.json"))
+        .unwrap()
+        .replace("\"bench-zeros\"", "\"bench-tiny-vla\"")
+        .replace(
+            r#""type": "ConstantPolicy", "params": { "values": "0,0,0,0,0,0,0" }"#,
+            &format!(r#""type": "OpenVLA", "params": {{ "model": {:?} }}"#, model.to_str().unwrap()),
+        )
+        .replace("\"policy.in\"", "\"policy.prompt\"");
+    let preset_file = dir.join("tiny-vla.json");
+    std::fs::write(&preset_file, preset).unwrap();
+    let (one, two) = (dir.join("p1.json"), dir.join("p2.json"));
+    let common = ["--episodes", "2", "--max-steps", "6", "--seed", "3"];
+    let o = bench(preset_file.to_str().unwrap(), &common, &one);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = bench(preset_file.to_str().unwrap(), &[&common[..], &["--parallel", "2"]].concat(), &two);
+    assert!(o.status.success(), "{}", text(&o));
+    let (a, b) = (stats(&one), stats(&two));
+    assert_eq!(a["summary"]["model"], model.to_str().unwrap());
+    assert_eq!(a["summary"]["quantization"], "fp16");
+    assert_eq!(b["config"]["parallel"], 2);
+    for v in [&a, &b] {
+        assert_eq!(v["summary"]["episodes"], 2, "{v}");
+        for e in v["episodes"].as_array().unwrap() {
+            assert!(e["policy_ms_mean"].as_f64().unwrap() > 0.0 && e["policy_ms_p95"].as_f64().unwrap() > 0.0, "{e}");
+        }
+    }
+    // Random weights never stack the cube within 6 steps, alone or batched.
+    assert_eq!(outcomes(&a), outcomes(&b));
+}

@@ -126,7 +126,7 @@ fn interrupted_runs_resume_where_they_stopped() {
     assert!(status.success(), "Ctrl-C is a clean stop, not a failure: {status:?}");
     let partial = stats(&file);
     let kept = partial["episodes"].as_array().unwrap().len();
-    assert!(kept >= 2 && kept < 1000);
+    assert!((2..1000).contains(&kept));
     assert_eq!(partial["summary"]["complete"], false);
 
     let total = (kept + 2).to_string();

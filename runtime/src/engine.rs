@@ -144,7 +144,7 @@ impl Inlet {
     }
 }
 
-/// All inlets of one node, polled round-robin so no edge starves another.
+/// All inlets of one node, drained oldest message first.
 struct Mailbox {
     inlets: Mutex<Vec<Arc<Inlet>>>,
     wake: Arc<Wake>,
@@ -163,6 +163,9 @@ impl Mailbox {
         }
     }
 
+    /// The oldest waiting message over all inlets, so a node sees what one producer sent on
+    /// two edges (an instruction, then its frame) in the order it was sent. Ties go
+    /// round-robin; new messages are always younger, so no edge starves.
     fn try_recv(&self) -> Option<(Arc<str>, Message)> {
         let inlets = self.inlets.lock().unwrap();
         let n = inlets.len();
@@ -170,17 +173,21 @@ impl Mailbox {
             return None;
         }
         let start = self.cursor.fetch_add(1, Ordering::Relaxed) % n;
+        let mut oldest: Option<(usize, u64)> = None;
         for i in 0..n {
-            let inlet = &inlets[(start + i) % n];
-            let popped = inlet.queue.lock().unwrap().pop_front();
-            if let Some(m) = popped {
-                if inlet.policy == EdgePolicy::Queue {
-                    self.wake.space.notify_waiters();
+            let k = (start + i) % n;
+            if let Some(m) = inlets[k].queue.lock().unwrap().front() {
+                if oldest.is_none_or(|(_, ts)| m.timestamp < ts) {
+                    oldest = Some((k, m.timestamp));
                 }
-                return Some((inlet.port.clone(), m));
             }
         }
-        None
+        let inlet = &inlets[oldest?.0];
+        let m = inlet.queue.lock().unwrap().pop_front()?;
+        if inlet.policy == EdgePolicy::Queue {
+            self.wake.space.notify_waiters();
+        }
+        Some((inlet.port.clone(), m))
     }
 
     async fn recv(&self) -> (Arc<str>, Message) {

@@ -261,13 +261,16 @@ fn frame_grid(dir: &Path, stats: &BenchStats) -> PlotResult<usize> {
     };
     let rows = [(true, pick(true)), (false, pick(false))];
     let label_h = 26;
-    let (w, h) = (GRID_PER_OUTCOME as u32 * (THUMB + 8) + 8, 2 * (THUMB + label_h + 8) + 8 + 30);
+    // A row without frames shrinks to its one-line note.
+    let row_h = |frames: &[(&EpisodeRecord, image::RgbImage)]| if frames.is_empty() { label_h + 4 } else { THUMB + label_h + 8 };
+    let tops = [38, 38 + row_h(&rows[0].1)];
+    let (w, h) = (GRID_PER_OUTCOME as u32 * (THUMB + 8) + 8, tops[1] + row_h(&rows[1].1) + 4);
     let mut buf = blank((w, h));
     // Frames first, straight into the buffer; labels are drawn over it by plotters.
     for (r, (_, frames)) in rows.iter().enumerate() {
         for (c, (_, img)) in frames.iter().enumerate() {
             let thumb = image::imageops::resize(img, THUMB, THUMB, image::imageops::FilterType::Triangle);
-            let (x0, y0) = (8 + c as u32 * (THUMB + 8), 38 + r as u32 * (THUMB + label_h + 8) + label_h);
+            let (x0, y0) = (8 + c as u32 * (THUMB + 8), tops[r] + label_h);
             for (x, y, p) in thumb.enumerate_pixels() {
                 let i = (((y0 + y) * w + x0 + x) * 3) as usize;
                 buf[i..i + 3].copy_from_slice(&p.0);
@@ -277,7 +280,7 @@ fn frame_grid(dir: &Path, stats: &BenchStats) -> PlotResult<usize> {
     render(&dir.join("frames.png"), (w, h), buf, |root| {
         root.draw(&Text::new("Final frames", (8, 6), ("sans-serif", 20).into_font()))?;
         for (r, (success, frames)) in rows.iter().enumerate() {
-            let y = 38 + r as i32 * (THUMB + label_h + 8) as i32;
+            let y = tops[r] as i32;
             if frames.is_empty() {
                 let what = if *success { "no successes" } else { "no failures" };
                 root.draw(&Text::new(what, (8, y + 4), ("sans-serif", 16).into_font()))?;
@@ -339,6 +342,11 @@ fn page(stats: &BenchStats, stats_file: Option<&Path>, frames: usize) -> String 
     let stats_link = stats_file
         .map(|p| format!("<p>Raw numbers: <code>{}</code></p>", esc(&p.display().to_string())))
         .unwrap_or_default();
+    let latency_html = if s.policy_ms_mean.is_some() {
+        "<img src=\"latency.png\" alt=\"latency histogram\">"
+    } else {
+        "<p>No policy latency: the simulator's built-in motion drove this run.</p>"
+    };
     let frames_html = if frames > 0 { "<img src=\"frames.png\" alt=\"final frames\">" } else { "<p>No frames were saved for this run.</p>" };
     format!(
         r#"<!doctype html>
@@ -362,7 +370,7 @@ img {{ max-width: 100%; border: 1px solid #ddd; margin: 8px 0; }}
 {stats_link}
 <h2>Success rate</h2><img src="success.png" alt="success over episodes">
 <h2>Steps</h2><img src="steps.png" alt="steps histogram">
-<h2>Policy latency</h2><img src="latency.png" alt="latency histogram">
+<h2>Policy latency</h2>{latency_html}
 <h2>Final frames</h2>{frames_html}
 <h2>Episodes</h2>
 <details><summary>{n} episodes</summary>

@@ -14,6 +14,11 @@ stage_start "cargo test"
 cargo test --workspace
 stage_end
 
+# Bounded fuzzing of the RLDS decoder (skipped with a note where nightly/cargo-fuzz are missing).
+stage_start "fuzz"
+FUZZ_SECONDS="${FUZZ_SECONDS:-60}" bash scripts/fuzz.sh
+stage_end
+
 bash scripts/test-browser.sh
 bash scripts/test-browser-media.sh
 

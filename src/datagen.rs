@@ -107,7 +107,7 @@ pub fn run(args: DatagenArgs) -> Result<()> {
     let report_path = args.output.join("datagen_report.json");
     let doc = serde_json::json!({
         "benchmark": "datagen",
-        "machine": crate::machine_description(),
+        "machine": vela_runtime::bench::machine_description(),
         "camera": camera.map(|c| c.name()),
         "camera_width": args.camera_width,
         "camera_height": args.camera_height,

@@ -291,7 +291,7 @@ fn bench_runtime(messages: usize, out: Option<PathBuf>) -> Result<()> {
     if let Some(path) = out {
         let doc = serde_json::json!({
             "benchmark": "runtime",
-            "machine": machine_description(),
+            "machine": vela_runtime::bench::machine_description(),
             "tokio_worker_threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             "results": results,
         });

@@ -5,6 +5,7 @@
 //! and offline evaluation read them back one episode at a time, so a dataset
 //! never has to fit in memory.
 
+pub mod bench;
 pub mod convert;
 pub mod episode;
 pub mod error;

@@ -41,6 +41,8 @@ pub const SPLIT: &str = "train";
 pub const DEFAULT_JPEG_QUALITY: u8 = 95;
 /// Start a new shard past this many bytes (TFDS aims for shards well under 1 GB).
 pub const DEFAULT_SHARD_BYTES: u64 = 256 << 20;
+/// Largest JPEG side the reader decodes.
+pub const MAX_FRAME_SIDE: usize = 4096;
 /// Vela's sidecar file: `env_args` has no place in TFDS's metadata.
 const VELA_META: &str = "vela_meta.json";
 
@@ -313,7 +315,11 @@ pub fn encode_jpeg(f: &Frame, quality: u8) -> std::result::Result<Vec<u8>, Strin
 
 pub fn decode_jpeg(bytes: &[u8]) -> std::result::Result<Frame, String> {
     use zune_jpeg::zune_core::{bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions};
-    let opts = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB);
+    // A corrupt header must not make us allocate gigabytes: RLDS frames are small.
+    let opts = DecoderOptions::default()
+        .jpeg_set_out_colorspace(ColorSpace::RGB)
+        .set_max_width(MAX_FRAME_SIDE)
+        .set_max_height(MAX_FRAME_SIDE);
     let mut d = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), opts);
     let rgb = d.decode().map_err(|e| format!("not a decodable JPEG: {e:?}"))?;
     let (w, h) = d.dimensions().ok_or("JPEG without dimensions")?;

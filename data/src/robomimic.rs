@@ -444,6 +444,7 @@ mod tests {
         assert_eq!(f.group("data").unwrap().attr("total").unwrap().read_scalar::<u64>().unwrap(), 120);
         let img = f.dataset("data/demo_0/obs/agentview_image").unwrap();
         assert_eq!(img.chunk(), Some(vec![1, 16, 16, 3]));
+        assert_eq!(img.filters(), vec![hdf5::filters::Filter::Deflate(DEFAULT_GZIP_LEVEL)]);
     }
 
     fn expect_err(path: &Path, episode: &str, key: &str) {

@@ -292,6 +292,8 @@ pub struct StackEnv {
     colours: (CubeColor, CubeColor),
     order: StackOrder,
     instruction: String,
+    /// Set by `instruct`: the given text stays for the rest of the episode.
+    instruction_given: bool,
     last_image: Option<RgbImage>,
 }
 
@@ -319,6 +321,7 @@ impl StackEnv {
             colours: (CubeColor::Red, CubeColor::Green),
             order: StackOrder::SmallOnBig,
             instruction: String::new(),
+            instruction_given: false,
             last_image: None,
             data,
             ids,
@@ -441,6 +444,7 @@ impl StackEnv {
         if self.cfg.variant == Variant::Lang && self.rng.random_bool(0.5) {
             self.order = StackOrder::BigOnSmall;
         }
+        self.instruction_given = false;
         self.redraw_instruction();
         self.apply_colours();
         self.data.forward();
@@ -499,6 +503,28 @@ impl StackEnv {
         };
     }
 
+    /// Replaces the episode's instruction with one given from outside (a
+    /// spoken command) until the next reset. In Stack_Lang the text decides
+    /// which cube must go on which, so success is judged against what was
+    /// said; the other variants only ever stack small on big.
+    pub fn instruct(&mut self, text: &str) -> Result<StackOrder> {
+        let (a, b) = self.colours;
+        let order = variant::parse_instruction(text, a, b).ok_or_else(|| SimError::InvalidParam {
+            name: "instruction",
+            reason: format!("cannot tell which cube to move from {text:?} (the small cube is {a}, the big one {b})"),
+        })?;
+        if order != StackOrder::SmallOnBig && self.cfg.variant != Variant::Lang {
+            return Err(SimError::InvalidParam {
+                name: "instruction",
+                reason: format!("{text:?} asks for the big cube on the small one, which only Stack_Lang supports"),
+            });
+        }
+        self.order = order;
+        self.instruction = text.trim().to_string();
+        self.instruction_given = true;
+        Ok(order)
+    }
+
     fn apply_colours(&mut self) {
         let (a, b) = self.colours;
         let mats = self.ids.cube_mat;
@@ -546,7 +572,7 @@ impl StackEnv {
             self.colours = variant::draw_colours(&mut self.rng);
             self.apply_colours();
         }
-        if self.cfg.variant.instruction_per_step() {
+        if self.cfg.variant.instruction_per_step() && !self.instruction_given {
             self.redraw_instruction();
         }
         let success = self.check_success();

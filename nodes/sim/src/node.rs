@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 use vela_runtime::{
-    Context, DataType, Event, Image, Message, Node, NodeDescriptor, NodeError, NodeInit, ParamKind, ParamSpec,
+    AlertLevel, Context, DataType, Event, Image, Message, Node, NodeDescriptor, NodeError, NodeInit, ParamKind, ParamSpec,
     now_ns, Payload, Registry, Text,
 };
 
@@ -26,11 +26,13 @@ enum Request {
     Reset(u64),
     /// Step with this action, or with the scripted expert's when `None`.
     Step(Option<[f32; 7]>),
+    Instruct(String),
 }
 
 enum Reply {
     Reset(Observation),
     Step(StepResult),
+    Instructed(String),
 }
 
 /// The environment on a thread of its own: its EGL context belongs to the thread that
@@ -70,6 +72,9 @@ impl SimWorker {
                             let a = action.unwrap_or_else(|| expert.act(&env));
                             env.step(&a).map(Reply::Step)
                         }
+                        Request::Instruct(text) => {
+                            env.instruct(&text).map(|_| Reply::Instructed(env.instruction().to_string()))
+                        }
                     };
                     if rep_tx.send(reply.map_err(|e| e.to_string())).is_err() {
                         break;
@@ -92,7 +97,17 @@ impl SimWorker {
                 self.instruction = obs.instruction.clone();
                 Ok(obs)
             }
-            Reply::Step(_) => unreachable!("reset answers with an observation"),
+            _ => unreachable!("reset answers with an observation"),
+        }
+    }
+
+    fn instruct(&mut self, text: String) -> Result<(), NodeError> {
+        match self.call(Request::Instruct(text))? {
+            Reply::Instructed(text) => {
+                self.instruction = text;
+                Ok(())
+            }
+            _ => unreachable!("instruct answers with the instruction"),
         }
     }
 
@@ -102,7 +117,7 @@ impl SimWorker {
                 self.instruction = r.obs.instruction.clone();
                 Ok(r)
             }
-            Reply::Reset(_) => unreachable!("step answers with a step result"),
+            _ => unreachable!("step answers with a step result"),
         }
     }
 }
@@ -179,6 +194,11 @@ impl MimicGenNode {
         NodeDescriptor::new("MimicGen", "Robotics", "MimicGen Stack")
             .describe("The Panda arm stacking cubes in MuJoCo (robosuite Stack, MimicGen D0-D4 and a language variant).")
             .input("actions", &[DataType::Actions], "7-D actions in the model's convention (gripper 1 = open, 0 = closed)")
+            .input(
+                "instruction",
+                &[DataType::Text],
+                "replaces the episode's instruction (e.g. a spoken command); in Stack_Lang it decides which cube goes on which",
+            )
             .output("image", DataType::Image, "camera frame after each step")
             .output("text", DataType::Text, "the episode's instruction, every step")
             .output("events", DataType::Event, "episode start, success, timeout")
@@ -419,7 +439,17 @@ impl Node for MimicGenNode {
                 }
                 Ok(())
             }
-            other => Err(NodeError::msg(format!("MimicGen takes actions, got {}", other.describe()))),
+            Payload::Text(t) if !t.is_final || t.text.trim().is_empty() => Ok(()),
+            Payload::Text(t) => {
+                // A misheard command must not stop the simulation: say why and keep the old one.
+                if let Err(e) = self.sim.instruct(t.text) {
+                    ctx.alert(AlertLevel::Warning, format!("instruction ignored: {e}"));
+                } else {
+                    ctx.send("text", Text::final_text(self.sim.instruction.clone()))?;
+                }
+                Ok(())
+            }
+            other => Err(NodeError::msg(format!("MimicGen takes actions and instructions, got {}", other.describe()))),
         }
     }
 

@@ -237,6 +237,35 @@ pub fn draw_instruction<R: Rng>(
     format!("{pick_w} the {a} {noun_a} {place} {b} {noun_b}")
 }
 
+/// Which stacking order an instruction asks for, given the colours of the
+/// small (A) and big (B) cube. The cube to move is named before "on"/"onto"
+/// and the target after it, by colour or by size word, as the fork's
+/// template and most spoken commands phrase it; naming one side is enough.
+/// `None` when the text names neither cube or both sides name the same one.
+pub fn parse_instruction(text: &str, small: CubeColor, big: CubeColor) -> Option<StackOrder> {
+    let lower = text.to_lowercase();
+    let words: Vec<&str> = lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
+    let on = words.iter().position(|w| matches!(*w, "on" | "onto"))?;
+    // true = the small cube.
+    let names = |ws: &[&str]| {
+        ws.iter().find_map(|&w| match w {
+            _ if w == small.name() => Some(true),
+            _ if w == big.name() => Some(false),
+            "small" | "smaller" | "smallest" | "little" | "tiny" => Some(true),
+            "big" | "bigger" | "biggest" | "large" | "larger" | "largest" => Some(false),
+            _ => None,
+        })
+    };
+    let moved_small = match (names(&words[..on]), names(&words[on + 1..])) {
+        (Some(m), Some(t)) if m != t => m,
+        (Some(_), Some(_)) => return None,
+        (Some(m), None) => m,
+        (None, Some(t)) => !t,
+        (None, None) => return None,
+    };
+    Some(if moved_small { StackOrder::SmallOnBig } else { StackOrder::BigOnSmall })
+}
+
 /// The instruction D0/D1 show (the fork's default text).
 pub fn default_instruction(top: CubeColor, bottom: CubeColor) -> String {
     format!("put the {top} block on top of the {bottom} block")
@@ -259,6 +288,33 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("agentview"));
+    }
+
+    #[test]
+    fn instructions_parse_back_to_their_order() {
+        use StackOrder::*;
+        let (r, g) = (CubeColor::Red, CubeColor::Green);
+        for (text, want) in [
+            ("put the red block on top of the green block", Some(SmallOnBig)),
+            ("Stack the green cube onto the red one.", Some(BigOnSmall)),
+            ("place the bigger block on the other cube", Some(BigOnSmall)),
+            ("put it on the green one", Some(SmallOnBig)),
+            ("put the red block on the red block", None),
+            ("stack the blue cube on the yellow one", None),
+            ("hello there", None),
+        ] {
+            assert_eq!(parse_instruction(text, r, g), want, "{text}");
+        }
+        // Every generated instruction reads back as the order it was drawn for.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        for order in [SmallOnBig, BigOnSmall] {
+            for _ in 0..200 {
+                let (a, b) = draw_colours(&mut rng);
+                let (top, bottom) = if order == SmallOnBig { (a, b) } else { (b, a) };
+                let s = draw_instruction(&mut rng, top, bottom, order);
+                assert_eq!(parse_instruction(&s, a, b), Some(order), "{s}");
+            }
+        }
     }
 
     #[test]

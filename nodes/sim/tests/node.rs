@@ -146,4 +146,62 @@ fn benchmark_hooks_seeded_resets_and_stale_actions() {
     node.command("reset_episode", &json!({ "seed": 42 }), &mut ctx).unwrap();
     assert!(matches!(events(&ctx.take_sent())[0], Event::EpisodeStart { seed: 42, .. }));
     assert!(node.command("reset_episode", &json!({ "seed": -1 }), &mut ctx).is_err());
+
+/// Says one fixed sentence at start, like a speech recogniser would.
+struct Say(String);
+
+impl Node for Say {
+    fn start(&mut self, ctx: &mut Context) -> Result<(), NodeError> {
+        ctx.send("out", Text::final_text(self.0.clone()))
+    }
+    fn on_input(&mut self, _: &str, _: Message, _: &mut Context) -> Result<(), NodeError> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoken_instruction_replaces_the_sims_own() {
+    let mut r = Registry::with_builtins();
+    vela_sim::register(&mut r);
+    r.register(
+        NodeDescriptor::new("Say", "Test", "Say")
+            .output("out", DataType::Text, "one sentence")
+            .param(ParamSpec::new("text", ParamKind::String, "", "what to say")),
+        |init| Ok(Box::new(Say(init.params.str("text")?.to_string()))),
+    );
+    let engine = Engine::new(Arc::new(r));
+    let graph = GraphSpec {
+        nodes: vec![
+            // Genlocked with no policy: the episode waits at its first frame, so the
+            // instruction arrives before anything moves.
+            NodeSpec::new("sim", "MimicGen").param("environment", "Stack_Lang").param("width", 32).param("height", 32),
+            NodeSpec::new("say", "Say").param("text", "put the big cube on the small one"),
+            NodeSpec::new("text", "Collector"),
+        ],
+        edges: vec![EdgeSpec::new("say.out", "sim.instruction"), EdgeSpec::new("sim.text", "text.in")],
+    };
+    engine.load(&graph).await.unwrap();
+    let mut rx = engine.subscribe();
+    engine.start().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Let the expert act on what was said.
+    engine.set_param("sim", "genlock", json!(false)).await.unwrap();
+    engine.set_param("sim", "framerate", json!(0.0)).await.unwrap();
+    engine.set_param("sim", "motion", json!("expert")).await.unwrap();
+    let mut result = None;
+    let done = wait_for(&mut rx, 240, |ev| {
+        if let EngineEvent::Output { node, value } = ev {
+            if node == "sim" {
+                result = Some(value.clone());
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(done, "the episode ends");
+    assert_eq!(result.unwrap()["success"], true, "the big cube is stacked on the small one");
+    let s = engine.stats().await;
+    assert!(s["text"].received >= 3, "the sim echoes the given instruction");
+    engine.stop().await;
 }

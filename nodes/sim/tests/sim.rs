@@ -487,3 +487,42 @@ fn noisy_expert_is_reproducible_and_still_succeeds() {
     assert_eq!(actions[0], actions[1]);
     assert!(actions[0].iter().any(|a| a[0] != 0.0 && a[0].abs() < 1.0));
 }
+
+#[test]
+fn given_instruction_decides_the_task_in_stack_lang() {
+    let mut e = env(Variant::Lang);
+    // A scene whose own instruction stacks small on big, so the given one reverses it.
+    let seed = (0..50).find(|&s| { e.reset(s).unwrap(); e.order() == StackOrder::SmallOnBig }).unwrap();
+    let (small, big) = e.colours();
+    let said = format!("put the {big} block on the {small} one");
+    assert_eq!(e.instruct(&said).unwrap(), StackOrder::BigOnSmall);
+    assert_eq!((e.top_cube(), e.instruction()), (Cube::B, said.as_str()));
+    // The expert follows the given order and success is judged against it.
+    let mut expert = Expert::default();
+    let mut ok = false;
+    for _ in 0..300 {
+        let a = expert.act(&e);
+        if e.step(&a).unwrap().success {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "big cube stacked on the small one (seed {seed})");
+    assert!(e.cube_pose(Cube::B).pos[2] > e.cube_pose(Cube::A).pos[2]);
+    assert_eq!(e.instruction(), said, "kept for the episode");
+    e.reset(seed).unwrap();
+    assert_eq!(e.order(), StackOrder::SmallOnBig, "a reset goes back to the scene's own instruction");
+
+    // Unreadable commands, and big-on-small outside Stack_Lang, are refused with the reason.
+    let err = e.instruct("make me a sandwich").unwrap_err().to_string();
+    assert!(err.contains("sandwich") && err.contains(small.name()), "{err}");
+    let mut d4 = env(Variant::D4);
+    let (small, big) = d4.colours();
+    let err = d4.instruct(&format!("stack the {big} cube on the {small} cube")).unwrap_err().to_string();
+    assert!(err.contains("Stack_Lang"), "{err}");
+    // D4 redraws its instruction every step, but not a given one.
+    let said = format!("stack the {small} cube on the {big} cube");
+    d4.instruct(&said).unwrap();
+    d4.step(&[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0]).unwrap();
+    assert_eq!(d4.instruction(), said);
+}

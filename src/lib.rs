@@ -1,6 +1,7 @@
 //! The `vela` application: CLI commands and the studio server, as a library so the
 //! end-to-end tests can run the server in-process.
 
+pub mod dora;
 pub mod import;
 pub mod presets;
 pub mod registry;

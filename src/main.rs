@@ -1,6 +1,6 @@
 //! `vela`: the command-line front door to the studio, graphs and tools.
 
-use vela::{presets, registry, run, sim, speech, studio, vla};
+use vela::{dora, presets, registry, run, sim, speech, studio, vla};
 
 use std::path::PathBuf;
 
@@ -66,6 +66,11 @@ enum Command {
         #[command(subcommand)]
         command: vla::VlaCommand,
     },
+    /// Run a preset as a dora-rs dataflow, on one machine or several.
+    Dora {
+        #[command(subcommand)]
+        command: dora::DoraCommand,
+    },
     /// Measure the graph engine: hop latency and throughput through a 5-node chain.
     BenchRuntime {
         /// Messages per configuration.
@@ -117,6 +122,7 @@ fn real_main() -> Result<()> {
         Command::Preset { command: PresetCommand::Import { file, name, force } } => import(&store, &file, name, force),
         Command::Run(args) => run::run(&store, args),
         Command::BenchRuntime { messages, out } => bench_runtime(messages, out),
+        Command::Dora { command } => dora::run(&store, command),
         Command::Vla { command } => vla::run(command),
         Command::Sim { command } => sim::run(command),
         Command::Speech { command } => speech::run(command),

@@ -84,6 +84,9 @@ pub struct LaunchOptions {
     pub name: String,
     /// Show dora's and the nodes' log output.
     pub verbose: bool,
+    /// Use the coordinator on this port of 127.0.0.1 (it must be running; nothing is
+    /// brought up or down). `None`: the default port, brought up if needed.
+    pub coordinator_port: Option<u16>,
 }
 
 /// What happened, in the shape `vela run --stats-json` writes.
@@ -144,23 +147,30 @@ fn cli(opts: &LaunchOptions) -> Command {
     let mut c = Command::new(&opts.cli);
     // dora prints long backtraces with every error; the message is what matters here.
     c.env("RUST_BACKTRACE", "0").env("RUST_LIB_BACKTRACE", "0");
+    if let Some(port) = opts.coordinator_port {
+        c.env("DORA_COORDINATOR_PORT", port.to_string());
+    }
     c
 }
 
-fn quiet(c: &mut Command, opts: &LaunchOptions) -> std::io::Result<std::process::Output> {
-    if opts.verbose {
-        c.stderr(Stdio::inherit());
-    }
-    c.stdin(Stdio::null()).output()
-}
-
+/// Runs a short dora command. Its output goes to a file, not a pipe: `dora up` leaves
+/// a coordinator and daemon behind, which would hold a pipe open forever.
 fn run_cli(opts: &LaunchOptions, args: &[&str]) -> Result<(), LaunchError> {
     let cmd = format!("dora {}", args.join(" "));
-    let out = quiet(cli(opts).args(args), opts).map_err(|e| LaunchError::Cli { cmd: cmd.clone(), detail: e.to_string() })?;
-    if !out.status.success() {
-        let text = String::from_utf8_lossy(&out.stderr);
-        let detail = text.lines().find(|l| !l.trim().is_empty() && !l.contains("[ERROR]")).unwrap_or("").trim().to_string();
-        return Err(LaunchError::Cli { cmd, detail: format!("{} {detail}", out.status) });
+    let err = |e: std::io::Error| LaunchError::Cli { cmd: cmd.clone(), detail: e.to_string() };
+    let log = std::env::temp_dir().join(format!("vela-dora-cli-{}-{}.log", std::process::id(), vela_runtime::now_ns()));
+    let file = fs::File::create(&log).map_err(err)?;
+    let mut c = cli(opts);
+    c.args(args).stdin(Stdio::null()).stdout(file.try_clone().map_err(err)?).stderr(file);
+    let status = c.status().map_err(err)?;
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    let _ = fs::remove_file(&log);
+    if opts.verbose {
+        eprint!("{text}");
+    }
+    if !status.success() {
+        let detail = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.contains("[ERROR]")).unwrap_or("").to_string();
+        return Err(LaunchError::Cli { cmd, detail: format!("{status}: {detail}") });
     }
     Ok(())
 }
@@ -187,7 +197,7 @@ pub fn run(yaml: &Path, opts: &LaunchOptions) -> Result<RunReport, LaunchError> 
             c.spawn().map_err(|e| LaunchError::Cli { cmd: "dora run".into(), detail: e.to_string() })?
         }
         Via::Coordinator => {
-            if !coordinator_up(opts) {
+            if !coordinator_up(opts) && opts.coordinator_port.is_none() {
                 tracing::info!("no dora coordinator on this machine: running `dora up`");
                 run_cli(opts, &["up"])?;
                 started_coordinator = true;

@@ -10,6 +10,7 @@
 //! The exporter and the launcher need no dora crates. The runner and the Arrow codec
 //! sit behind the `node` feature because dora-node-api pulls in arrow and zenoh.
 
+pub mod bench;
 pub mod export;
 pub mod launch;
 pub mod probe;

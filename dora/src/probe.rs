@@ -140,3 +140,36 @@ impl Node for LatencyProbe {
         Some(format!("{} measured", self.latencies_us.len()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vela_runtime::resolve_params;
+
+    fn build(r: &Registry, ty: &str, params: serde_json::Value) -> (Box<dyn Node>, Context) {
+        let desc = r.get(ty).unwrap().descriptor.clone();
+        let params = resolve_params(&desc, params.as_object().unwrap()).unwrap();
+        (r.instantiate(ty, "n", &params).unwrap(), Context::detached("n", (*desc).clone()))
+    }
+
+    #[test]
+    fn frames_feed_the_probe_which_reports_once() {
+        let mut r = Registry::new();
+        register(&mut r);
+        let (mut src, mut sctx) = build(&r, "BenchFrames", json!({ "width": 4, "height": 2, "count": 3, "rate_hz": 0 }));
+        let (mut probe, mut pctx) = build(&r, "LatencyProbe", json!({ "expect": 3 }));
+        assert_eq!(src.tick_interval(), Some(Duration::ZERO));
+        for _ in 0..5 {
+            src.tick(&mut sctx).unwrap();
+            for (_, msg) in sctx.take_sent() {
+                probe.on_input("in", msg, &mut pctx).unwrap();
+            }
+        }
+        assert_eq!(sctx.take_finished().as_deref(), Some("all frames sent"));
+        let published = pctx.take_published();
+        assert_eq!(published.len(), 1);
+        assert_eq!(published[0]["messages"], 3);
+        assert!(published[0]["latency_us"]["p50"].as_f64().unwrap() >= 0.0);
+        assert!(pctx.take_finished().is_some());
+    }
+}

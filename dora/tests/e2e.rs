@@ -60,6 +60,10 @@ fn in_process() -> Vec<Value> {
 }
 
 fn on_dora(opts: &ExportOptions, via: Via) -> launch::RunReport {
+    on_dora_at(opts, via, None)
+}
+
+fn on_dora_at(opts: &ExportOptions, via: Via, coordinator_port: Option<u16>) -> launch::RunReport {
     let df = export("e2e", &graph(), &registry(), opts).unwrap();
     let yaml = std::env::temp_dir().join(format!("vela-e2e-{}-{via:?}.yml", std::process::id()));
     std::fs::write(&yaml, df.to_yaml()).unwrap();
@@ -69,6 +73,7 @@ fn on_dora(opts: &ExportOptions, via: Via) -> launch::RunReport {
         timeout: Some(Duration::from_secs(60)),
         name: format!("vela-e2e-{}", std::process::id()),
         verbose: std::env::var_os("VELA_TEST_VERBOSE").is_some(),
+        coordinator_port,
     };
     let report = launch::run(&yaml, &opts).unwrap();
     let _ = std::fs::remove_file(&yaml);
@@ -96,6 +101,59 @@ fn dora_run_matches_the_in_process_engine() {
     let mut grouped = opts.clone();
     grouped.groups.insert("numbers".into(), vec!["counter".into(), "half".into()]);
     let report = on_dora(&grouped, Via::Run);
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(report.outputs.get("log"), Some(&expected), "{report:?}");
+}
+
+/// Processes this test started, ended by their own handles when the test ends.
+struct Procs(Vec<std::process::Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Two "machines" on one host: a coordinator and two daemons with machine ids A and B
+/// (own ports, an explicit zenoh mesh between them), the counter and the collector on
+/// A, the scaler on B, so both edges cross daemons.
+#[test]
+fn two_daemons_on_one_host() {
+    let Ok(cli) = launch::find_cli() else {
+        eprintln!("SKIPPED: no dora CLI (scripts/setup-dora.sh)");
+        return;
+    };
+    let (coord, zenoh_a, zenoh_b) = (16_013u16, 17_447u16, 17_448u16);
+    let quiet = |c: &mut std::process::Command| {
+        if std::env::var_os("VELA_TEST_VERBOSE").is_none() {
+            c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        }
+    };
+    let mut procs = Procs(Vec::new());
+    let mut c = std::process::Command::new(&cli);
+    c.args(["coordinator", "--port", &coord.to_string(), "--store", "memory"]);
+    quiet(&mut c);
+    procs.0.push(c.spawn().unwrap());
+    std::thread::sleep(Duration::from_secs(1));
+    for (id, listen, other, local) in [("A", zenoh_a, zenoh_b, 19_843u16), ("B", zenoh_b, zenoh_a, 19_844)] {
+        let mut c = std::process::Command::new(&cli);
+        c.args(["daemon", "--machine-id", id, "--coordinator-addr", "127.0.0.1", "--coordinator-port", &coord.to_string()])
+            .args(["--local-listen-port", &local.to_string(), "--zenoh-no-multicast"])
+            .args(["--zenoh-listen", &format!("127.0.0.1:{listen}"), "--zenoh-connect", &format!("tcp/127.0.0.1:{other}")]);
+        quiet(&mut c);
+        procs.0.push(c.spawn().unwrap());
+    }
+    std::thread::sleep(Duration::from_secs(2));
+
+    let expected = in_process();
+    let mut opts = ExportOptions { runner: env!("CARGO_BIN_EXE_vela-dora-node").into(), ..Default::default() };
+    for (node, machine) in [("counter", "A"), ("half", "B"), ("log", "A")] {
+        opts.machines.insert(node.into(), machine.into());
+    }
+    let report = on_dora_at(&opts, Via::Coordinator, Some(coord));
     assert!(report.failed.is_empty(), "{report:?}");
     assert_eq!(report.outputs.get("log"), Some(&expected), "{report:?}");
 }

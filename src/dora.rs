@@ -152,6 +152,7 @@ pub fn run(store: &PresetStore, command: DoraCommand) -> Result<()> {
                 coordinator_port: None,
             };
             tracing::info!("running '{name}' on dora ({} dora nodes, {})", df.nodes.len(), yaml_path.display());
+            tracing::info!("the studio cannot show a graph running on dora; per-node stats are printed when the run ends");
             let report = launch::run(&yaml_path, &opts)?;
             tracing::info!("run ended: {}", report.ended);
             print_stats(&report.nodes);

@@ -25,7 +25,7 @@ use dora_node_api::arrow_v59::buffer::Buffer;
 use dora_node_api::arrow_v59::datatypes::{DataType as ArrowType, Float32Type, Float64Type, Int32Type, Int64Type, UInt8Type};
 use dora_node_api::{MetadataParameters, Parameter};
 use serde_json::{json, Value};
-use vela_runtime::{Actions, Audio, DataType, Event, Image, Message, Payload, Prompt, PromptPart, Text};
+use vela_runtime::{Actions, Audio, DataType, Image, Message, Payload, Prompt, PromptPart, Text};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -290,6 +290,7 @@ pub fn decode_message(array: &ArrayRef, p: &MetadataParameters, fallback_sender:
 mod tests {
     use super::*;
     use dora_node_api::arrow_v59::array::{BooleanArray, NullArray};
+    use vela_runtime::Event;
 
     fn round_trip(payload: Payload) -> Message {
         let msg = Message::new("src", payload);

@@ -259,12 +259,14 @@ impl Unit {
             .min_by_key(|(_, t)| *t)
     }
 
-    /// The event loop. Returns when dora stops the node, every input closed, or a
+    /// The event loop; needs a multi-threaded tokio runtime. Returns when dora stops the node, every input closed, or a
     /// unit without dora inputs (a source) asked to finish: exiting closes its
     /// outputs, so downstream nodes drain what is queued and end too.
     pub async fn run(&mut self, dora: &mut DoraNode, events: &mut EventStream) -> Result<(), RunnerError> {
+        // Node callbacks and dora's send calls block: they run outside the async context.
+        use tokio::task::block_in_place as blocking;
         for i in 0..self.nodes.len() {
-            let _ = self.call(i, Call::Start, dora);
+            let _ = blocking(|| self.call(i, Call::Start, dora));
             let h = &mut self.nodes[i];
             h.interval = h.node.tick_interval();
         }
@@ -288,7 +290,7 @@ impl Unit {
                 // A tick is due.
                 None => {
                     let (i, _) = tick.expect("only a tick times out");
-                    let _ = self.call(i, Call::Tick, dora);
+                    let _ = blocking(|| self.call(i, Call::Tick, dora));
                     let h = &mut self.nodes[i];
                     let now = tokio::time::Instant::now();
                     h.interval = h.node.tick_interval();
@@ -307,12 +309,12 @@ impl Unit {
                         };
                         match codec::decode_message(data.as_array(), &metadata.parameters, "dora") {
                             Ok(msg) => {
-                                let _ = self.call(i, Call::Input(port, msg), dora);
+                                let _ = blocking(|| self.call(i, Call::Input(port, msg), dora));
                             }
                             Err(e) => tracing::warn!(node = %self.nodes[i].name, "input '{id}' skipped: {e}"),
                         }
                     }
-                    Event::ParamUpdate { key, value } => self.set_param(&key, value, dora),
+                    Event::ParamUpdate { key, value } => blocking(|| self.set_param(&key, value, dora)),
                     Event::Stop(_) => break,
                     Event::Error(e) => tracing::error!("dora: {e}"),
                     other => tracing::debug!("dora event {other:?}"),
@@ -354,7 +356,7 @@ pub fn main(registry: &Registry) -> Result<(), RunnerError> {
     };
     let mut unit = Unit::new(&spec, registry, file)?;
     tracing::info!("dora node '{}' runs {}", dora.id(), unit.names());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_time().build()?;
     rt.block_on(unit.run(&mut dora, &mut events))
 }
 
@@ -405,7 +407,7 @@ mod tests {
         let (mut node, mut stream) =
             DoraNode::init_testing(input, TestingOutput::ToChannel(tx), TestingOptions { skip_output_time_offsets: true }).unwrap();
         let mut u = Unit::new(&unit, &Registry::with_builtins(), None).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_time().build().unwrap();
         rt.block_on(u.run(&mut node, &mut stream)).unwrap();
         drop(node);
         let outputs = drain_outputs(&mut rx);

@@ -147,6 +147,8 @@ fn cli(opts: &LaunchOptions) -> Command {
     let mut c = Command::new(&opts.cli);
     // dora prints long backtraces with every error; the message is what matters here.
     c.env("RUST_BACKTRACE", "0").env("RUST_LIB_BACKTRACE", "0");
+    // dora writes `out/` (logs) and `_work/` where it runs; keep them out of the user's folder.
+    c.current_dir(std::env::temp_dir());
     if let Some(port) = opts.coordinator_port {
         c.env("DORA_COORDINATOR_PORT", port.to_string());
     }
@@ -185,6 +187,7 @@ pub fn run(yaml: &Path, opts: &LaunchOptions) -> Result<RunReport, LaunchError> 
     let events_dir = std::env::temp_dir().join(format!("vela-dora-{}-{}", std::process::id(), vela_runtime::now_ns()));
     fs::create_dir_all(&events_dir).map_err(|source| LaunchError::Io { path: events_dir.clone(), source })?;
     let env_arg = format!("{EVENTS_ENV}={}", events_dir.display());
+    let yaml = std::path::absolute(yaml).map_err(|source| LaunchError::Io { path: yaml.into(), source })?;
     let yaml_s = yaml.to_string_lossy().to_string();
     let mut started_coordinator = false;
     let mut child: Child = match opts.via {

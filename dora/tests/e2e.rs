@@ -128,6 +128,7 @@ fn two_daemons_on_one_host() {
     };
     let (coord, zenoh_a, zenoh_b) = (16_013u16, 17_447u16, 17_448u16);
     let quiet = |c: &mut std::process::Command| {
+        c.current_dir(std::env::temp_dir());
         if std::env::var_os("VELA_TEST_VERBOSE").is_none() {
             c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
         }

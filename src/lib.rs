@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod datagen;
+pub mod dora;
 pub mod import;
 pub mod presets;
 pub mod registry;

@@ -1,6 +1,6 @@
 //! `vela`: the command-line front door to the studio, graphs and tools.
 
-use vela::{bench, datagen, machine_description, presets, registry, run, sim, speech, studio, train, vla};
+use vela::{bench, datagen, dora, machine_description, presets, registry, run, sim, speech, studio, train, vla};
 
 use std::path::PathBuf;
 
@@ -74,6 +74,11 @@ enum Command {
         #[command(subcommand)]
         command: vla::VlaCommand,
     },
+    /// Run a preset as a dora-rs dataflow, on one machine or several.
+    Dora {
+        #[command(subcommand)]
+        command: dora::DoraCommand,
+    },
     /// Measure the graph engine: hop latency and throughput through a 5-node chain.
     BenchRuntime {
         /// Messages per configuration.
@@ -126,6 +131,7 @@ fn real_main() -> Result<()> {
         Command::Run(args) => run::run(&store, args),
         Command::Bench(args) => bench::run(&store, args),
         Command::BenchRuntime { messages, out } => bench_runtime(messages, out),
+        Command::Dora { command } => dora::run(&store, command),
         Command::Vla { command } => vla::run(command),
         Command::Datagen(args) => datagen::run(args),
         Command::Train(args) => train::run(*args),

@@ -23,7 +23,7 @@ pub use message::{now_ns, Actions, Audio, Event, Image, Message, Payload, Prompt
 pub use node::{AlertLevel, Context, Node, NodeError, NodeInit, Params};
 pub use preset::{Preset, PresetError, PresetStore, PRESET_VERSION};
 pub use registry::{resolve_params, NodeTypeInfo, Registry};
-pub use stats::NodeStats;
+pub use stats::{NodeStats, StatsCell};
 pub use types::{Availability, DataType, NodeDescriptor, ParamKind, ParamSpec, PortSpec};
 
 /// Errors that are not about a particular graph or node.

@@ -137,6 +137,21 @@ impl Context {
         self.outbox.drain(..).map(|(i, m)| (d.outputs[i].name.clone(), m)).collect()
     }
 
+    /// Takes the alerts raised so far; for drivers other than the engine.
+    pub fn take_alerts(&mut self) -> Vec<(AlertLevel, String)> {
+        std::mem::take(&mut self.alerts)
+    }
+
+    /// Takes the values published so far; for drivers other than the engine.
+    pub fn take_published(&mut self) -> Vec<Value> {
+        std::mem::take(&mut self.published)
+    }
+
+    /// Takes a pending request to end the run; for drivers other than the engine.
+    pub fn take_finished(&mut self) -> Option<String> {
+        self.finished.take()
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

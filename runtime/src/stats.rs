@@ -21,13 +21,15 @@ struct Inner {
     custom_summary: Option<String>,
 }
 
+/// Shared by a node's driver (which records) and observers (which snapshot). Public so
+/// other drivers of the [`crate::Node`] trait (the dora runner) report the same figures.
 #[derive(Default)]
-pub(crate) struct StatsCell {
+pub struct StatsCell {
     inner: Mutex<Inner>,
 }
 
 impl StatsCell {
-    pub(crate) fn record(&self, started: Instant, took: Duration, received: bool, sent: usize) {
+    pub fn record(&self, started: Instant, took: Duration, received: bool, sent: usize) {
         let mut i = self.inner.lock().unwrap();
         if i.window.len() == WINDOW {
             i.window.pop_front();
@@ -38,15 +40,15 @@ impl StatsCell {
         i.sent += sent as u64;
     }
 
-    pub(crate) fn record_error(&self) {
+    pub fn record_error(&self) {
         self.inner.lock().unwrap().errors += 1;
     }
 
-    pub(crate) fn set_summary(&self, s: Option<String>) {
+    pub fn set_summary(&self, s: Option<String>) {
         self.inner.lock().unwrap().custom_summary = s;
     }
 
-    pub(crate) fn snapshot(&self, queue_depth: usize, dropped: u64) -> NodeStats {
+    pub fn snapshot(&self, queue_depth: usize, dropped: u64) -> NodeStats {
         let i = self.inner.lock().unwrap();
         let now = Instant::now();
         let recent: Vec<&(Instant, Duration)> =

@@ -1,6 +1,7 @@
 //! The `vela` application: CLI commands and the studio server, as a library so the
 //! end-to-end tests can run the server in-process.
 
+pub mod dataset;
 pub mod import;
 pub mod presets;
 pub mod registry;
@@ -9,3 +10,4 @@ pub mod sim;
 pub mod speech;
 pub mod studio;
 pub mod vla;
+

@@ -1,6 +1,6 @@
 //! `vela`: the command-line front door to the studio, graphs and tools.
 
-use vela::{presets, registry, run, sim, speech, studio, vla};
+use vela::{dataset, presets, registry, run, sim, speech, studio, vla};
 
 use std::path::PathBuf;
 
@@ -61,6 +61,11 @@ enum Command {
         #[command(subcommand)]
         command: speech::SpeechCommand,
     },
+    /// Datasets: convert robomimic HDF5 <-> RLDS, info, action statistics, conversion benchmark.
+    Dataset {
+        #[command(subcommand)]
+        command: dataset::DatasetCommand,
+    },
     /// OpenVLA checkpoints: make, quantize, predict.
     Vla {
         #[command(subcommand)]
@@ -118,6 +123,7 @@ fn real_main() -> Result<()> {
         Command::Run(args) => run::run(&store, args),
         Command::BenchRuntime { messages, out } => bench_runtime(messages, out),
         Command::Vla { command } => vla::run(command),
+        Command::Dataset { command } => dataset::run(command),
         Command::Sim { command } => sim::run(command),
         Command::Speech { command } => speech::run(command),
         Command::Studio { load, start, host, port, ui } => {
@@ -280,7 +286,7 @@ fn bench_runtime(messages: usize, out: Option<PathBuf>) -> Result<()> {
     if let Some(path) = out {
         let doc = serde_json::json!({
             "benchmark": "runtime",
-            "machine": machine_description(),
+            "machine": vela_runtime::bench::machine_description(),
             "tokio_worker_threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             "results": results,
         });
@@ -291,12 +297,3 @@ fn bench_runtime(messages: usize, out: Option<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// CPU model and core count, so benchmark files say where they were measured.
-pub fn machine_description() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    format!("{cpu}, {cores} cores, {}", std::env::consts::ARCH)
-}

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod datagen;
 pub mod dora;
+pub mod dataset;
 pub mod import;
 pub mod presets;
 pub mod registry;
@@ -13,3 +14,4 @@ pub mod speech;
 pub mod studio;
 pub mod train;
 pub mod vla;
+

@@ -1,6 +1,6 @@
 //! `vela`: the command-line front door to the studio, graphs and tools.
 
-use vela::{bench, datagen, dora, machine_description, presets, registry, run, sim, speech, studio, train, vla};
+use vela::{bench, dataset, datagen, dora, presets, registry, run, sim, speech, studio, train, vla};
 
 use std::path::PathBuf;
 
@@ -69,6 +69,11 @@ enum Command {
     Datagen(datagen::DatagenArgs),
     /// Train or LoRA-fine-tune an OpenVLA-family model on a dataset (OpenVLA's finetune.py).
     Train(Box<train::TrainArgs>),
+    /// Datasets: convert robomimic HDF5 <-> RLDS, info, action statistics, conversion benchmark.
+    Dataset {
+        #[command(subcommand)]
+        command: dataset::DatasetCommand,
+    },
     /// OpenVLA checkpoints: make, quantize, predict.
     Vla {
         #[command(subcommand)]
@@ -135,6 +140,7 @@ fn real_main() -> Result<()> {
         Command::Vla { command } => vla::run(command),
         Command::Datagen(args) => datagen::run(args),
         Command::Train(args) => train::run(*args),
+        Command::Dataset { command } => dataset::run(command),
         Command::Sim { command } => sim::run(command),
         Command::Speech { command } => speech::run(command),
         Command::Studio { load, start, host, port, ui } => {

@@ -318,7 +318,7 @@ pub fn run_bench(store: &PresetStore, args: RunArgs) -> Result<BenchStats> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let t0 = Instant::now();
     let outcome = rt.block_on(drive(&registry, &plan, &args, todo, &mut done, rx, wall_before, t0));
-    let stats = BenchStats::new(plan.config.clone(), done, wall_before + t0.elapsed().as_secs_f64(), crate::machine_description());
+    let stats = BenchStats::new(plan.config.clone(), done, wall_before + t0.elapsed().as_secs_f64(), vela_runtime::bench::machine_description());
     if let Some(p) = &args.save_stats {
         stats.save(p)?;
     }
@@ -377,7 +377,7 @@ async fn drive(
     }
     let save = |done: &Vec<EpisodeRecord>| -> Result<()> {
         if let Some(p) = &args.save_stats {
-            let s = BenchStats::new(plan.config.clone(), done.clone(), wall_before + t0.elapsed().as_secs_f64(), crate::machine_description());
+            let s = BenchStats::new(plan.config.clone(), done.clone(), wall_before + t0.elapsed().as_secs_f64(), vela_runtime::bench::machine_description());
             s.save(p)?;
         }
         Ok(())

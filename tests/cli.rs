@@ -292,7 +292,7 @@ fn train_on_hdf5_then_predict_with_the_dataset_action_space() {
 
     let out = dir.join("out");
     let args = ["train", "--dataset", ds.to_str().unwrap(), "--dataset-type", "mimicgen", "--model", base.to_str().unwrap()];
-    let o = vela(&[&args[..], &["--lora-rank", "4", "--max-steps", "20", "--batch-size", "4", "--image-aug", "--val-split", "0.25", "--log-every", "5", "--out", out.to_str().unwrap()]].concat());
+    let o = vela(&[&args[..], &["--lora-rank", "4", "--epochs", "5", "--max-steps", "20", "--batch-size", "4", "--image-aug", "--val-split", "0.25", "--log-every", "5", "--out", out.to_str().unwrap()]].concat());
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(t.contains("20 steps") && t.contains("loss") && t.contains("samples_per_sec"), "{t}");

@@ -83,14 +83,13 @@ fn full_training_learns_the_action_and_exports_a_loadable_model() {
     let base = tmp.join("base");
     tiny_model(&base);
     let out = tmp.join("out");
-    let o = TrainOptions { max_steps: Some(80), ..opts(&out) };
+    let o = TrainOptions { max_steps: Some(30), ..opts(&out) };
     let s = train::train(Box::new(dataset(10, 12)), &ModelSource::Dir(base), Mode::Full, &o, &Device::Cpu).unwrap();
-    assert_eq!(s.steps, 80);
-    let first = mean(s.history[..5].iter(), |m| m.loss);
-    let last = mean(s.history[70..].iter(), |m| m.loss);
-    let acc = mean(s.history[70..].iter(), |m| m.accuracy);
-    eprintln!("loss {first} -> {last}, accuracy {acc}");
-    assert!(last < first * 0.3, "loss {first} -> {last}");
+    assert_eq!(s.steps, 30);
+    let first = mean(s.history[..3].iter(), |m| m.loss);
+    let last = mean(s.history[25..].iter(), |m| m.loss);
+    let acc = mean(s.history[25..].iter(), |m| m.accuracy);
+    assert!(last < first * 0.1, "loss {first} -> {last}");
     assert!(acc > 0.9, "accuracy {acc}");
     assert!(!s.val_history.is_empty(), "validation ran each epoch");
 

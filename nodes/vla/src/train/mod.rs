@@ -402,6 +402,8 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
     params.set_training(true);
     let t_loop = Instant::now();
     let mut samples_seen = 0u64;
+    // Validation and checkpoint writing are left out of samples/s.
+    let mut side_secs = 0.0;
     let mut window: Vec<Metrics> = Vec::new();
     let mut epochs_completed = step / steps_per_epoch.max(1);
     'epochs: for epoch in step / steps_per_epoch.max(1)..opts.epochs {
@@ -458,7 +460,7 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
                 bar.set_position(step);
                 if step % opts.log_every.max(1) == 0 || step == total_steps {
                     let k = window.len() as f32;
-                    let sps = samples_seen as f64 / t_loop.elapsed().as_secs_f64().max(1e-9);
+                    let sps = samples_seen as f64 / (t_loop.elapsed().as_secs_f64() - side_secs).max(1e-9);
                     bar.suspend(|| {
                         tracing::info!(
                             step,
@@ -476,7 +478,9 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
                     window.clear();
                 }
                 if opts.save_every > 0 && step % opts.save_every == 0 && step < total_steps {
+                    let t = Instant::now();
                     save(&opt, step, &history, &validation, prior_secs + t_start.elapsed().as_secs_f64())?;
+                    side_secs += t.elapsed().as_secs_f64();
                 }
             }
         }
@@ -484,13 +488,16 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
             break; // max_steps reached mid-epoch
         }
         epochs_completed = epoch + 1;
-        if let Some((loss, accuracy, l1)) = trainer.validate(&reader, &val_eps, &data_opts, opts.batch_size, opts.val_max_samples)? {
+        let t = Instant::now();
+        let val = trainer.validate(&reader, &val_eps, &data_opts, opts.batch_size, opts.val_max_samples)?;
+        side_secs += t.elapsed().as_secs_f64();
+        if let Some((loss, accuracy, l1)) = val {
             bar.suspend(|| tracing::info!(step, epoch, loss, accuracy, l1, "validation"));
             validation.push(Metrics { step, epoch, loss, accuracy, l1, lr: lr_at(opts.lr, opts.warmup_steps, step), grad_norm: 0.0 });
         }
     }
     bar.finish_and_clear();
-    let train_secs = t_loop.elapsed().as_secs_f64();
+    let train_secs = t_loop.elapsed().as_secs_f64() - side_secs;
     let total_secs = prior_secs + t_start.elapsed().as_secs_f64();
     save(&opt, step, &history, &validation, total_secs)?;
     if let Err(e) = plot::write_png(&out.join("training.png"), &history, &validation) {

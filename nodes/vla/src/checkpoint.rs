@@ -207,11 +207,31 @@ fn write_safetensors(path: &Path, tensors: &[&TensorSpec], seed: u64, action_row
     let io = |e| VlaError::io(path, e);
     w.write_all(&(h.len() as u64).to_le_bytes()).map_err(io)?;
     w.write_all(&h).map_err(io)?;
-    for t in tensors {
-        w.write_all(&encode(&init_values(t, seed, action_rows.clone()), t.dtype)).map_err(io)?;
+    // Values depend only on (seed, name), so tensors are generated in parallel and written in order.
+    for window in tensors.chunks(par_width()) {
+        let bytes = par_map(window, |t| encode(&init_values(t, seed, action_rows.clone()), t.dtype));
+        for b in bytes {
+            w.write_all(&b).map_err(io)?;
+        }
     }
     w.flush().map_err(io)?;
     Ok(())
+}
+
+/// How many tensors to work on at once: one per core (7B checkpoints take minutes otherwise).
+pub(crate) fn par_width() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// `items.map(f)` on one scoped thread per item, results in input order.
+pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    if items.len() <= 1 {
+        return items.iter().map(&f).collect();
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items.iter().map(|it| s.spawn(|| f(it))).collect();
+        handles.into_iter().map(|h| h.join().expect("worker panicked")).collect()
+    })
 }
 
 /// Which tokenizer a new checkpoint ships with.

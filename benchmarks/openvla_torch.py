@@ -84,7 +84,7 @@ def load_model(model, device, dtype):
             raise SystemExit(f"tower {i}: missing {missing[:5]} unexpected {unexpected[:5]}")
         m = m.to(device=device, dtype=dtype).eval()
         n = len(m.blocks) - 2
-        towers.append(partial(lambda mm, nn_, x: mm.get_intermediate_layers(x, n={nn_})[0], m, n))
+        towers.append(partial(lambda mm, nn_, x: mm.get_intermediate_layers(x, n=[nn_])[0], m, n))
     proj_sd = load_prefixed(files, "projector.", device, dtype)
     n_fc = len([k for k in proj_sd if k.endswith(".weight")])
     fcs = []
@@ -245,6 +245,7 @@ def main():
     print(f"torch eager: total p50 {eager['total_ms']['p50']:.2f} ms (vision {eager['vision_ms']['p50']:.2f}, "
           f"projector {eager['projector_ms']['p50']:.2f}, prefill {eager['prefill_ms']['p50']:.2f}, "
           f"{eager['token_ms']['p50']:.2f} ms/token)")
+    a.save.write_text(json.dumps(report, indent=1))  # eager results survive a compile that hangs
     if a.compile:
         try:
             t = time.perf_counter()

@@ -51,6 +51,9 @@ stage_end
 stage_start "cargo build --release --features cuda (vela)"
 export CARGO_TARGET_DIR="$VELA_CACHE/target-cuda"
 export CUDA_PATH="$CUDA_HOME" PATH="$CUDA_HOME/bin:$PATH" CUDA_COMPUTE_CAP=90
+# candle-kernels compiles ~15 large quantized-matmul units one at a time by default; run them
+# side by side (each nvcc needs about 1 GB of memory).
+export CUDAFORGE_THREADS="${CUDAFORGE_THREADS:-6}"
 export LIBRARY_PATH="$CUDA_HOME/lib:$CUDA_HOME/lib/stubs${LIBRARY_PATH:+:$LIBRARY_PATH}"
 # The GPU machine's CUDA libraries first, then whatever is staged next to the binary.
 export RUSTFLAGS='-C link-arg=-Wl,-rpath,/usr/local/cuda/lib64:/usr/local/cuda/targets/x86_64-linux/lib:$ORIGIN/lib'

@@ -3,7 +3,8 @@
 # scripts/build-cuda.sh stages this script with the CUDA `vela`, libmujoco and
 # benchmarks/openvla_torch.py in .gpu/, which the device tool carries.
 #
-# Usage (in the device command): bash .gpu/gpu-bench.sh [small|7b|all]
+# Usage (in the device command): bash .gpu/gpu-bench.sh [small|7b|all|compile-small|compile-7b]
+# (checkpoints stay in $WORK, so a compile-* call on the same warm machine reuses them)
 # Writes JSON reports and logs into $OUT/results.tar.gz (default OUT=/tmp/vela-gpu-out). Random-weight checkpoints are made
 # here (7B weights cannot be carried): make-checkpoint, then quantize to q8f16/q4f16.
 set -euo pipefail
@@ -46,14 +47,24 @@ bench_set() { # name config modes...
         ${TORCH_COMPILE:+--compile} --save "$OUT/torch-$name.json" > "$OUT/torch-$name.log" 2>&1 \
         || echo "torch reference failed (see torch-$name.log)"
     tail -12 "$OUT/torch-$name.log"
-    rm -rf "$dir"
+}
+
+torch_compile() { # name: torch.compile timings on a checkpoint an earlier call left in $WORK
+    local dir="$WORK/$1"
+    [ -d "$dir" ] || { echo "no $dir: run gpu-bench.sh $1 first on this machine"; exit 1; }
+    log "torch reference $1 with torch.compile"
+    timeout 540 python3 "$G/openvla_torch.py" --model "$dir" --dump "$WORK/$1-dump.safetensors" --iters "$ITERS" \
+        --compile --save "$OUT/torch-$1.json" > "$OUT/torch-$1-compile.log" 2>&1 || echo "torch.compile run failed"
+    tail -12 "$OUT/torch-$1-compile.log"
 }
 
 case "$WHAT" in
     small) bench_set small small fp16 q8f16 q4f16 ;;
     7b) bench_set 7b 7b-shape fp16 q8f16 q4f16 ;;
     all) bench_set small small fp16 q4f16; bench_set 7b 7b-shape fp16 q8f16 q4f16 ;;
-    *) echo "usage: gpu-bench.sh [small|7b|all]" >&2; exit 2 ;;
+    compile-small) torch_compile small ;;
+    compile-7b) torch_compile 7b ;;
+    *) echo "usage: gpu-bench.sh [small|7b|all|compile-small|compile-7b]" >&2; exit 2 ;;
 esac
 python3 "$G/gpu_report.py" "$OUT" || echo "report failed"
 log done

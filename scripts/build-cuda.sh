@@ -66,5 +66,9 @@ cp "$CARGO_TARGET_DIR/release/vela" .gpu/vela
 strip .gpu/vela
 cp -L "$MUJOCO_DYNAMIC_LINK_DIR"/libmujoco.so.* .gpu/lib/
 cp scripts/gpu-bench.sh benchmarks/openvla_torch.py benchmarks/gpu_report.py .gpu/
+# The Llama tokenizer (scripts/setup-tokenizer.sh), so prompts have their real length there.
+if [ -f "$VELA_CACHE/tokenizer/tokenizer.json" ]; then
+    mkdir -p .gpu/cache/tokenizer && cp "$VELA_CACHE/tokenizer/tokenizer.json" .gpu/cache/tokenizer/
+fi
 ls -la .gpu .gpu/lib
 stage_end

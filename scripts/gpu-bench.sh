@@ -19,7 +19,9 @@ WORK=${VELA_GPU_WORK:-$G/../.gpu-work}
 mkdir -p "$OUT" "$WORK"
 trap 'tar czf "$FINAL/results.tar.gz" -C "$OUT" . && rm -rf "$OUT"' EXIT
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/nvidia/lib64:$G/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export RUST_LOG=${RUST_LOG:-info}
+export VELA_LOG=${VELA_LOG:-info}
+# make-checkpoint ships the Llama tokenizer from here when build-cuda.sh staged it.
+export VELA_CACHE=${VELA_CACHE:-$G/cache}
 VELA="$G/vela"
 log() { echo "==> [$(date +%T)] $*"; }
 

@@ -22,7 +22,8 @@ export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/nvidia/lib64:$G/lib${LD_
 export VELA_LOG=${VELA_LOG:-info}
 # make-checkpoint ships the Llama tokenizer from here when build-cuda.sh staged it.
 export VELA_CACHE=${VELA_CACHE:-$G/cache}
-VELA="$G/vela"
+VELA="$WORK/vela"
+gzip -dc "$G/vela.gz" > "$VELA" && chmod +x "$VELA"
 log() { echo "==> [$(date +%T)] $*"; }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$OUT/card.txt"

@@ -275,7 +275,7 @@ fn median_ms(dev: &Device, reps: usize, mut f: impl FnMut() -> Result<()>) -> Re
 /// Copy bandwidth and matmul rate of this device, on random data (never zeros: they can run
 /// faster than real data).
 pub fn measure_ceilings(dev: &Device, dtype: DType) -> Result<Ceilings> {
-    let (copy_elems, n) = if dev.is_cpu() { (16 << 20, 512) } else { (512 << 20, 8192) };
+    let (copy_elems, n) = if dev.is_cpu() { (4 << 20, 256) } else { (512 << 20, 8192) };
     let x = Tensor::randn(0f32, 1.0, copy_elems, dev)?.to_dtype(dtype)?;
     let copy_bytes = 2 * (copy_elems * dtype.size_in_bytes()) as u64;
     let copy = median_ms(dev, 10, || {

@@ -31,8 +31,35 @@ fn cuda(ordinal: usize) -> Result<Device> {
         // records for every tensor use buy nothing and cost a driver call per op.
         // SAFETY: no tensor of this device is ever used on another stream.
         unsafe { d.disable_event_tracking() };
+        keep_freed_memory(d)?;
     }
     Ok(dev)
+}
+
+/// cudarc allocates with `cuMemAllocAsync` from the device's default pool, whose release
+/// threshold is 0: every synchronisation (one per decoded token) hands the freed memory back to
+/// the driver, and the next op's allocation maps it in again. Keeping it in the pool makes
+/// steady-state allocation a pointer bump.
+#[cfg(feature = "cuda")]
+fn keep_freed_memory(d: &candle_core::CudaDevice) -> Result<()> {
+    use candle_core::cuda_backend::cudarc::driver::sys;
+    let ctx = d.cuda_stream().context().clone();
+    let err = |e: candle_core::cuda_backend::cudarc::driver::DriverError| VlaError::Input(format!("CUDA memory pool: {e}"));
+    ctx.bind_to_thread().map_err(err)?;
+    let mut threshold = u64::MAX;
+    // SAFETY: plain driver calls on the context bound above; `threshold` outlives the call.
+    unsafe {
+        let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+        sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()).result().map_err(err)?;
+        sys::cuMemPoolSetAttribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            &mut threshold as *mut u64 as *mut std::ffi::c_void,
+        )
+        .result()
+        .map_err(err)?;
+    }
+    Ok(())
 }
 
 #[cfg(not(feature = "cuda"))]

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 #[derive(clap::Subcommand)]
 pub enum VlaCommand {
@@ -45,6 +45,32 @@ pub enum VlaCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Time predict_action stage by stage (vision, projector, prefill, per token) and compare
+    /// with the floor the device allows (measured copy bandwidth and matmul rate).
+    Bench {
+        #[arg(long)]
+        model: PathBuf,
+        /// fp16 (the checkpoint's weights), q8f16 or q4f16 (needs `vela vla quantize` first).
+        #[arg(long, default_value = "fp16")]
+        quantization: String,
+        /// cpu, cuda or cuda:N (cuda needs a build with the `cuda` feature).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Compute dtype (default: f32 on cpu, bf16 on cuda).
+        #[arg(long)]
+        dtype: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        iters: usize,
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// Write the report as JSON here.
+        #[arg(long)]
+        save: Option<PathBuf>,
+        /// Also write intermediate values of a fixed input set (safetensors) for the PyTorch
+        /// reference in benchmarks/openvla_torch.py.
+        #[arg(long)]
+        dump: Option<PathBuf>,
+    },
 }
 
 pub fn run(cmd: VlaCommand) -> Result<()> {
@@ -61,6 +87,15 @@ pub fn run(cmd: VlaCommand) -> Result<()> {
             let out = out.unwrap_or_else(|| model.clone());
             let r = vela_vla::cli::quantize(&model, &quantization, &out)?;
             println!("wrote {} ({} bytes)", r.out_file.display(), r.bytes);
+        }
+        VlaCommand::Bench { model, quantization, device, dtype, iters, warmup, save, dump } => {
+            let r = vela_vla::cli::bench(&model, &quantization, &device, dtype.as_deref(), iters, warmup, dump.as_deref())?;
+            println!("{}", vela_vla::bench::summary(&r));
+            if let Some(path) = save {
+                let json = serde_json::to_string_pretty(&r)?;
+                std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
+                println!("wrote {}", path.display());
+            }
         }
     }
     Ok(())

@@ -313,4 +313,26 @@ fn train_on_hdf5_then_predict_with_the_dataset_action_space() {
     assert!(!o.status.success() && text(&o).contains("--resume"), "{}", text(&o));
     let o = vela(&[&args[..], &["--device", "cuda", "--out", dir.join("gpu").to_str().unwrap()]].concat());
     assert!(!o.status.success() && text(&o).contains("cuda"), "{}", text(&o));
+
+fn vla_bench_on_cpu_writes_json_with_every_stage() {
+    let dir = scratch("vla-bench");
+    let model = dir.join("tiny");
+    let o = vela(&["vla", "make-checkpoint", "--config", "tiny", "--out", model.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = dir.join("bench.json");
+    let o = vela(&["vla", "bench", "--model", model.to_str().unwrap(), "--device", "cpu", "--iters", "2", "--warmup", "0", "--save", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("ratio"), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    for k in ["vision_ms", "projector_ms", "prefill_ms", "decode_token_ms", "total_ms"] {
+        assert!(v[k]["p50"].as_f64().unwrap() > 0.0 && v[k]["p95"].as_f64().is_some(), "{k}: {v}");
+    }
+    assert_eq!(v["mode"], "fp16");
+    assert_eq!(v["tokens"].as_array().unwrap().len(), 7);
+    assert!(v["floor"]["total_ms"].as_f64().unwrap() > 0.0 && v["ratio"].as_f64().unwrap() > 0.0);
+    assert!(v["tokens_per_s"].as_f64().unwrap() > 0.0 && v["gpu_memory"].is_null());
+    // A CPU-only build names the way to a CUDA one instead of failing obscurely.
+    let o = vela(&["vla", "bench", "--model", model.to_str().unwrap(), "--device", "cuda"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("build-cuda.sh"), "{}", text(&o));
 }

@@ -192,7 +192,7 @@ fn nbytes(t: &TensorSpec) -> u64 {
 }
 
 /// Gives the values of one tensor of the plan, as f32 (encoded to the spec's dtype on write).
-pub type TensorValues<'a> = dyn Fn(&TensorSpec) -> Result<Vec<f32>> + 'a;
+pub type TensorValues<'a> = dyn Fn(&TensorSpec) -> Result<Vec<f32>> + Sync + 'a;
 
 /// Writes one safetensors file, asking for each tensor just before its bytes are written so
 /// memory stays at one tensor even for 7B shards.
@@ -217,15 +217,38 @@ fn write_safetensors(path: &Path, tensors: &[&TensorSpec], values: &TensorValues
     let io = |e| VlaError::io(path, e);
     w.write_all(&(h.len() as u64).to_le_bytes()).map_err(io)?;
     w.write_all(&h).map_err(io)?;
-    for t in tensors {
-        let v = values(t)?;
-        if v.len() != t.shape.iter().product::<usize>() {
-            return Err(VlaError::Weights(format!("{}: {} values for shape {:?}", t.name, v.len(), t.shape)));
+    // Tensors are produced one per core and written in order, so a 7B shard takes seconds
+    // per window and memory stays at one window of tensors.
+    for window in tensors.chunks(par_width()) {
+        let bytes = par_map(window, |t| -> Result<Vec<u8>> {
+            let v = values(t)?;
+            if v.len() != t.shape.iter().product::<usize>() {
+                return Err(VlaError::Weights(format!("{}: {} values for shape {:?}", t.name, v.len(), t.shape)));
+            }
+            Ok(encode(&v, t.dtype))
+        });
+        for b in bytes {
+            w.write_all(&b?).map_err(io)?;
         }
-        w.write_all(&encode(&v, t.dtype)).map_err(io)?;
     }
     w.flush().map_err(io)?;
     Ok(())
+}
+
+/// How many tensors to work on at once: one per core (7B checkpoints take minutes otherwise).
+pub(crate) fn par_width() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// `items.map(f)` on one scoped thread per item, results in input order.
+pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    if items.len() <= 1 {
+        return items.iter().map(&f).collect();
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items.iter().map(|it| s.spawn(|| f(it))).collect();
+        handles.into_iter().map(|h| h.join().expect("worker panicked")).collect()
+    })
 }
 
 /// Which tokenizer a new checkpoint ships with.

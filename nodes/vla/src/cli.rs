@@ -54,3 +54,25 @@ pub fn predict(
     }
     Ok(s)
 }
+
+/// `vela vla bench --model DIR --quantization q4f16|q8f16|fp16 --device cpu|cuda --iters N
+/// [--dtype f32|bf16|f16] [--dump FILE]`: times predictions and, with `dump`, writes the fixed
+/// input set's intermediate values for benchmarks/openvla_torch.py to compare against.
+pub fn bench(
+    model: &Path,
+    quantization: &str,
+    device: &str,
+    dtype: Option<&str>,
+    iters: usize,
+    warmup: usize,
+    dump: Option<&Path>,
+) -> Result<crate::bench::BenchReport> {
+    let device = crate::device::parse_device(device)?;
+    let dtype = match dtype {
+        Some(d) => crate::device::parse_dtype(d)?,
+        None => crate::device::default_dtype(&device),
+    };
+    let quantization = Quantization::parse_opt(quantization)?;
+    let opts = crate::bench::BenchOptions { quantization, device, dtype, iters, warmup, dump: dump.map(Path::to_path_buf) };
+    crate::bench::run(model, &opts)
+}

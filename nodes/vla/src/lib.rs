@@ -6,9 +6,11 @@
 
 pub mod action;
 pub mod batcher;
+pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod device;
 pub mod eval;
 pub mod llama;
 pub mod model;
@@ -24,7 +26,8 @@ pub mod weights;
 
 pub use checkpoint::{checkpoint_plan, loader_expectations, make_checkpoint};
 pub use config::{OpenVlaConfig, Preset};
-pub use model::{ActionPrediction, ActionStream, LoadOptions, OpenVla, PartialAction};
+pub use device::parse_device;
+pub use model::{ActionPrediction, ActionStream, LoadOptions, OpenVla, PartialAction, StageTimes};
 pub use node::{register, OpenVlaNode};
 pub use quantize::{quantize, Quantization};
 

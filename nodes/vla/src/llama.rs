@@ -28,6 +28,10 @@ impl RmsNorm {
 pub struct Rotary {
     cos: Tensor,
     sin: Tensor,
+    /// The same tables times `1/sqrt(head_dim)`: rotating queries with these also applies the
+    /// attention scale, one kernel less per layer.
+    cos_scaled: Tensor,
+    sin_scaled: Tensor,
 }
 
 impl Rotary {
@@ -37,28 +41,78 @@ impl Rotary {
         let inv = Tensor::from_vec(inv, (1, half), dev)?;
         let pos = Tensor::arange(0u32, max_pos as u32, dev)?.to_dtype(DType::F32)?.reshape((max_pos, 1))?;
         let freqs = pos.broadcast_mul(&inv)?;
-        Ok(Self { cos: freqs.cos()?.to_dtype(dtype)?, sin: freqs.sin()?.to_dtype(dtype)? })
+        let (cos, sin) = (freqs.cos()?, freqs.sin()?);
+        let s = 1.0 / (head_dim as f64).sqrt();
+        Ok(Self {
+            cos_scaled: (&cos * s)?.to_dtype(dtype)?,
+            sin_scaled: (&sin * s)?.to_dtype(dtype)?,
+            cos: cos.to_dtype(dtype)?,
+            sin: sin.to_dtype(dtype)?,
+        })
     }
     /// `x`: `[B, H, T, hd]`, positions `start..start+T`.
     pub fn apply(&self, x: &Tensor, start: usize) -> Result<Tensor> {
+        Self::rope(x, &self.cos, &self.sin, start)
+    }
+    /// Like [`Self::apply`], also scaled by `1/sqrt(head_dim)` (for queries).
+    pub fn apply_scaled(&self, x: &Tensor, start: usize) -> Result<Tensor> {
+        Self::rope(x, &self.cos_scaled, &self.sin_scaled, start)
+    }
+    fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, start: usize) -> Result<Tensor> {
         let t = x.dim(2)?;
-        let cos = self.cos.narrow(0, start, t)?;
-        let sin = self.sin.narrow(0, start, t)?;
-        Ok(crate::ops::rope(x, &cos, &sin)?)
+        Ok(crate::ops::rope(x, &cos.narrow(0, start, t)?, &sin.narrow(0, start, t)?)?)
     }
 }
 
 #[derive(Clone, Debug)]
 struct Layer {
-    q: Lin,
-    k: Lin,
-    v: Lin,
+    qkv: Parallel,
     o: Lin,
-    gate: Lin,
-    up: Lin,
+    gate_up: Parallel,
     down: Lin,
     input_norm: RmsNorm,
     post_norm: RmsNorm,
+}
+
+/// Linear layers reading the same input: one fused matmul whose output is split (views, no
+/// copies at one position), or the separate layers.
+#[derive(Clone, Debug)]
+enum Parallel {
+    Fused { lin: Lin, sizes: Vec<usize> },
+    Split(Vec<Lin>),
+}
+
+impl Parallel {
+    fn new(parts: Vec<Lin>, fuse: bool) -> Result<Self> {
+        if !fuse {
+            return Ok(Self::Split(parts));
+        }
+        let sizes = parts.iter().map(|p| p.out_features()).collect::<Result<Vec<_>>>()?;
+        Ok(Self::Fused { lin: Lin::fuse(&parts)?, sizes })
+    }
+    fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        match self {
+            Self::Split(ls) => ls.iter().map(|l| Ok(l.forward(x)?)).collect(),
+            Self::Fused { lin, sizes } => {
+                let y = lin.forward(x)?;
+                let mut off = 0;
+                sizes
+                    .iter()
+                    .map(|&n| {
+                        let part = y.narrow(D::Minus1, off, n)?;
+                        off += n;
+                        Ok(part)
+                    })
+                    .collect()
+            }
+        }
+    }
+    fn weight_bytes(&self) -> u64 {
+        match self {
+            Self::Split(ls) => ls.iter().map(Lin::weight_bytes).sum(),
+            Self::Fused { lin, .. } => lin.weight_bytes(),
+        }
+    }
 }
 
 /// Per-layer key/value tensors `[B, kvH, T, hd]` accumulated over a generation.
@@ -92,18 +146,21 @@ impl Llama {
         let kv = cfg.kv_heads() * hd;
         let i = cfg.intermediate_size;
         let m = w.pp("model");
+        // On a GPU each launch costs about as much as streaming a small matrix, so layers that
+        // read the same input become one. CPU keeps them apart (no gain, and the loader-layout
+        // check records requests without materialising weights).
+        let fuse = !w.device().is_cpu();
         let layers = (0..cfg.num_hidden_layers)
             .map(|l| {
                 let w = m.pp(format!("layers.{l}"));
                 let a = w.pp("self_attn");
                 let f = w.pp("mlp");
+                let qkv = [a.linear("q_proj", h, h, false)?, a.linear("k_proj", h, kv, false)?, a.linear("v_proj", h, kv, false)?];
+                let gate_up = [f.linear("gate_proj", h, i, false)?, f.linear("up_proj", h, i, false)?];
                 Ok(Layer {
-                    q: a.linear("q_proj", h, h, false)?,
-                    k: a.linear("k_proj", h, kv, false)?,
-                    v: a.linear("v_proj", h, kv, false)?,
+                    qkv: Parallel::new(qkv.into(), fuse)?,
                     o: a.linear("o_proj", h, h, false)?,
-                    gate: f.linear("gate_proj", h, i, false)?,
-                    up: f.linear("up_proj", h, i, false)?,
+                    gate_up: Parallel::new(gate_up.into(), fuse)?,
                     down: f.linear("down_proj", i, h, false)?,
                     input_norm: RmsNorm::new(w.pp("input_layernorm").get(&[h], "weight")?, cfg.rms_norm_eps),
                     post_norm: RmsNorm::new(w.pp("post_attention_layernorm").get(&[h], "weight")?, cfg.rms_norm_eps),
@@ -123,6 +180,22 @@ impl Llama {
             rotary: Rotary::new(hd, cfg.max_position_embeddings, cfg.rope_theta, dtype, w.device())?,
             cfg: cfg.clone(),
         })
+    }
+
+    /// Bytes one decode step streams from memory: every layer's matrices and norms, the final
+    /// norm and `lm_head`, in their stored form (quantized blocks or dense).
+    pub fn streamed_bytes(&self) -> u64 {
+        let t = |x: &Tensor| (x.elem_count() * x.dtype().size_in_bytes()) as u64;
+        let layers: u64 = self
+            .layers
+            .iter()
+            .map(|l| {
+                l.qkv.weight_bytes() + l.gate_up.weight_bytes() + l.o.weight_bytes() + l.down.weight_bytes()
+                    + t(&l.input_norm.weight)
+                    + t(&l.post_norm.weight)
+            })
+            .sum();
+        layers + t(&self.norm.weight) + self.lm_head.weight_bytes()
     }
 
     /// Token ids → `[1, n, H]`.
@@ -183,10 +256,12 @@ impl Llama {
         for (li, layer) in self.layers.iter().enumerate() {
             let r = x.clone();
             let n = layer.input_norm.forward(&x)?;
-            let q = layer.q.forward(&n)?.reshape((b, t, heads, hd))?.transpose(1, 2)?;
-            let k = layer.k.forward(&n)?.reshape((b, t, kvh, hd))?.transpose(1, 2)?;
-            let v = layer.v.forward(&n)?.reshape((b, t, kvh, hd))?.transpose(1, 2)?.contiguous()?;
-            let q = self.rotary.apply(&q, start)?;
+            // At t = 1 the narrows, reshapes and transposes are views, not copies.
+            let [q, k, v] = <[Tensor; 3]>::try_from(layer.qkv.forward(&n)?).expect("three projections");
+            let q = q.reshape((b, t, heads, hd))?.transpose(1, 2)?;
+            let k = k.reshape((b, t, kvh, hd))?.transpose(1, 2)?;
+            let v = v.reshape((b, t, kvh, hd))?.transpose(1, 2)?.contiguous()?;
+            let q = self.rotary.apply_scaled(&q, start)?;
             let k = self.rotary.apply(&k, start)?;
             let (k, v) = match cache.as_deref_mut() {
                 Some(cache) => {
@@ -201,7 +276,7 @@ impl Llama {
             };
             let k = repeat_kv(k, heads / kvh)?;
             let v = repeat_kv(v, heads / kvh)?;
-            let mut att = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
+            let mut att = q.matmul(&k.t()?)?;
             if let Some(m) = &mask {
                 att = att.broadcast_add(m)?;
             }
@@ -210,8 +285,8 @@ impl Llama {
             x = (r + layer.o.forward(&y)?)?;
             let r = x.clone();
             let n = layer.post_norm.forward(&x)?;
-            let g = candle_nn::ops::silu(&layer.gate.forward(&n)?)?;
-            let y = layer.down.forward(&(g * layer.up.forward(&n)?)?)?;
+            let [g, u] = <[Tensor; 2]>::try_from(layer.gate_up.forward(&n)?).expect("two projections");
+            let y = layer.down.forward(&(candle_nn::ops::silu(&g)? * u)?)?;
             x = (r + y)?;
         }
         if let Some(c) = cache {

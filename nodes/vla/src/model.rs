@@ -57,6 +57,21 @@ pub struct ActionPrediction {
     pub decode_ms: f64,
 }
 
+/// Per-stage wall times of [`OpenVla::predict_timed`], device synchronised in between.
+#[derive(Clone, Debug, Default)]
+pub struct StageTimes {
+    /// Preprocessing and both vision towers.
+    pub vision_ms: f64,
+    pub projector_ms: f64,
+    /// The prompt pass through the LLM plus the first token's argmax.
+    pub prefill_ms: f64,
+    /// One entry per further token (embed, one-position pass, argmax).
+    pub token_ms: Vec<f64>,
+    pub tokens: Vec<u32>,
+    /// Positions in the prefill (BOS + patches + prompt).
+    pub prefill_len: usize,
+}
+
 pub struct OpenVla {
     pub config: OpenVlaConfig,
     towers: Vec<VitConfig>,
@@ -265,6 +280,64 @@ impl OpenVla {
             decode_start: Instant::now(),
             failed: false,
         })
+    }
+
+    /// One greedy prediction with the device synchronised after each stage, so each stage's
+    /// wall time is its own (on CUDA the ops only queue work; unsynchronised stage times
+    /// would show launch cost, not GPU time). Decodes in the `normalized` space.
+    pub fn predict_timed(&self, img: &RgbImage, instruction: &str) -> Result<StageTimes> {
+        let sync = || self.device.synchronize();
+        let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+        sync()?;
+        let t = Instant::now();
+        let px = crate::preprocess::pixel_values(img, &self.towers, self.dtype, &self.device)?;
+        let feats = self.backbone.forward(&px)?;
+        sync()?;
+        let vision_ms = ms(t);
+        let t = Instant::now();
+        let patches = self.projector.forward(&feats)?;
+        sync()?;
+        let projector_ms = ms(t);
+        let ids = self.prompt_ids(instruction);
+        let t = Instant::now();
+        let emb = Tensor::cat(&[&self.llm.embed(&ids[..1])?, &patches, &self.llm.embed(&ids[1..])?], 1)?;
+        let mut cache = KvCache::new(self.config.text_config.num_hidden_layers);
+        let mut logits = self.llm.forward_embeds(&emb, &mut cache)?;
+        let mut tokens = vec![argmax(&logits)?];
+        let prefill_ms = ms(t);
+        let prefill_len = emb.dim(1)?;
+        let mut token_ms = Vec::new();
+        while tokens.len() < 7 {
+            let t = Instant::now();
+            logits = self.llm.forward_embeds(&self.llm.embed(&tokens[tokens.len() - 1..])?, &mut cache)?;
+            tokens.push(argmax(&logits)?);
+            token_ms.push(ms(t));
+        }
+        Ok(StageTimes { vision_ms, projector_ms, prefill_ms, token_ms, tokens, prefill_len })
+    }
+
+    /// Bytes of weights one decode step reads (every decoder matrix, norms and `lm_head`; the
+    /// embedding table only contributes one row).
+    pub fn decode_weight_bytes(&self) -> u64 {
+        self.llm.streamed_bytes()
+    }
+
+    /// Intermediate values for checking against another implementation: pixel values, the
+    /// projector output `[1, N, H]`, prompt ids and the first-token logits `[V]`.
+    pub fn trace(&self, img: &RgbImage, instruction: &str) -> Result<(Tensor, Tensor, Vec<u32>, Tensor)> {
+        let px = crate::preprocess::pixel_values(img, &self.towers, self.dtype, &self.device)?;
+        let patches = self.encode_pixels(&px)?;
+        let ids = self.prompt_ids(instruction);
+        let logits = self.prefill_logits(&patches, &ids)?;
+        Ok((px, patches, ids, logits))
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     /// Reads an image file (PNG/JPEG) as RGB8.

@@ -84,8 +84,8 @@ pub fn quantize(model_dir: &Path, mode: Quantization, out_dir: &Path) -> Result<
     names.sort();
     let mut qts: Vec<(String, QTensor)> = Vec::with_capacity(names.len());
     let mut types = std::collections::BTreeMap::new();
-    for name in names {
-        let t = st.load(&name, &Device::Cpu)?.to_dtype(DType::F32)?;
+    let one = |name: &String| -> Result<(GgmlDType, QTensor)> {
+        let t = st.load(name, &Device::Cpu)?.to_dtype(DType::F32)?;
         let dt = if name.starts_with("language_model.") && t.rank() == 2 {
             mode.weight_type(t.dim(1)?)
         } else if t.rank() == 1 && name.contains("norm") {
@@ -93,8 +93,15 @@ pub fn quantize(model_dir: &Path, mode: Quantization, out_dir: &Path) -> Result<
         } else {
             GgmlDType::F16
         };
-        *types.entry(format!("{dt:?}")).or_insert(0) += 1;
-        qts.push((name, QTensor::quantize(&t, dt)?));
+        Ok((dt, QTensor::quantize(&t, dt)?))
+    };
+    // Quantizing a 7B model tensor by tensor on one core takes minutes; one tensor per core.
+    for window in names.chunks(crate::checkpoint::par_width()) {
+        for (name, r) in window.iter().zip(crate::checkpoint::par_map(window, one)) {
+            let (dt, q) = r?;
+            *types.entry(format!("{dt:?}")).or_insert(0) += 1;
+            qts.push((name.clone(), q));
+        }
     }
     let out_file = out_dir.join(mode.file_name());
     let arch = gguf_file::Value::String("openvla".into());

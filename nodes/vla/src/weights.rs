@@ -142,6 +142,69 @@ pub enum Lin {
     Lora { base: Box<Lin>, lora: LoraAdapter },
 }
 
+impl Lin {
+    /// One layer computing `parts` side by side (outputs concatenated on the last axis), so a
+    /// decode step makes one launch instead of several over the same input. Quantized parts
+    /// are joined block-wise: rows of a GGUF matrix are independent, so the bytes concatenate.
+    pub fn fuse(parts: &[Lin]) -> Result<Lin> {
+        let dense: Option<Vec<&candle_nn::Linear>> =
+            parts.iter().map(|p| if let Lin::Dense(l) = p { Some(l) } else { None }).collect();
+        if let Some(ls) = dense {
+            let w = Tensor::cat(&ls.iter().map(|l| l.weight()).collect::<Vec<_>>(), 0)?;
+            let b = match ls.iter().map(|l| l.bias()).collect::<Option<Vec<_>>>() {
+                Some(bs) => Some(Tensor::cat(&bs, 0)?),
+                None if ls.iter().all(|l| l.bias().is_none()) => None,
+                None => return Err(VlaError::Weights("cannot fuse layers with and without bias".into())),
+            };
+            return Ok(Lin::Dense(candle_nn::Linear::new(w, b)));
+        }
+        let mut qs = Vec::new();
+        for p in parts {
+            match p {
+                Lin::Quant { w: QMatMul::QTensor(q), b: None } => qs.push(q.clone()),
+                _ => return Err(VlaError::Weights("can only fuse bias-free quantized layers of one kind".into())),
+            }
+        }
+        let (dtype, cols) = (qs[0].dtype(), qs[0].shape().dims()[1]);
+        let mut raw = Vec::new();
+        let mut rows = 0;
+        for q in &qs {
+            let (r, c) = q.shape().dims2()?;
+            if q.dtype() != dtype || c != cols {
+                return Err(VlaError::Weights(format!("cannot fuse {:?} [{r}, {c}] with {dtype:?} [_, {cols}]", q.dtype())));
+            }
+            raw.extend_from_slice(&q.data()?);
+            rows += r;
+        }
+        let q = candle_core::quantized::ggml_file::qtensor_from_ggml(dtype, &raw, vec![rows, cols], &qs[0].device())?;
+        Ok(Lin::Quant { w: QMatMul::from_qtensor(q)?, b: None })
+    }
+
+    /// Rows of the weight (`out` of `nn.Linear(in, out)`).
+    pub fn out_features(&self) -> Result<usize> {
+        Ok(match self {
+            Lin::Dense(l) => l.weight().dim(0)?,
+            Lin::Quant { w: QMatMul::QTensor(q), .. } => q.shape().dims2()?.0,
+            Lin::Quant { w: QMatMul::Tensor(x) | QMatMul::TensorF16(x), .. } => x.dim(0)?,
+        })
+    }
+
+    /// Size of the weight (and bias) as stored on the device.
+    pub fn weight_bytes(&self) -> u64 {
+        let t = |x: &Tensor| (x.elem_count() * x.dtype().size_in_bytes()) as u64;
+        match self {
+            Lin::Dense(l) => t(l.weight()) + l.bias().map(t).unwrap_or(0),
+            Lin::Quant { w, b } => {
+                let w = match w {
+                    QMatMul::QTensor(q) => q.storage_size_in_bytes() as u64,
+                    QMatMul::Tensor(x) | QMatMul::TensorF16(x) => t(x),
+                };
+                w + b.as_ref().map(t).unwrap_or(0)
+            }
+        }
+    }
+}
+
 impl Module for Lin {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Builds the CUDA flavour of `vela` on a machine without a GPU or a CUDA install, and
+# stages it for the GPU machine in .gpu/ (git-ignored; carried by the device tool).
+#
+# The CUDA 13.0 toolkit is assembled from PyPI wheels (by package name, through pip) into
+# $VELA_CACHE/cuda13/cuda, with a link-time stub libcuda.so: the real driver library comes
+# from the GPU machine. All wheels are pinned to 13.0.x so the PTX suits driver 580.
+# Kernels are built for sm_90 (H100/H200) only. CI never runs this.
+#
+# Usage: scripts/build-cuda.sh            (cold build ~25 min on 2 cores; then seconds)
+# Result: .gpu/vela.gz (stripped, compressed), .gpu/lib/libmujoco.so.*, .gpu/gpu-bench.sh and the two
+# benchmarks/*.py it runs there
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/env.sh
+ROOT=$(pwd)
+CUDA_CACHE="$VELA_CACHE/cuda13"
+export CUDA_HOME="$CUDA_CACHE/cuda"
+
+toolkit() {
+    [ -x "$CUDA_HOME/bin/nvcc" ] && [ -f "$CUDA_HOME/lib/stubs/libcuda.so" ] && return 0
+    need_apt gcc python3-pip
+    mkdir -p "$CUDA_CACHE/wheels" "$CUDA_CACHE/unpacked"
+    pip download --no-deps -q -d "$CUDA_CACHE/wheels" \
+        nvidia-cuda-nvcc==13.0.88 nvidia-cuda-crt==13.0.88 nvidia-nvvm==13.0.88 \
+        nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85 nvidia-cuda-nvrtc==13.0.88 \
+        nvidia-cublas==13.0.2.14 nvidia-curand==10.4.0.35
+    for w in "$CUDA_CACHE"/wheels/*.whl; do python3 -m zipfile -e "$w" "$CUDA_CACHE/unpacked/"; done
+    rm -rf "$CUDA_HOME" && cp -a "$CUDA_CACHE/unpacked/nvidia/cu13" "$CUDA_HOME"
+    chmod +x "$CUDA_HOME"/bin/* "$CUDA_HOME/nvvm/bin/cicc"
+    ln -sfn lib "$CUDA_HOME/lib64"
+    (cd "$CUDA_HOME/lib" && for f in libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libnvrtc.so.13 libcurand.so.10 libnvvm.so.4; do
+        ln -sf "$f" "${f%.so.*}.so"; done)
+    # Stub driver library: one dummy for every cu* symbol that cudarc or cuda.h declares.
+    cargo fetch -q
+    local cudarc
+    cudarc=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-"$(awk '/name = "cudarc"/{getline; print $3}' Cargo.lock | tr -d '"')" | head -1)
+    mkdir -p "$CUDA_HOME/lib/stubs"
+    {
+        grep -ohE '^pub unsafe fn cu[A-Za-z0-9_]+' "$cudarc"/src/driver/sys/*.rs | awk '{print $4}'
+        gcc -E -P -I "$CUDA_HOME/include" "$CUDA_HOME/include/cuda.h" | grep -oE '\bcu[A-Z][A-Za-z0-9_]*[[:space:]]*\(' | tr -d ' ('
+    } | sort -u | awk '{print "int " $1 "(void){return 999;}"}' > "$CUDA_CACHE/cuda_stub.c"
+    gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$CUDA_HOME/lib/stubs/libcuda.so" "$CUDA_CACHE/cuda_stub.c"
+    "$CUDA_HOME/bin/nvcc" --version | tail -1
+}
+
+stage_start "CUDA 13.0 toolkit"
+toolkit
+stage_end
+
+stage_start "cargo build --release --features cuda (vela)"
+export CARGO_TARGET_DIR="$VELA_CACHE/target-cuda"
+export CUDA_PATH="$CUDA_HOME" PATH="$CUDA_HOME/bin:$PATH" CUDA_COMPUTE_CAP=90
+# candle-kernels compiles ~15 large quantized-matmul units one at a time by default; run them
+# side by side (each nvcc needs about 1 GB of memory).
+export CUDAFORGE_THREADS="${CUDAFORGE_THREADS:-6}"
+export LIBRARY_PATH="$CUDA_HOME/lib:$CUDA_HOME/lib/stubs${LIBRARY_PATH:+:$LIBRARY_PATH}"
+# The GPU machine's CUDA libraries first, then whatever is staged next to the binary.
+export RUSTFLAGS='-C link-arg=-Wl,-rpath,/usr/local/cuda/lib64:/usr/local/cuda/targets/x86_64-linux/lib:$ORIGIN/lib'
+cargo build --release --features cuda --bin vela
+stage_end
+
+stage_start "stage .gpu/"
+mkdir -p .gpu/lib
+cp "$CARGO_TARGET_DIR/release/vela" /tmp/vela-cuda-$$
+strip /tmp/vela-cuda-$$
+# The device tool carries at most 64 MiB; the binary with its CUDA kernels is larger than that
+# but compresses well. gpu-bench.sh unpacks it.
+rm -f .gpu/vela && gzip -9 -c /tmp/vela-cuda-$$ > .gpu/vela.gz && rm /tmp/vela-cuda-$$
+cp -L "$MUJOCO_DYNAMIC_LINK_DIR"/libmujoco.so.* .gpu/lib/
+cp scripts/gpu-bench.sh benchmarks/openvla_torch.py benchmarks/gpu_report.py .gpu/
+# The Llama tokenizer (scripts/setup-tokenizer.sh), so prompts have their real length there.
+if [ -f "$VELA_CACHE/tokenizer/tokenizer.json" ]; then
+    mkdir -p .gpu/cache/tokenizer && cp "$VELA_CACHE/tokenizer/tokenizer.json" .gpu/cache/tokenizer/
+fi
+ls -la .gpu .gpu/lib
+stage_end

@@ -84,7 +84,7 @@ enum Parallel {
 
 impl Parallel {
     fn new(parts: Vec<Lin>, fuse: bool) -> Result<Self> {
-        if !fuse {
+        if !fuse || parts.iter().any(Lin::is_trainable) {
             return Ok(Self::Split(parts));
         }
         let sizes = parts.iter().map(|p| p.out_features()).collect::<Result<Vec<_>>>()?;

@@ -143,6 +143,17 @@ pub enum Lin {
 }
 
 impl Lin {
+    /// Whether training updates this layer in place (a `Var` weight or a LoRA adapter). Such
+    /// layers must never be fused: the fused copy would keep the values of the moment it was
+    /// made while the optimiser changes the originals.
+    pub fn is_trainable(&self) -> bool {
+        match self {
+            Lin::Dense(l) => l.weight().is_variable() || l.bias().is_some_and(|b| b.is_variable()),
+            Lin::Quant { .. } => false,
+            Lin::Lora { .. } => true,
+        }
+    }
+
     /// One layer computing `parts` side by side (outputs concatenated on the last axis), so a
     /// decode step makes one launch instead of several over the same input. Quantized parts
     /// are joined block-wise: rows of a GGUF matrix are independent, so the bytes concatenate.

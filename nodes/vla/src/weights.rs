@@ -197,6 +197,7 @@ impl Lin {
             Lin::Dense(l) => l.weight().dim(0)?,
             Lin::Quant { w: QMatMul::QTensor(q), .. } => q.shape().dims2()?.0,
             Lin::Quant { w: QMatMul::Tensor(x) | QMatMul::TensorF16(x), .. } => x.dim(0)?,
+            Lin::Lora { base, .. } => base.out_features()?,
         })
     }
 
@@ -212,6 +213,7 @@ impl Lin {
                 };
                 w + b.as_ref().map(t).unwrap_or(0)
             }
+            Lin::Lora { base, lora } => base.weight_bytes() + t(&lora.a) + t(&lora.b),
         }
     }
 }

@@ -273,6 +273,8 @@ fn datagen_writes_a_robomimic_file_that_replays_to_success() {
     let o = vela(&["datagen", "--output", out, "--action-noise", "-0.5", "--overwrite"]);
     assert!(!o.status.success() && text(&o).contains("action noise"), "{}", text(&o));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// A small robomimic HDF5 file, `vela train` for 20 LoRA steps from a tiny checkpoint, and
 /// `vela vla predict` on the result with the dataset's action space.
 #[test]
@@ -313,7 +315,9 @@ fn train_on_hdf5_then_predict_with_the_dataset_action_space() {
     assert!(!o.status.success() && text(&o).contains("--resume"), "{}", text(&o));
     let o = vela(&[&args[..], &["--device", "cuda", "--out", dir.join("gpu").to_str().unwrap()]].concat());
     assert!(!o.status.success() && text(&o).contains("cuda"), "{}", text(&o));
+}
 
+#[test]
 fn vla_bench_on_cpu_writes_json_with_every_stage() {
     let dir = scratch("vla-bench");
     let model = dir.join("tiny");

@@ -52,6 +52,8 @@ def main():
     except ImportError:
         return
     seven = [b for b in bars if b[0].startswith("7b")] or bars
+    if not seven:
+        return
     fig, ax = plt.subplots(figsize=(8, 4.5))
     labels = []
     for i, (name, r, t_ms) in enumerate(seven):

@@ -5,7 +5,7 @@
 #
 # Usage (in the device command): bash .gpu/gpu-bench.sh [small|7b|all|compile-small|compile-7b]
 # (checkpoints stay in $WORK, so a compile-* call on the same warm machine reuses them)
-# Writes JSON reports and logs into $OUT/results.tar.gz (default OUT=/tmp/vela-gpu-out). Random-weight checkpoints are made
+# Writes JSON reports and logs into $OUT/results-<what>.tar.gz (default OUT=/tmp/vela-gpu-out). Random-weight checkpoints are made
 # here (7B weights cannot be carried): make-checkpoint, then quantize to q8f16/q4f16.
 set -euo pipefail
 G=$(cd "$(dirname "$0")" && pwd)
@@ -17,7 +17,7 @@ FINAL=${OUT:-/tmp/vela-gpu-out}
 OUT=$FINAL/raw
 WORK=${VELA_GPU_WORK:-$G/../.gpu-work}
 mkdir -p "$OUT" "$WORK"
-trap 'tar czf "$FINAL/results.tar.gz" -C "$OUT" . && rm -rf "$OUT"' EXIT
+trap 'tar czf "$FINAL/results-$WHAT.tar.gz" -C "$OUT" . && rm -rf "$OUT"' EXIT
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/nvidia/lib64:$G/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export VELA_LOG=${VELA_LOG:-info}
 # make-checkpoint ships the Llama tokenizer from here when build-cuda.sh staged it.
@@ -56,7 +56,7 @@ torch_compile() { # name: torch.compile timings on a checkpoint an earlier call 
     local dir="$WORK/$1"
     [ -d "$dir" ] || { echo "no $dir: run gpu-bench.sh $1 first on this machine"; exit 1; }
     log "torch reference $1 with torch.compile"
-    timeout 540 python3 "$G/openvla_torch.py" --model "$dir" --dump "$WORK/$1-dump.safetensors" --iters "$ITERS" \
+    timeout "${COMPILE_TIMEOUT:-540}" python3 "$G/openvla_torch.py" --model "$dir" --dump "$WORK/$1-dump.safetensors" --iters "$ITERS" \
         --compile --save "$OUT/torch-$1.json" > "$OUT/torch-$1-compile.log" 2>&1 || echo "torch.compile run failed"
     tail -12 "$OUT/torch-$1-compile.log"
 }

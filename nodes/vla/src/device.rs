@@ -110,3 +110,32 @@ pub fn device_name(dev: &Device) -> String {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     format!("cpu ({cores} threads)")
 }
+
+/// Milliseconds (median of `reps`) of one device-to-device copy of `bytes` through the copy
+/// engine (`cuMemcpyDtoDAsync`), between buffers allocated up front. candle's own copy kernels
+/// reach about a third of HBM bandwidth on an H100, so they would understate the floor's
+/// ceiling. `None` on CPU.
+pub fn dtod_copy_ms(dev: &Device, bytes: usize, reps: usize) -> Result<Option<f64>> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(d) = dev {
+        let stream = d.cuda_stream();
+        let err = |e: candle_core::cuda_backend::cudarc::driver::DriverError| VlaError::Input(format!("copy probe: {e}"));
+        // SAFETY: both buffers are written by the copies before anything reads them, and the
+        // bytes' values do not matter to a copy.
+        let (src, mut dst) = unsafe { (stream.alloc::<u8>(bytes).map_err(err)?, stream.alloc::<u8>(bytes).map_err(err)?) };
+        let mut v = Vec::with_capacity(reps);
+        for i in 0..=reps {
+            stream.synchronize().map_err(err)?;
+            let t = std::time::Instant::now();
+            stream.memcpy_dtod(&src, &mut dst).map_err(err)?;
+            stream.synchronize().map_err(err)?;
+            if i > 0 {
+                v.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        v.sort_by(|a, b| a.total_cmp(b));
+        return Ok(Some(v[v.len() / 2]));
+    }
+    let _ = (dev, bytes, reps);
+    Ok(None)
+}

@@ -146,6 +146,7 @@ fn benchmark_hooks_seeded_resets_and_stale_actions() {
     node.command("reset_episode", &json!({ "seed": 42 }), &mut ctx).unwrap();
     assert!(matches!(events(&ctx.take_sent())[0], Event::EpisodeStart { seed: 42, .. }));
     assert!(node.command("reset_episode", &json!({ "seed": -1 }), &mut ctx).is_err());
+}
 
 /// Says one fixed sentence at start, like a speech recogniser would.
 struct Say(String);

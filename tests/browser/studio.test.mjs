@@ -79,6 +79,8 @@ async function until(f, what, ms = 10_000) {
 }
 
 async function center(locator) {
+  // The palette scrolls once it lists more types than fit; bring the item into view first.
+  await locator.scrollIntoViewIfNeeded();
   const b = await locator.boundingBox();
   assert.ok(b, 'element is visible');
   return { x: b.x + b.width / 2, y: b.y + b.height / 2 };

@@ -8,8 +8,8 @@
 # Kernels are built for sm_90 (H100/H200) only. CI never runs this.
 #
 # Usage: scripts/build-cuda.sh            (cold build ~25 min on 2 cores; then seconds)
-# Result: .gpu/vela.gz (stripped, compressed), .gpu/lib/libmujoco.so.*, .gpu/gpu-bench.sh and the two
-# benchmarks/*.py it runs there
+# Result: .gpu/vela.gz (stripped, compressed), .gpu/lib/libmujoco.so.*, .gpu/assets (robosuite subset),
+# .gpu/gl/*.deb (libglvnd), .gpu/gpu-bench.sh, .gpu/gpu-train.sh and the two benchmarks/*.py they run there
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
@@ -68,7 +68,14 @@ strip /tmp/vela-cuda-$$
 # but compresses well. gpu-bench.sh unpacks it.
 rm -f .gpu/vela && gzip -9 -c /tmp/vela-cuda-$$ > .gpu/vela.gz && rm /tmp/vela-cuda-$$
 cp -L "$MUJOCO_DYNAMIC_LINK_DIR"/libmujoco.so.* .gpu/lib/
-cp scripts/gpu-bench.sh benchmarks/openvla_torch.py benchmarks/gpu_report.py .gpu/
+cp scripts/gpu-bench.sh scripts/gpu-train.sh benchmarks/openvla_torch.py benchmarks/gpu_report.py .gpu/
+# What the simulator needs there (datagen and success benchmarks on the GPU machine): the
+# robosuite assets subset, and the GL dispatch libraries (libglvnd) that NVIDIA's EGL driver
+# plugs into; the machine has the driver but not these Debian packages.
+[ -f "$VELA_CACHE/mujoco/assets/.stamp" ] || bash scripts/setup-mujoco.sh
+rm -rf .gpu/assets && cp -a "$VELA_CACHE/mujoco/assets" .gpu/assets
+mkdir -p .gpu/gl
+(cd .gpu/gl && [ -n "$(ls ./*.deb 2>/dev/null)" ] || apt-get download -q libglvnd0 libegl1 libgl1 libgles2 libglx0 libopengl0)
 # The Llama tokenizer (scripts/setup-tokenizer.sh), so prompts have their real length there.
 if [ -f "$VELA_CACHE/tokenizer/tokenizer.json" ]; then
     mkdir -p .gpu/cache/tokenizer && cp "$VELA_CACHE/tokenizer/tokenizer.json" .gpu/cache/tokenizer/

@@ -45,6 +45,10 @@ pub struct DatagenArgs {
     /// Stop a task after this many trials even if too few succeeded (default 10 x episodes + 100).
     #[arg(long)]
     max_trials: Option<u64>,
+    /// gzip level for camera frames in the HDF5 file (0 = uncompressed: larger but
+    /// fastest to write and to read back when training).
+    #[arg(long, default_value_t = vela_data::robomimic::DEFAULT_GZIP_LEVEL, value_parser = clap::value_parser!(u8).range(0..=9))]
+    gzip_level: u8,
     /// Replace existing output files.
     #[arg(long)]
     overwrite: bool,
@@ -152,7 +156,7 @@ fn generate_task(
     );
 
     let meta = DatasetMeta { name: cfg.variant.name().to_string(), env_args: cfg.env_args(&sources) };
-    let mut writer: Box<dyn EpisodeWriter> = Box::new(RobomimicWriter::create(path, &meta)?);
+    let mut writer: Box<dyn EpisodeWriter> = Box::new(RobomimicWriter::create(path, &meta)?.with_gzip_level(args.gzip_level));
     let bar = ProgressBar::new(args.episodes).with_prefix(cfg.variant.name());
     bar.set_style(
         ProgressStyle::with_template(

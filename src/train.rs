@@ -9,9 +9,10 @@ use vela_vla::train::{self, Mode, ModelSource, TrainOptions};
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("base").required(true).args(["model", "config"])))]
 pub struct TrainArgs {
-    /// Dataset: a robomimic HDF5 file (mimicgen) or an RLDS folder (rlds).
-    #[arg(long)]
-    pub dataset: PathBuf,
+    /// Dataset: a robomimic HDF5 file (mimicgen) or an RLDS folder (rlds). Several
+    /// (comma-separated or repeated) train on their mixture, with statistics over all.
+    #[arg(long, required = true, value_delimiter = ',')]
+    pub dataset: Vec<PathBuf>,
     #[arg(long, value_enum)]
     pub dataset_type: DatasetType,
     /// Start from this HF-layout model folder.
@@ -110,7 +111,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
         _ => bail!("pass exactly one of --model DIR and --config NAME"),
     };
     let device = train::parse_device(&a.device)?;
-    let reader = vela_data::convert::open(&a.dataset, Some(a.dataset_type.into())).with_context(|| format!("opening {}", a.dataset.display()))?;
+    let reader = vela_data::convert::open_many(&a.dataset, Some(a.dataset_type.into()))
+        .with_context(|| format!("opening {}", a.dataset.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")))?;
     let opts = TrainOptions {
         out: a.out,
         epochs: a.epochs,

@@ -86,3 +86,73 @@ mod tests {
         assert!(parse_remap("").unwrap().is_empty());
     }
 }
+
+/// Several datasets read as one, episodes in the order the parts were given.
+///
+/// Training mixtures (OpenVLA trains on mixes of RLDS datasets) need one index
+/// space; statistics computed through this reader cover every part, so the
+/// exported `norm_stats` suit all of them.
+pub struct ConcatReader {
+    parts: Vec<Box<dyn EpisodeReader>>,
+    /// Episode index at which each part starts.
+    starts: Vec<usize>,
+    meta: crate::DatasetMeta,
+}
+
+impl ConcatReader {
+    /// Joins `parts` (at least one) under `name`. `env_args` is the first part's.
+    pub fn new(parts: Vec<Box<dyn EpisodeReader>>, name: impl Into<String>) -> Result<Self> {
+        let first = parts.first().ok_or_else(|| DataError::Other("no datasets to join".into()))?;
+        let meta = crate::DatasetMeta { name: name.into(), env_args: first.meta().env_args.clone() };
+        let mut starts = Vec::with_capacity(parts.len());
+        let mut n = 0;
+        for p in &parts {
+            starts.push(n);
+            n += p.len();
+        }
+        Ok(Self { parts, starts, meta })
+    }
+
+    fn locate(&self, index: usize) -> Result<(usize, usize)> {
+        if index >= self.len() {
+            return Err(DataError::Other(format!("episode index {index} out of range ({} episodes)", self.len())));
+        }
+        let part = self.starts.partition_point(|&s| s <= index) - 1;
+        Ok((part, index - self.starts[part]))
+    }
+}
+
+impl EpisodeReader for ConcatReader {
+    fn meta(&self) -> &crate::DatasetMeta {
+        &self.meta
+    }
+    fn len(&self) -> usize {
+        self.parts.iter().map(|p| p.len()).sum()
+    }
+    fn read(&mut self, index: usize) -> Result<Episode> {
+        let (p, i) = self.locate(index)?;
+        self.parts[p].read(i)
+    }
+    fn read_lowdim(&mut self, index: usize) -> Result<Episode> {
+        let (p, i) = self.locate(index)?;
+        self.parts[p].read_lowdim(i)
+    }
+}
+
+/// Opens one dataset, or several as a [`ConcatReader`] named after their
+/// names joined with `+` (parts with empty names count as `dataset`).
+pub fn open_many(paths: &[std::path::PathBuf], kind: Option<DatasetKind>) -> Result<Box<dyn EpisodeReader>> {
+    match paths {
+        [] => Err(DataError::Other("no dataset given".into())),
+        [one] => open(one, kind),
+        many => {
+            let parts = many.iter().map(|p| open(p, kind)).collect::<Result<Vec<_>>>()?;
+            let name = parts
+                .iter()
+                .map(|p| if p.meta().name.is_empty() { "dataset".to_string() } else { p.meta().name.clone() })
+                .collect::<Vec<_>>()
+                .join("+");
+            Ok(Box::new(ConcatReader::new(parts, name)?))
+        }
+    }
+}

@@ -243,3 +243,32 @@ fn mutated_records_never_panic() {
     }
     assert!(errs > 1000, "mutations should mostly fail: {ok} ok, {errs} errors");
 }
+
+/// A training mixture reads every part's episodes in order, names itself after
+/// the parts, and refuses indices past the end.
+#[test]
+fn open_many_concatenates_datasets() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, first: usize, n: usize| {
+        let p = dir.path().join(format!("{name}.hdf5"));
+        let m = DatasetMeta { name: name.into(), env_args: serde_json::json!({"env_name": name}) };
+        let mut w: Box<dyn EpisodeWriter> = Box::new(RobomimicWriter::create(&p, &m).unwrap());
+        for i in first..first + n {
+            w.append(&synthetic::episode(i, 4 + i, &["agentview"], 8)).unwrap();
+        }
+        w.finish().unwrap();
+        p
+    };
+    let a = write("stack_d4", 0, 3);
+    let b = write("stack_lang", 3, 2);
+    let mut r = convert::open_many(&[a.clone(), b], None).unwrap();
+    assert_eq!(r.len(), 5);
+    assert_eq!(r.meta().name, "stack_d4+stack_lang");
+    for i in 0..5 {
+        assert_eq!(r.read(i).unwrap().len(), 4 + i, "episode {i}");
+        assert_eq!(r.read_lowdim(i).unwrap().actions, synthetic::episode(i, 4 + i, &["agentview"], 8).actions);
+    }
+    assert!(r.read(5).is_err());
+    assert_eq!(convert::open_many(&[a], None).unwrap().meta().name, "stack_d4");
+    assert!(convert::open_many(&[], None).is_err());
+}

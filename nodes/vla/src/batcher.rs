@@ -34,7 +34,7 @@ pub struct SharedModel {
     max_batch: usize,
 }
 
-type Key = (PathBuf, Option<Quantization>);
+type Key = (PathBuf, Option<Quantization>, String);
 
 /// Models loaded for batching, by folder and quantization. Loading holds the lock so nodes
 /// started together load the model once.
@@ -48,9 +48,14 @@ pub struct Client {
 impl Client {
     /// Joins (loading the model if no other node has) the batch for `dir` + `quantization`.
     pub fn join(dir: &Path, quantization: Option<Quantization>, max_batch: usize, load: impl FnOnce() -> Result<OpenVla>) -> Result<Self> {
+        Self::join_on(dir, quantization, "cpu", max_batch, load)
+    }
+
+    /// Like [`Client::join`], for a model on `device` (nodes on different devices never share).
+    pub fn join_on(dir: &Path, quantization: Option<Quantization>, device: &str, max_batch: usize, load: impl FnOnce() -> Result<OpenVla>) -> Result<Self> {
         let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
         shared.retain(|(_, w)| w.strong_count() > 0);
-        let key = (dir.to_path_buf(), quantization);
+        let key = (dir.to_path_buf(), quantization, device.to_string());
         let found = shared.iter().find(|(k, _)| *k == key).and_then(|(_, w)| w.upgrade());
         let s = match found {
             Some(s) => s,

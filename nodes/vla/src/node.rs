@@ -74,6 +74,15 @@ impl OpenVlaNode {
                 )
                 .startup_only(),
             )
+            .param(
+                ParamSpec::new(
+                    "device",
+                    ParamKind::Choice { options: vec!["cpu".into(), "cuda".into()] },
+                    "cpu",
+                    "where the model runs: cuda needs a CUDA build of vela (scripts/build-cuda.sh) and computes in bf16",
+                )
+                .startup_only(),
+            )
             .param(ParamSpec::new("action_space", ParamKind::String, "", "norm_stats key to un-normalise with (empty = the first; `normalized` = raw [-1, 1])"))
             .param(ParamSpec::new("partial", ParamKind::Bool, false, "emit the partial action vector after every decoded token"))
             .param(
@@ -106,10 +115,14 @@ impl OpenVlaNode {
         let total = Arc::new(AtomicUsize::new(0));
         let (d, t, dir) = (done.clone(), total.clone(), model_dir.clone());
         let batch = p.u64("batch")? as usize;
+        let device_name = p.str("device")?.to_string();
+        // Fails here, at graph start, with the build's own explanation when CUDA is missing.
+        let device = crate::device::parse_device(&device_name).map_err(|e| NodeError::param("device", e.to_string()))?;
+        let dtype = crate::device::default_dtype(&device);
         std::thread::Builder::new()
             .name(format!("load-{}", init.name))
             .spawn(move || {
-                let opts = LoadOptions { quantization, ..Default::default() };
+                let opts = LoadOptions { quantization, device, dtype };
                 let load = || {
                     OpenVla::load_with_progress(&dir, &opts, move |n, of| {
                         d.store(n, Ordering::Relaxed);
@@ -117,7 +130,7 @@ impl OpenVlaNode {
                     })
                 };
                 let r = if batch > 1 {
-                    Client::join(&dir, quantization, batch, load).map(Policy::Batched)
+                    Client::join_on(&dir, quantization, &device_name, batch, load).map(Policy::Batched)
                 } else {
                     load().map(|m| Policy::Own(Arc::new(m)))
                 };

@@ -275,6 +275,11 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
         (false, false) => None,
     };
     std::fs::create_dir_all(&sdir).map_err(|e| VlaError::io(&sdir, e))?;
+    if device.is_cuda() {
+        // f32 GEMMs on tensor cores (TF32): several times faster on Hopper, and the 10-bit
+        // mantissa is far below the noise of stochastic gradients (PyTorch's AMP default too).
+        candle_core::cuda::set_gemm_reduced_precision_f32(true);
+    }
 
     let params = match source {
         ModelSource::Config(name) => {
@@ -581,7 +586,7 @@ pub fn parse_device(s: &str) -> Result<Device> {
                     "device `{s}`: this build has no CUDA support (rebuild with `--features cuda`)"
                 )));
             }
-            Ok(Device::new_cuda(ordinal)?)
+            crate::device::parse_device(&format!("cuda:{ordinal}"))
         }
         _ => Err(VlaError::Config(format!("bad device `{s}` (cpu | cuda | cuda:N)"))),
     }

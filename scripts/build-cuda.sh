@@ -75,7 +75,9 @@ cp scripts/gpu-bench.sh scripts/gpu-train.sh benchmarks/openvla_torch.py benchma
 [ -f "$VELA_CACHE/mujoco/assets/.stamp" ] || bash scripts/setup-mujoco.sh
 rm -rf .gpu/assets && cp -a "$VELA_CACHE/mujoco/assets" .gpu/assets
 mkdir -p .gpu/gl
-(cd .gpu/gl && [ -n "$(ls ./*.deb 2>/dev/null)" ] || apt-get download -q libglvnd0 libegl1 libgl1 libgles2 libglx0 libopengl0)
+# fonts-dejavu-core: TextOverlay's default font, for benchmarks of the shipped presets there.
+(cd .gpu/gl && [ -n "$(ls ./fonts-dejavu-core*.deb 2>/dev/null)" ] ||
+    apt-get download -q libglvnd0 libegl1 libgl1 libgles2 libglx0 libopengl0 fonts-dejavu-core)
 # The Llama tokenizer (scripts/setup-tokenizer.sh), so prompts have their real length there.
 if [ -f "$VELA_CACHE/tokenizer/tokenizer.json" ]; then
     mkdir -p .gpu/cache/tokenizer && cp "$VELA_CACHE/tokenizer/tokenizer.json" .gpu/cache/tokenizer/

@@ -8,7 +8,8 @@
 # Usage (device command, from the repo root):
 #   bash .gpu/gpu-train.sh setup                     unpack vela, install libglvnd, show the card
 #   bash .gpu/gpu-train.sh datagen EPISODES [TASKS]  EPISODES per task (default tasks Stack_D4,Stack_Lang)
-#   bash .gpu/gpu-train.sh train NAME [ARGS...]      start `vela train` in the background (ARGS appended)
+#   bash .gpu/gpu-train.sh train NAME [ARGS...]      start `vela train` in the background (ARGS appended;
+#                                                    without ARGS the shipped model's recipe below)
 #   bash .gpu/gpu-train.sh watch SECONDS             follow the training log until it ends or SECONDS pass
 #   bash .gpu/gpu-train.sh eval NAME [EPISODES]      quantize, then bench fp16/q8f16/q4f16 on Stack_D2 and q4f16 on Stack_Lang
 #   bash .gpu/gpu-train.sh pack NAME                 model + reports into $OUT as ≤15 MB parts
@@ -52,6 +53,11 @@ train)
     datasets=$(ls "$WORK"/data/*.hdf5 | paste -sd, -)
     out="$WORK/runs/$name"
     mkdir -p "$WORK/runs"
+    if [ $# = 0 ]; then
+        # The shipped model's recipe: small-112 from scratch, full training, cosine decay.
+        set -- --config small-112 --full --epochs 12 --batch-size 128 --lr 1e-3 --warmup-steps 300 --cosine \
+            --save-every 500 --log-every 50 --dataset-name stack_d4_lang --val-split 0.02 --val-max-samples 512
+    fi
     log "train $name on $datasets"
     # setsid: the run outlives this call; `watch` follows it and a later call can --resume it.
     setsid nohup "$VELA" train --dataset "$datasets" --dataset-type mimicgen --out "$out" --device cuda "$@" \

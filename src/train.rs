@@ -18,7 +18,7 @@ pub struct TrainArgs {
     /// Start from this HF-layout model folder.
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
-    /// Start from a fresh model of this size (tiny | tiny-single | small).
+    /// Start from a fresh model of this size (tiny | tiny-single | small | small-112).
     #[arg(long)]
     pub config: Option<String>,
     /// Train every weight instead of LoRA adapters.
@@ -43,6 +43,9 @@ pub struct TrainArgs {
     /// Linear warmup steps (0 = constant rate, as finetune.py).
     #[arg(long, default_value_t = 0)]
     pub warmup_steps: u64,
+    /// Decay the rate along a cosine to a tenth of --lr by the last step (after warmup).
+    #[arg(long)]
+    pub cosine: bool,
     /// Clip the global gradient norm (0 = off).
     #[arg(long, default_value_t = 1.0)]
     pub grad_clip: f64,
@@ -120,6 +123,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         batch_size: a.batch_size,
         lr: a.lr,
         warmup_steps: a.warmup_steps,
+        cosine: a.cosine,
         max_grad_norm: (a.grad_clip > 0.0).then_some(a.grad_clip),
         weight_decay: a.weight_decay,
         image_aug: a.image_aug,

@@ -260,6 +260,10 @@ pub enum Preset {
     TinySingle,
     /// Single DINOv2-reg tower at 224 px, 4-layer 256-wide Llama: a laptop-CPU model.
     Small,
+    /// `Small` at 112 px (64 patches instead of 256) with tied input/output embeddings: about
+    /// 3x cheaper to train and run, and 29 MB in bf16 instead of 45 (the vocabulary matrices
+    /// dominate). The size the shipped MimicGen model is trained at.
+    Small112,
     /// The exact openvla-7b layout (7.5 B parameters).
     SevenB,
 }
@@ -271,8 +275,9 @@ impl std::str::FromStr for Preset {
             "tiny" => Ok(Self::Tiny),
             "tiny-single" => Ok(Self::TinySingle),
             "small" => Ok(Self::Small),
+            "small-112" => Ok(Self::Small112),
             "7b-shape" | "7b" => Ok(Self::SevenB),
-            _ => Err(VlaError::Config(format!("unknown preset `{s}` (tiny|tiny-single|small|7b-shape)"))),
+            _ => Err(VlaError::Config(format!("unknown preset `{s}` (tiny|tiny-single|small|small-112|7b-shape)"))),
         }
     }
 }
@@ -359,6 +364,14 @@ impl OpenVlaConfig {
                 vec![224],
                 llm(256, 768, 4, 4),
                 Some(vec![VitConfig::dino(224, 14, 192, 6, 3, 768, 4)]),
+            ),
+            Preset::Small112 => base(
+                "vela-small-dinov2-112px",
+                false,
+                vec!["vela_small_patch14_reg4_dinov2".into()],
+                vec![112],
+                TextConfig { tie_word_embeddings: true, ..llm(256, 768, 4, 4) },
+                Some(vec![VitConfig::dino(112, 14, 192, 6, 3, 768, 4)]),
             ),
         }
     }

@@ -53,6 +53,8 @@ pub struct TrainOptions {
     pub batch_size: usize,
     pub lr: f64,
     pub warmup_steps: u64,
+    /// Cosine decay to a tenth of `lr` over the run (after warmup) instead of a constant rate.
+    pub cosine: bool,
     pub max_grad_norm: Option<f64>,
     pub weight_decay: f64,
     pub image_aug: bool,
@@ -83,6 +85,7 @@ impl Default for TrainOptions {
             batch_size: 16,
             lr: 5e-4,
             warmup_steps: 0,
+            cosine: false,
             max_grad_norm: Some(1.0),
             weight_decay: 0.01,
             image_aug: false,
@@ -452,7 +455,7 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
                     }
                 }
                 offset += n;
-                let lr = lr_at(opts.lr, opts.warmup_steps, step);
+                let lr = lr_at(opts.lr, opts.warmup_steps, step, opts.cosine.then_some(total_steps));
                 let (loss, accuracy, l1, grad_norm) = trainer.step(&batch, Some((&mut opt, &vars, lr)))?;
                 if !loss.is_finite() {
                     return Err(VlaError::Train(format!("loss became {loss} at step {step}: lower --lr")));
@@ -498,7 +501,7 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
         side_secs += t.elapsed().as_secs_f64();
         if let Some((loss, accuracy, l1)) = val {
             bar.suspend(|| tracing::info!(step, epoch, loss, accuracy, l1, "validation"));
-            validation.push(Metrics { step, epoch, loss, accuracy, l1, lr: lr_at(opts.lr, opts.warmup_steps, step), grad_norm: 0.0 });
+            validation.push(Metrics { step, epoch, loss, accuracy, l1, lr: lr_at(opts.lr, opts.warmup_steps, step, opts.cosine.then_some(total_steps)), grad_norm: 0.0 });
         }
     }
     bar.finish_and_clear();

@@ -191,6 +191,9 @@ fn load(model: &Path, quantization: Option<&str>) -> Result<vela_vla::OpenVla> {
 }
 
 fn eval(a: EvalArgs) -> Result<()> {
+    if !a.dataset.exists() {
+        anyhow::bail!("dataset {} not found", a.dataset.display());
+    }
     let model = load(&a.model, a.quantization.as_deref())?;
     let eval_model = match &a.eval_model {
         Some(dir) => Some(load(dir, a.eval_quantization.as_deref())?),

@@ -83,7 +83,7 @@ pub struct ConvertArgs {
     gzip_level: u8,
 }
 
-fn parse_kind(s: &str) -> Result<DatasetKind, String> {
+pub(crate) fn parse_kind(s: &str) -> Result<DatasetKind, String> {
     match s {
         "mimicgen" | "robomimic" | "hdf5" => Ok(DatasetKind::Mimicgen),
         "rlds" => Ok(DatasetKind::Rlds),

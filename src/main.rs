@@ -74,7 +74,7 @@ enum Command {
         #[command(subcommand)]
         command: dataset::DatasetCommand,
     },
-    /// OpenVLA checkpoints: make, quantize, predict.
+    /// OpenVLA checkpoints: make, quantize, predict, evaluate offline, benchmark.
     Vla {
         #[command(subcommand)]
         command: vla::VlaCommand,

@@ -1,8 +1,10 @@
-//! `vela vla ...`: make, quantize and query OpenVLA checkpoints.
+//! `vela vla ...`: make, quantize, query and evaluate OpenVLA checkpoints.
 
-use std::path::PathBuf;
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(clap::Subcommand)]
 pub enum VlaCommand {
@@ -45,6 +47,10 @@ pub enum VlaCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Offline evaluation against recorded actions (nano_llm.vision.vla): accuracy = 1 − NRMSE
+    /// per step over the action space's q01..q99 range, latency, and with --eval-model the
+    /// error between two models' predictions (e.g. INT4 vs FP16).
+    Eval(Box<EvalArgs>),
     /// Time predict_action stage by stage (vision, projector, prefill, per token) and compare
     /// with the floor the device allows (measured copy bandwidth and matmul rate).
     Bench {
@@ -73,6 +79,48 @@ pub enum VlaCommand {
     },
 }
 
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    #[arg(long)]
+    model: PathBuf,
+    /// fp16 (the checkpoint's weights), q8f16 or q4f16 (needs `vela vla quantize` first).
+    #[arg(long)]
+    quantization: Option<String>,
+    /// robomimic/MimicGen HDF5 file or RLDS folder.
+    #[arg(long)]
+    dataset: PathBuf,
+    /// mimicgen or rlds (default: a folder is rlds, a file mimicgen).
+    #[arg(long, value_parser = crate::dataset::parse_kind)]
+    dataset_type: Option<vela_data::DatasetKind>,
+    #[arg(long)]
+    max_episodes: Option<usize>,
+    /// Cap on the total number of steps over all episodes.
+    #[arg(long)]
+    max_steps: Option<usize>,
+    /// norm_stats key (default: the dataset's name if the model has it, else its only key).
+    #[arg(long)]
+    action_space: Option<String>,
+    /// Compare in normalised [-1, 1] space (predictions not un-normalised, ground truth
+    /// normalised with the action space's q01/q99).
+    #[arg(long)]
+    normalized: bool,
+    /// Camera whose frames the model sees (default: agentview, else the first).
+    #[arg(long)]
+    camera: Option<String>,
+    /// Instruction for steps whose episode has none.
+    #[arg(long)]
+    instruction: Option<String>,
+    /// Rewrite per-step latency/error and the `mean` block to this JSON after every step.
+    #[arg(long, value_name = "FILE.json")]
+    save_stats: Option<PathBuf>,
+    /// Second model to compare with (e.g. the FP16 original of a q4f16 run).
+    #[arg(long)]
+    eval_model: Option<PathBuf>,
+    /// Quantization of --eval-model (default fp16).
+    #[arg(long, requires = "eval_model")]
+    eval_quantization: Option<String>,
+}
+
 pub fn run(cmd: VlaCommand) -> Result<()> {
     match cmd {
         VlaCommand::MakeCheckpoint { config, out, seed } => {
@@ -88,6 +136,7 @@ pub fn run(cmd: VlaCommand) -> Result<()> {
             let r = vela_vla::cli::quantize(&model, &quantization, &out)?;
             println!("wrote {} ({} bytes)", r.out_file.display(), r.bytes);
         }
+        VlaCommand::Eval(args) => eval(*args)?,
         VlaCommand::Bench { model, quantization, device, dtype, iters, warmup, save, dump } => {
             let r = vela_vla::cli::bench(&model, &quantization, &device, dtype.as_deref(), iters, warmup, dump.as_deref())?;
             println!("{}", vela_vla::bench::summary(&r));
@@ -97,6 +146,83 @@ pub fn run(cmd: VlaCommand) -> Result<()> {
                 println!("wrote {}", path.display());
             }
         }
+    }
+    Ok(())
+}
+
+/// Progress for `vela vla eval`: step lines on stdout (above the bar), the bar on stderr only
+/// when that is a terminal.
+struct EvalBar {
+    bar: ProgressBar,
+}
+
+impl vela_vla::eval::EvalProgress for EvalBar {
+    fn start(&mut self, total_steps: usize) {
+        self.bar.set_length(total_steps as u64);
+    }
+    fn step(&mut self, lines: &[String]) {
+        self.bar.suspend(|| lines.iter().for_each(|l| println!("{l}")));
+        self.bar.inc(1);
+    }
+}
+
+fn bar(what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(0).with_prefix(what.to_string());
+    b.set_style(
+        ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ({eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    b
+}
+
+fn load(model: &Path, quantization: Option<&str>) -> Result<vela_vla::OpenVla> {
+    let b = bar("loading");
+    let b2 = b.clone();
+    let m = vela_vla::cli::load(model, quantization, move |done, total| {
+        b2.set_length(total as u64);
+        b2.set_position(done as u64);
+    })
+    .with_context(|| format!("loading model {}", model.display()))?;
+    b.finish_and_clear();
+    Ok(m)
+}
+
+fn eval(a: EvalArgs) -> Result<()> {
+    if !a.dataset.exists() {
+        anyhow::bail!("dataset {} not found", a.dataset.display());
+    }
+    let model = load(&a.model, a.quantization.as_deref())?;
+    let eval_model = match &a.eval_model {
+        Some(dir) => Some(load(dir, a.eval_quantization.as_deref())?),
+        None => None,
+    };
+    let mut reader = vela_data::convert::open(&a.dataset, a.dataset_type)
+        .with_context(|| format!("opening dataset {}", a.dataset.display()))?;
+    let opts = vela_vla::eval::DatasetOptions {
+        action_space: a.action_space,
+        normalized: a.normalized,
+        camera: a.camera,
+        instruction: a.instruction,
+        max_episodes: a.max_episodes,
+        max_steps: a.max_steps,
+    };
+    let mut progress = EvalBar { bar: bar("eval") };
+    let stats = vela_vla::eval::evaluate_dataset(
+        &model,
+        eval_model.as_ref(),
+        reader.as_mut(),
+        &a.dataset,
+        &opts,
+        a.save_stats.as_deref(),
+        &mut progress,
+    )?;
+    progress.bar.finish_and_clear();
+    println!("{}", stats.summary());
+    if let Some(p) = &a.save_stats {
+        println!("wrote {}", p.display());
     }
     Ok(())
 }

@@ -340,3 +340,43 @@ fn vla_bench_on_cpu_writes_json_with_every_stage() {
     assert!(!o.status.success());
     assert!(text(&o).contains("build-cuda.sh"), "{}", text(&o));
 }
+
+/// `vela vla eval` of a tiny checkpoint on a synthetic robomimic file: per-step lines, the
+/// summary, the --save-stats JSON, a model against itself, and the errors users hit first.
+#[test]
+fn vla_eval_scores_a_model_against_recorded_actions() {
+    use vela_data::EpisodeWriter as _;
+    let dir = scratch("vla-eval");
+    let ds = dir.join("stack.hdf5");
+    let meta = vela_data::DatasetMeta { name: "stack_synth".into(), env_args: serde_json::json!({}) };
+    let mut w = Box::new(vela_data::robomimic::RobomimicWriter::create(&ds, &meta).unwrap());
+    for i in 0..2 {
+        w.append(&vela_data::synthetic::episode(i, 3, &["agentview"], 32)).unwrap();
+    }
+    w.finish().unwrap();
+    let model = dir.join("tiny");
+    let o = vela(&["vla", "make-checkpoint", "--config", "tiny", "--out", model.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let (m, d) = (model.to_str().unwrap(), ds.to_str().unwrap());
+    let stats = dir.join("stats.json");
+    let o = vela(&["vla", "eval", "--model", m, "--eval-model", m, "--dataset", d, "--dataset-type", "mimicgen", "--max-steps", "4", "--save-stats", stats.to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{}", text(&o));
+    for want in ["step 3  [", "gt   3  [", "eval 3  [", "q_err=0.0000", "timesteps 4  accuracy", "quant_error 0.0000"] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    for k in ["latency", "error", "eval_latency", "eval_error", "quant_error"] {
+        assert_eq!(j[k].as_array().unwrap().len(), 4, "{k}: {j}");
+    }
+    assert_eq!(j["mean"]["timesteps"], 4);
+    assert_eq!(j["mean"]["quant_error"], 0.0);
+
+    let o = vela(&["vla", "eval", "--model", m, "--dataset", d, "--camera", "wrist"]);
+    assert!(!o.status.success() && text(&o).contains("episode demo_0: no camera `wrist` (has: agentview)"), "{}", text(&o));
+    let o = vela(&["vla", "eval", "--model", m, "--dataset", d, "--action-space", "libero"]);
+    assert!(!o.status.success() && text(&o).contains("`libero` not in norm_stats (have: bridge_orig)"), "{}", text(&o));
+    let o = vela(&["vla", "eval", "--model", m, "--dataset", dir.join("nope.hdf5").to_str().unwrap()]);
+    assert!(!o.status.success() && text(&o).contains("nope.hdf5 not found"), "{}", text(&o));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

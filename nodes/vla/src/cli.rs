@@ -1,4 +1,4 @@
-//! Plain functions behind `vela vla make-checkpoint | predict | quantize`, so the CLI crate only
+//! Plain functions behind `vela vla make-checkpoint | predict | quantize | eval`, so the CLI crate only
 //! parses arguments and prints.
 
 use std::fmt::Write as _;
@@ -20,6 +20,17 @@ pub fn quantize(model: &Path, quantization: &str, out: &Path) -> Result<Quantize
     crate::quantize(model, q, out)
 }
 
+/// Loads a checkpoint folder on the CPU: `quantization` fp16 (or none) reads the safetensors
+/// shards, q8f16/q4f16 the GGUF file `vela vla quantize` wrote; `progress(loaded, total)` runs
+/// after each tensor.
+pub fn load(model: &Path, quantization: Option<&str>, progress: impl Fn(usize, usize) + Send + Sync + 'static) -> Result<OpenVla> {
+    let q = match quantization {
+        Some(s) => Quantization::parse_opt(s)?,
+        None => None,
+    };
+    OpenVla::load_with_progress(model, &LoadOptions { quantization: q, ..Default::default() }, progress)
+}
+
 /// `vela vla predict --model DIR [--quantization q4f16|q8f16|fp16] --image FILE
 /// --instruction TEXT [--action-space KEY] [--verbose]`: returns the text to print
 /// (the action vector; with `verbose` also tokens, prompt ids and timings).
@@ -31,11 +42,7 @@ pub fn predict(
     action_space: Option<&str>,
     verbose: bool,
 ) -> Result<String> {
-    let q = match quantization {
-        Some(s) => Quantization::parse_opt(s)?,
-        None => None,
-    };
-    let m = OpenVla::load(model, &LoadOptions { quantization: q, ..Default::default() })?;
+    let m = load(model, quantization, |_, _| {})?;
     let space = match action_space {
         Some(s) => s.to_string(),
         None => m.config.norm_stats.keys().next().cloned().unwrap_or_else(|| crate::model::NORMALIZED.to_string()),

@@ -212,3 +212,21 @@ fn tiny_openvla_runs_alone_and_batched() {
     // Random weights never stack the cube within 6 steps, alone or batched.
     assert_eq!(outcomes(&a), outcomes(&b));
 }
+
+/// A policy that stops answering mid-episode ends the run with an error naming the
+/// environment and episode, instead of hanging forever.
+#[test]
+fn a_hung_policy_is_reported_not_waited_for() {
+    let dir = scratch("stall");
+    let preset = std::fs::read_to_string(fixture("zeros.json"))
+        .unwrap()
+        .replace("\"bench-zeros\"", "\"bench-stall\"")
+        .replace(r#""values": "0,0,0,0,0,0,0""#, r#""values": "0,0,0,0,0,0,0", "limit": 3"#);
+    assert!(preset.contains("\"limit\": 3"), "fixture changed: {preset}");
+    let preset_file = dir.join("stall.json");
+    std::fs::write(&preset_file, preset).unwrap();
+    let o = bench(preset_file.to_str().unwrap(), &["--episodes", "2", "--stall-timeout", "2"], &dir.join("s.json"));
+    assert!(!o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("environment 0 made no step") && t.contains("episode 0 (seed 0)"), "{t}");
+}

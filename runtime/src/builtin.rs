@@ -294,6 +294,7 @@ impl Node for TestPattern {
 pub struct ConstantPolicy {
     values: Vec<f32>,
     answered: u64,
+    limit: u64,
 }
 
 impl ConstantPolicy {
@@ -303,10 +304,16 @@ impl ConstantPolicy {
             .input("in", &[DataType::Image, DataType::Prompt], "camera frames or prompts")
             .output("actions", DataType::Actions, "the fixed action, stamped with its frame's time")
             .param(ParamSpec::new("values", ParamKind::String, "0,0,0,0,0,0,0", "comma-separated action values"))
+            .param(ParamSpec::new(
+                "limit",
+                ParamKind::Int { min: Some(0), max: None },
+                0,
+                "go silent after this many actions (0 = never): a hung policy, to check what notices it",
+            ))
     }
 
     fn new(init: &NodeInit) -> Result<Self, NodeError> {
-        Ok(ConstantPolicy { values: Self::parse(init.params.str("values")?)?, answered: 0 })
+        Ok(ConstantPolicy { values: Self::parse(init.params.str("values")?)?, answered: 0, limit: init.params.u64("limit")? })
     }
 
     fn parse(s: &str) -> Result<Vec<f32>, NodeError> {
@@ -323,6 +330,9 @@ impl Node for ConstantPolicy {
             Payload::Prompt(p) => p.last_image().map_or(msg.timestamp, |i| i.timestamp),
             _ => msg.timestamp,
         };
+        if self.limit > 0 && self.answered >= self.limit {
+            return Ok(());
+        }
         self.answered += 1;
         ctx.send_stamped("actions", Actions::new(self.values.clone(), "constant"), frame_time)
     }
@@ -330,6 +340,7 @@ impl Node for ConstantPolicy {
     fn set_param(&mut self, name: &str, value: &Value, _: &mut Context) -> Result<(), NodeError> {
         match name {
             "values" => self.values = Self::parse(value.as_str().unwrap_or_default())?,
+            "limit" => self.limit = value.as_u64().ok_or_else(|| NodeError::param("limit", "expected a whole number"))?,
             _ => return Err(NodeError::param(name, "unknown")),
         }
         Ok(())

@@ -11,7 +11,7 @@ pub mod stats;
 use std::collections::{BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -74,6 +74,11 @@ pub struct RunArgs {
     /// Hide the progress bar (logs still go to stderr).
     #[arg(long)]
     pub quiet: bool,
+    /// Stop the run with an error when an environment makes no step for this many seconds once
+    /// its policy has answered (a hung or dead policy); 0 waits forever. Finished episodes stay
+    /// saved, and --resume continues.
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    pub stall_timeout: u64,
 }
 
 pub fn run(store: &PresetStore, args: BenchArgs) -> Result<()> {
@@ -196,6 +201,8 @@ fn describe_policy(graph: &GraphSpec, sim: &str, resolved: &dyn Fn(&str, &str) -
 /// What the recorder tells the bench.
 enum TapMsg {
     Episode { env: usize, stats: Value, frame: Option<Image> },
+    /// A new simulator frame: the environment stepped (or reset).
+    Step { env: usize },
 }
 
 /// A passive sink on the simulator's events and frames: forwards each episode's stats with
@@ -231,7 +238,10 @@ impl Recorder {
 impl Node for Recorder {
     fn on_input(&mut self, _: &str, msg: Message, _: &mut Context) -> Result<(), NodeError> {
         match msg.payload {
-            Payload::Image(i) => self.latest = Some(i),
+            Payload::Image(i) => {
+                self.latest = Some(i);
+                let _ = self.tx.send(TapMsg::Step { env: self.env });
+            }
             Payload::Event(Event::Custom { name, data }) if name == vela_sim::node::EPISODE_STATS => self.waiting = Some(data),
             _ => return Ok(()),
         }
@@ -384,6 +394,8 @@ async fn drive(
     };
     // One listener for the whole run, so a Ctrl-C between two loop turns is not lost.
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+    let mut watchdog = Watchdog::new(envs, args.stall_timeout);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     let result: Result<()> = loop {
         if running.iter().all(Option::is_none) {
             break Ok(());
@@ -402,7 +414,18 @@ async fn drive(
                 }
                 _ => {}
             },
-            Some(TapMsg::Episode { env, stats, frame }) = rx.recv() => {
+            _ = tick.tick() => {
+                if let Some((env, secs)) = watchdog.stalled() {
+                    let what = running[env].map_or("its last episode".to_string(), |i| format!("episode {i} (seed {})", seed_of(i)));
+                    break Err(anyhow::anyhow!(
+                        "environment {env} made no step for {secs:.0} s while running {what}: the policy stopped answering \
+                         (finished episodes are saved; --resume continues, --stall-timeout changes the limit)"
+                    ));
+                }
+            }
+            Some(msg) = rx.recv() => match msg {
+            TapMsg::Step { env } => watchdog.step(env),
+            TapMsg::Episode { env, stats, frame } => {
                 let Some(index) = running[env] else { continue };
                 let seed = stats.get("seed").and_then(Value::as_u64);
                 if seed != Some(seed_of(index)) {
@@ -424,13 +447,17 @@ async fn drive(
                 }
                 update_bar(&bar, done);
                 running[env] = todo.pop_front();
-                if let Some(next) = running[env] {
-                    let r = engines[env].command(&plan.sim, "reset_episode", json!({ "seed": seed_of(next) })).await;
-                    if let Err(e) = r {
-                        break Err(anyhow::anyhow!("starting episode {next}: {e}"));
+                match running[env] {
+                    Some(next) => {
+                        let r = engines[env].command(&plan.sim, "reset_episode", json!({ "seed": seed_of(next) })).await;
+                        if let Err(e) = r {
+                            break Err(anyhow::anyhow!("starting episode {next}: {e}"));
+                        }
                     }
+                    None => watchdog.retire(env),
                 }
             }
+            },
         }
     };
     bar.finish_and_clear();
@@ -438,6 +465,46 @@ async fn drive(
         e.stop().await;
     }
     result
+}
+
+/// Notices environments that stopped stepping. Armed per environment from its second frame
+/// on: the first frame comes at reset, before the policy (possibly still loading a large
+/// model) has answered once.
+struct Watchdog {
+    limit: Option<Duration>,
+    /// Frames seen per environment; `None` once it has no episodes left.
+    frames: Vec<Option<u64>>,
+    last: Vec<Instant>,
+}
+
+impl Watchdog {
+    fn new(envs: usize, limit_s: u64) -> Self {
+        Self { limit: (limit_s > 0).then(|| Duration::from_secs(limit_s)), frames: vec![Some(0); envs], last: vec![Instant::now(); envs] }
+    }
+
+    fn step(&mut self, env: usize) {
+        if let (Some(Some(f)), Some(t)) = (self.frames.get_mut(env), self.last.get_mut(env)) {
+            *f += 1;
+            *t = Instant::now();
+        }
+    }
+
+    /// An environment with no episodes left: idle on purpose.
+    fn retire(&mut self, env: usize) {
+        if let Some(f) = self.frames.get_mut(env) {
+            *f = None;
+        }
+    }
+
+    /// The first environment past the limit, with its seconds since the last step.
+    fn stalled(&self) -> Option<(usize, f64)> {
+        let limit = self.limit?;
+        (0..self.frames.len())
+            .filter(|&e| self.frames[e].is_some_and(|n| n >= 2))
+            .map(|e| (e, self.last[e].elapsed()))
+            .find(|(_, idle)| *idle > limit)
+            .map(|(e, idle)| (e, idle.as_secs_f64()))
+    }
 }
 
 fn progress_bar(args: &RunArgs, done: &[EpisodeRecord]) -> ProgressBar {

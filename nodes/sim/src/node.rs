@@ -122,6 +122,23 @@ impl SimWorker {
     }
 }
 
+/// What an instruction arriving mid-episode does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnInstruction {
+    Redirect,
+    Restart,
+}
+
+impl OnInstruction {
+    fn parse(s: &str) -> Result<Self, NodeError> {
+        match s {
+            "redirect" => Ok(Self::Redirect),
+            "restart" => Ok(Self::Restart),
+            other => Err(NodeError::param("on_instruction", format!("'{other}' is not one of redirect, restart"))),
+        }
+    }
+}
+
 /// Where actions come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Motion {
@@ -173,6 +190,9 @@ pub struct MimicGenNode {
     /// Start the next episode by itself; off, an ended episode waits for `reset_episode`
     /// (a benchmark hands out seeds so parallel simulators run a fixed set of episodes).
     auto_reset: bool,
+    on_instruction: OnInstruction,
+    /// An instruction to apply right after the next reset (restart mode).
+    pending_instruction: Option<String>,
     seed: u64,
     /// When the last frame went out, to time the policy's answer (genlocked agents).
     frame_sent: Option<Instant>,
@@ -227,6 +247,12 @@ impl MimicGenNode {
             ))
             .param(ParamSpec::new("seed", ParamKind::Int { min: Some(0), max: None }, 0, "seed of the first episode").startup_only())
             .param(ParamSpec::new("auto_reset", ParamKind::Bool, true, "start the next episode when one ends (off: wait for reset episode)"))
+            .param(ParamSpec::new(
+                "on_instruction",
+                ParamKind::Choice { options: vec!["redirect".into(), "restart".into()] },
+                "redirect",
+                "a new instruction: redirect = the arm continues from where it is towards the new goal; restart = the same scene from its start (the interrupted episode is not counted)",
+            ))
             .command("reset_episode", "Reset episode", "start a new episode now (args may give its \"seed\")")
             .command("reset_stats", "Reset stats", "forget successes and episodes, start again")
             .command("pause", "Pause / resume", "freeze the simulation")
@@ -274,6 +300,8 @@ impl MimicGenNode {
             render_ms: 0.0,
             last_instruction: String::new(),
             auto_reset: p.bool("auto_reset")?,
+            on_instruction: OnInstruction::parse(p.str("on_instruction")?)?,
+            pending_instruction: None,
             seed,
             frame_sent: None,
             latencies_ms: Vec::new(),
@@ -306,7 +334,12 @@ impl MimicGenNode {
         self.counted_since = Instant::now();
         self.episode += 1;
         let t0 = Instant::now();
-        let obs = self.sim.reset(seed)?;
+        let mut obs = self.sim.reset(seed)?;
+        if let Some(text) = self.pending_instruction.take() {
+            // Checked against this very scene before the restart, so it applies.
+            self.sim.instruct(text)?;
+            obs.instruction = self.sim.instruction.clone();
+        }
         self.render_ms = t0.elapsed().as_secs_f64() * 1e3;
         self.frames = 0;
         self.actions_this_episode = 0;
@@ -442,12 +475,21 @@ impl Node for MimicGenNode {
             Payload::Text(t) if !t.is_final || t.text.trim().is_empty() => Ok(()),
             Payload::Text(t) => {
                 // A misheard command must not stop the simulation: say why and keep the old one.
+                let text = t.text.clone();
                 if let Err(e) = self.sim.instruct(t.text) {
                     ctx.alert(AlertLevel::Warning, format!("instruction ignored: {e}"));
-                } else {
-                    ctx.send("text", Text::final_text(self.sim.instruction.clone()))?;
+                    return Ok(());
                 }
-                Ok(())
+                match self.on_instruction {
+                    OnInstruction::Redirect => ctx.send("text", Text::final_text(self.sim.instruction.clone())),
+                    OnInstruction::Restart => {
+                        // Same seed: the scene the user was looking at when they spoke, from the top.
+                        self.pending_instruction = Some(text);
+                        self.next_seed = self.seed;
+                        ctx.alert(AlertLevel::Info, format!("restarting episode {} with \"{}\"", self.seed, self.sim.instruction));
+                        self.reset(ctx)
+                    }
+                }
             }
             other => Err(NodeError::msg(format!("MimicGen takes actions and instructions, got {}", other.describe()))),
         }
@@ -481,6 +523,7 @@ impl Node for MimicGenNode {
             "repeat_actions" => self.repeat_actions = value.as_bool().unwrap_or(false),
             "motion" => self.motion = Motion::parse(value.as_str().unwrap_or(""))?,
             "auto_reset" => self.auto_reset = value.as_bool().unwrap_or(true),
+            "on_instruction" => self.on_instruction = OnInstruction::parse(value.as_str().unwrap_or(""))?,
             _ => return Err(NodeError::param(name, "cannot change while running")),
         }
         Ok(())

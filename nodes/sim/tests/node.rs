@@ -206,3 +206,47 @@ async fn spoken_instruction_replaces_the_sims_own() {
     assert!(s["text"].received >= 3, "the sim echoes the given instruction");
     engine.stop().await;
 }
+
+/// `on_instruction`: `redirect` keeps the episode going with the new goal; `restart` puts the
+/// same scene back to its start with the new instruction; an unreadable one changes nothing.
+#[test]
+fn instructions_redirect_or_restart_the_episode() {
+    use vela_sim::MimicGenNode;
+    let run = |mode: &str| {
+        let given = json!({ "environment": "Stack_Lang", "width": 32, "height": 32, "seed": 9, "on_instruction": mode });
+        let params = resolve_params(&MimicGenNode::descriptor(), given.as_object().unwrap()).unwrap();
+        let mut node = MimicGenNode::new(&NodeInit { name: "sim", params: &params }).unwrap();
+        let mut ctx = Context::detached("sim", MimicGenNode::descriptor());
+        node.start(&mut ctx).unwrap();
+        let first = ctx.take_sent();
+        let instruction = first
+            .iter()
+            .find_map(|(_, m)| if let Payload::Event(Event::EpisodeStart { instruction, .. }) = &m.payload { Some(instruction.clone()) } else { None })
+            .unwrap();
+        for _ in 0..2 {
+            let m = Message::new("policy", Actions::new(vec![0.0; 7], "x"));
+            node.on_input("actions", m, &mut ctx).unwrap();
+        }
+        ctx.take_sent();
+        // The same two colours, the other way round.
+        let words: Vec<&str> = instruction.split_whitespace().collect();
+        let colours: Vec<&str> = words.iter().copied().filter(|w| ["red", "orange", "yellow", "green", "blue", "purple"].contains(w)).collect();
+        assert_eq!(colours.len(), 2, "{instruction}");
+        let swapped = format!("put the {} block on the {} block", colours[1], colours[0]);
+        node.on_input("instruction", Message::new("asr", Text::final_text(swapped.clone())), &mut ctx).unwrap();
+        let sent = ctx.take_sent();
+        node.on_input("instruction", Message::new("asr", Text::final_text("mumble mumble")), &mut ctx).unwrap();
+        let after_noise = ctx.take_sent();
+        (swapped, sent, after_noise)
+    };
+    let start = |sent: &[(String, Message)]| {
+        sent.iter().find_map(|(_, m)| if let Payload::Event(Event::EpisodeStart { seed, instruction, .. }) = &m.payload { Some((*seed, instruction.clone())) } else { None })
+    };
+    let (swapped, sent, noise) = run("redirect");
+    assert_eq!(start(&sent), None, "redirect keeps the episode");
+    assert!(sent.iter().any(|(p, m)| p == "text" && matches!(&m.payload, Payload::Text(t) if t.text == swapped)));
+    assert!(noise.iter().all(|(p, _)| p != "text"), "an unreadable command changes nothing");
+    let (swapped, sent, _) = run("restart");
+    assert_eq!(start(&sent), Some((9, swapped.clone())), "restart: same scene, new instruction");
+    assert!(sent.iter().any(|(p, _)| p == "image"), "the restarted scene's first frame");
+}

@@ -15,8 +15,9 @@ use image::RgbImage;
 
 use crate::{ActionPrediction, OpenVla, Quantization, Result, VlaError};
 
-/// How long a batch waits for the remaining nodes once its first request is in. Lock-step
-/// simulators answer within a physics step of each other; an idle node must not stall the rest.
+/// How long a batch waits by default for the remaining nodes once its first request is in.
+/// Lock-step simulators answer within a physics step of each other; an idle node must not stall
+/// the rest. Slow simulators (large frames, many on few cores) want more, fast ones less.
 pub const WINDOW: Duration = Duration::from_millis(50);
 
 struct Job {
@@ -48,11 +49,19 @@ pub struct Client {
 impl Client {
     /// Joins (loading the model if no other node has) the batch for `dir` + `quantization`.
     pub fn join(dir: &Path, quantization: Option<Quantization>, max_batch: usize, load: impl FnOnce() -> Result<OpenVla>) -> Result<Self> {
-        Self::join_on(dir, quantization, "cpu", max_batch, load)
+        Self::join_on(dir, quantization, "cpu", max_batch, WINDOW, load)
     }
 
-    /// Like [`Client::join`], for a model on `device` (nodes on different devices never share).
-    pub fn join_on(dir: &Path, quantization: Option<Quantization>, device: &str, max_batch: usize, load: impl FnOnce() -> Result<OpenVla>) -> Result<Self> {
+    /// Like [`Client::join`], for a model on `device` (nodes on different devices never share),
+    /// gathering each batch for up to `window` (the first node to join sets it).
+    pub fn join_on(
+        dir: &Path,
+        quantization: Option<Quantization>,
+        device: &str,
+        max_batch: usize,
+        window: Duration,
+        load: impl FnOnce() -> Result<OpenVla>,
+    ) -> Result<Self> {
         let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
         shared.retain(|(_, w)| w.strong_count() > 0);
         let key = (dir.to_path_buf(), quantization, device.to_string());
@@ -60,7 +69,7 @@ impl Client {
         let s = match found {
             Some(s) => s,
             None => {
-                let s = Arc::new(SharedModel::start(Arc::new(load()?), max_batch)?);
+                let s = Arc::new(SharedModel::start(Arc::new(load()?), max_batch, window)?);
                 shared.push((key, Arc::downgrade(&s)));
                 s
             }
@@ -90,13 +99,13 @@ impl Drop for Client {
 }
 
 impl SharedModel {
-    fn start(model: Arc<OpenVla>, max_batch: usize) -> Result<Self> {
+    fn start(model: Arc<OpenVla>, max_batch: usize, window: Duration) -> Result<Self> {
         let (tx, rx) = mpsc::channel::<Job>();
         let clients = Arc::new(AtomicUsize::new(0));
         let (m, c) = (model.clone(), clients.clone());
         std::thread::Builder::new()
             .name("openvla-batch".into())
-            .spawn(move || run_batches(&m, &rx, &c, max_batch.max(1)))
+            .spawn(move || run_batches(&m, &rx, &c, max_batch.max(1), window))
             .map_err(|e| VlaError::Input(format!("cannot start the batching thread: {e}")))?;
         Ok(SharedModel { model, jobs: Mutex::new(tx), clients, max_batch })
     }
@@ -106,10 +115,10 @@ impl SharedModel {
     }
 }
 
-fn run_batches(model: &OpenVla, rx: &mpsc::Receiver<Job>, clients: &AtomicUsize, max_batch: usize) {
+fn run_batches(model: &OpenVla, rx: &mpsc::Receiver<Job>, clients: &AtomicUsize, max_batch: usize, window: Duration) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
-        let deadline = Instant::now() + WINDOW;
+        let deadline = Instant::now() + window;
         while jobs.len() < clients.load(Ordering::SeqCst).clamp(1, max_batch) {
             match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(j) => jobs.push(j),

@@ -120,13 +120,7 @@ impl OpenVla {
         let t0 = Instant::now();
         let (weights, kind) = match opts.quantization {
             Some(q) => {
-                let path = dir.join(q.file_name());
-                if !path.exists() {
-                    return Err(VlaError::Weights(format!(
-                        "{} not found: run `vela vla quantize --quantization {q}` first",
-                        path.display()
-                    )));
-                }
+                let path = crate::quantize::ensure_quantized(dir, q)?;
                 let store = GgufStore::open(&path, opts.dtype, &opts.device)?;
                 (Weights::new(Arc::new(ProgressStore::new(store, total, cb))), q.to_string())
             }

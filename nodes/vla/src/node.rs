@@ -94,6 +94,15 @@ impl OpenVlaNode {
                 )
                 .startup_only(),
             )
+            .param(
+                ParamSpec::new(
+                    "batch_wait_ms",
+                    ParamKind::Int { min: Some(0), max: Some(10_000) },
+                    crate::batcher::WINDOW.as_millis() as i64,
+                    "with batch > 1: how long a batch waits for the other nodes' frames once the first is in",
+                )
+                .startup_only(),
+            )
     }
 
     pub fn new(init: &NodeInit) -> Result<Self, NodeError> {
@@ -106,7 +115,7 @@ impl OpenVlaNode {
         if !model_dir.join("config.json").is_file() {
             return Err(NodeError::param(
                 "model",
-                format!("{} has no config.json (make one with `vela vla make-checkpoint` or `vela train`)", model_dir.display()),
+                format!("{} has no config.json (train one with `vela train`, make a random one with `vela vla make-checkpoint`; models/README.md says where the shipped model stands)", model_dir.display()),
             ));
         }
         let quantization = Quantization::parse_opt(p.str("quantization")?).map_err(|e| NodeError::param("quantization", e))?;
@@ -115,6 +124,7 @@ impl OpenVlaNode {
         let total = Arc::new(AtomicUsize::new(0));
         let (d, t, dir) = (done.clone(), total.clone(), model_dir.clone());
         let batch = p.u64("batch")? as usize;
+        let batch_wait = std::time::Duration::from_millis(p.u64("batch_wait_ms")?);
         let device_name = p.str("device")?.to_string();
         // Fails here, at graph start, with the build's own explanation when CUDA is missing.
         let device = crate::device::parse_device(&device_name).map_err(|e| NodeError::param("device", e.to_string()))?;
@@ -130,7 +140,7 @@ impl OpenVlaNode {
                     })
                 };
                 let r = if batch > 1 {
-                    Client::join_on(&dir, quantization, &device_name, batch, load).map(Policy::Batched)
+                    Client::join_on(&dir, quantization, &device_name, batch, batch_wait, load).map(Policy::Batched)
                 } else {
                     load().map(|m| Policy::Own(Arc::new(m)))
                 };

@@ -11,7 +11,7 @@
 //!
 //! "FP16" in the reference corresponds to loading the safetensors shards without quantization.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{DType, Device};
@@ -120,4 +120,67 @@ pub fn quantize(model_dir: &Path, mode: Quantization, out_dir: &Path) -> Result<
     let bytes = std::fs::metadata(&out_file).map_err(|e| VlaError::io(&out_file, e))?.len();
     tracing::info!(file = %out_file.display(), bytes, ?types, "quantized");
     Ok(QuantizeReport { out_file, bytes, types })
+}
+
+/// Checkpoints up to this size get their quantized file made (or remade) at load time.
+pub const AUTO_QUANTIZE_MAX_BYTES: u64 = 1 << 30;
+
+/// The `model-<mode>.gguf` of `dir`, made first if missing for a small checkpoint.
+///
+/// Small models ship only their safetensors (the quantized copies would triple what the
+/// repository holds); quantizing them takes a second. A stamp next to the file records which
+/// weights it came from, so a retrained checkpoint is quantized again instead of silently
+/// running stale weights. Large checkpoints (7B: minutes, gigabytes) are never quantized
+/// behind the user's back: they get an error naming the command instead.
+pub fn ensure_quantized(dir: &Path, mode: Quantization) -> Result<PathBuf> {
+    let path = dir.join(mode.file_name());
+    let stamp = dir.join(format!("{}.source", mode.file_name()));
+    // A folder written by `vela vla quantize --out` holds only the quantized file.
+    let Ok(shards) = crate::weights::shard_files(dir) else {
+        return if path.exists() {
+            Ok(path)
+        } else {
+            Err(VlaError::Weights(format!("{} not found, and no safetensors to make it from", path.display())))
+        };
+    };
+    let mut bytes = 0u64;
+    for f in &shards {
+        bytes += std::fs::metadata(f).map_err(|e| VlaError::io(f, e))?.len();
+    }
+    let small = bytes <= AUTO_QUANTIZE_MAX_BYTES;
+    if !small {
+        return if path.exists() {
+            Ok(path)
+        } else {
+            Err(VlaError::Weights(format!("{} not found: run `vela vla quantize --quantization {mode}` first", path.display())))
+        };
+    }
+    let digest = weights_digest(&shards)?;
+    if path.exists() && (!stamp.exists() || std::fs::read_to_string(&stamp).ok().as_deref() == Some(digest.as_str())) {
+        // Without a stamp the file came from `vela vla quantize`: the user's own choice.
+        return Ok(path);
+    }
+    tracing::info!(dir = %dir.display(), %mode, "quantizing the checkpoint once (small model)");
+    // Built aside and renamed into place, so nodes loading at the same time never read half a file.
+    let tmp = dir.join(format!(".quantize-{mode}-{}", std::process::id()));
+    let made = quantize(dir, mode, &tmp).and_then(|r| {
+        std::fs::rename(&r.out_file, &path).map_err(|e| VlaError::io(&path, e))?;
+        std::fs::write(&stamp, &digest).map_err(|e| VlaError::io(&stamp, e))
+    });
+    let _ = std::fs::remove_dir_all(&tmp);
+    made.map_err(|e| VlaError::Weights(format!("quantizing {} to {mode} at load time: {e}", dir.display())))?;
+    Ok(path)
+}
+
+/// FNV-1a over the shard files' bytes: cheap for the small checkpoints it is used on.
+fn weights_digest(shards: &[PathBuf]) -> Result<String> {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for f in shards {
+        let data = std::fs::read(f).map_err(|e| VlaError::io(f, e))?;
+        for b in data {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    Ok(format!("fnv1a64:{h:016x}"))
 }

@@ -47,7 +47,9 @@ fn quantized_models_load_and_track_the_dense_one() {
         assert!(matches!(Quantization::parse_opt("fp16"), Ok(None)));
         let _ = std::fs::remove_dir_all(out);
     }
-    assert!(OpenVla::load(&dir, &LoadOptions { quantization: Some(Quantization::Q4F16), ..Default::default() }).is_err());
+    // Not quantized in place yet: a small checkpoint gets its file made at load time.
+    assert!(OpenVla::load(&dir, &LoadOptions { quantization: Some(Quantization::Q4F16), ..Default::default() }).is_ok());
+    assert!(dir.join(Quantization::Q4F16.file_name()).exists());
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -95,4 +97,28 @@ fn eval_loop_compares_quantized_with_dense_and_reports_progress() {
 fn model_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<OpenVla>();
+}
+
+/// A small checkpoint loads quantized without a separate `vela vla quantize`, and a retrained
+/// one (same folder, new weights) is quantized again instead of running the stale file.
+#[test]
+fn small_checkpoints_are_quantized_at_load_time_and_kept_fresh() {
+    let cfg = OpenVlaConfig::preset(Preset::Tiny);
+    let dir = tmp("auto");
+    let make = |seed| make_checkpoint_with(&cfg, &dir, &MakeOptions { seed, max_shard_bytes: None, tokenizer: TokenizerSource::None }).unwrap();
+    make(1);
+    let opts = LoadOptions { quantization: Some(Quantization::Q8F16), ..Default::default() };
+    let gguf = dir.join(Quantization::Q8F16.file_name());
+    let stamp = dir.join(format!("{}.source", Quantization::Q8F16.file_name()));
+    assert!(!gguf.exists());
+    OpenVla::load(&dir, &opts).unwrap();
+    assert!(gguf.exists() && stamp.exists());
+    let first = std::fs::read(&gguf).unwrap();
+    // Loading again reuses the file.
+    OpenVla::load(&dir, &opts).unwrap();
+    assert_eq!(std::fs::read(&gguf).unwrap(), first);
+    make(2);
+    OpenVla::load(&dir, &opts).unwrap();
+    assert_ne!(std::fs::read(&gguf).unwrap(), first, "new weights, new quantized file");
+    assert!(std::fs::read_dir(&dir).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with(".quantize")));
 }

@@ -239,7 +239,19 @@ impl Collator {
                 targets.push(s[j]);
             }
         }
-        let px = samples.iter().map(|s| pixel_values(&s.image, &self.towers, DType::F32, &Device::Cpu)).collect::<Result<Vec<_>>>()?;
+        // Normalising 64+ frames is tens of milliseconds on one core, time the GPU would idle.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+        let towers = &self.towers;
+        let px: Vec<Tensor> = std::thread::scope(|sc| {
+            let jobs: Vec<_> = samples
+                .chunks(samples.len().div_ceil(threads).max(1))
+                .map(|part| sc.spawn(move || part.iter().map(|s| pixel_values(&s.image, towers, DType::F32, &Device::Cpu)).collect::<Result<Vec<_>>>()))
+                .collect();
+            jobs.into_iter().map(|j| j.join().expect("pixel thread panicked")).collect::<Result<Vec<Vec<Tensor>>>>()
+        })?
+        .into_iter()
+        .flatten()
+        .collect();
         let n = samples.len();
         Ok(Batch {
             pixels: Tensor::cat(&px, 0)?.to_device(&self.device)?,

@@ -119,6 +119,9 @@ pub struct EvalArgs {
     /// Quantization of --eval-model (default fp16).
     #[arg(long, requires = "eval_model")]
     eval_quantization: Option<String>,
+    /// cpu, cuda or cuda:N (cuda needs a build with the `cuda` feature; computes in bf16).
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 pub fn run(cmd: VlaCommand) -> Result<()> {
@@ -178,10 +181,10 @@ fn bar(what: &str) -> ProgressBar {
     b
 }
 
-fn load(model: &Path, quantization: Option<&str>) -> Result<vela_vla::OpenVla> {
+fn load(model: &Path, quantization: Option<&str>, device: &str) -> Result<vela_vla::OpenVla> {
     let b = bar("loading");
     let b2 = b.clone();
-    let m = vela_vla::cli::load(model, quantization, move |done, total| {
+    let m = vela_vla::cli::load_on(model, quantization, device, move |done, total| {
         b2.set_length(total as u64);
         b2.set_position(done as u64);
     })
@@ -194,9 +197,9 @@ fn eval(a: EvalArgs) -> Result<()> {
     if !a.dataset.exists() {
         anyhow::bail!("dataset {} not found", a.dataset.display());
     }
-    let model = load(&a.model, a.quantization.as_deref())?;
+    let model = load(&a.model, a.quantization.as_deref(), &a.device)?;
     let eval_model = match &a.eval_model {
-        Some(dir) => Some(load(dir, a.eval_quantization.as_deref())?),
+        Some(dir) => Some(load(dir, a.eval_quantization.as_deref(), &a.device)?),
         None => None,
     };
     let mut reader = vela_data::convert::open(&a.dataset, a.dataset_type)

@@ -24,11 +24,18 @@ pub fn quantize(model: &Path, quantization: &str, out: &Path) -> Result<Quantize
 /// shards, q8f16/q4f16 the GGUF file `vela vla quantize` wrote; `progress(loaded, total)` runs
 /// after each tensor.
 pub fn load(model: &Path, quantization: Option<&str>, progress: impl Fn(usize, usize) + Send + Sync + 'static) -> Result<OpenVla> {
+    load_on(model, quantization, "cpu", progress)
+}
+
+/// [`load`] on `device` (`cpu`, `cuda`, `cuda:N`) in that device's default dtype.
+pub fn load_on(model: &Path, quantization: Option<&str>, device: &str, progress: impl Fn(usize, usize) + Send + Sync + 'static) -> Result<OpenVla> {
     let q = match quantization {
         Some(s) => Quantization::parse_opt(s)?,
         None => None,
     };
-    OpenVla::load_with_progress(model, &LoadOptions { quantization: q, ..Default::default() }, progress)
+    let device = crate::device::parse_device(device)?;
+    let dtype = crate::device::default_dtype(&device);
+    OpenVla::load_with_progress(model, &LoadOptions { quantization: q, device, dtype }, progress)
 }
 
 /// `vela vla predict --model DIR [--quantization q4f16|q8f16|fp16] --image FILE

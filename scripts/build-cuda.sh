@@ -8,8 +8,8 @@
 # Kernels are built for sm_90 (H100/H200) only. CI never runs this.
 #
 # Usage: scripts/build-cuda.sh            (cold build ~25 min on 2 cores; then seconds)
-# Result: .gpu/vela.gz (stripped, compressed), .gpu/lib/libmujoco.so.*, .gpu/assets (robosuite subset),
-# .gpu/gl/*.deb (libglvnd), .gpu/gpu-bench.sh, .gpu/gpu-train.sh and the two benchmarks/*.py they run there
+# Result: .gpu/vela.xz (stripped), .gpu/bundle.tar.xz (libmujoco, robosuite assets, tokenizer, debs),
+# .gpu/unpack.sh, .gpu/gpu-bench.sh, .gpu/gpu-train.sh and the two benchmarks/*.py they run there
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
@@ -61,26 +61,28 @@ cargo build --release --features cuda --bin vela
 stage_end
 
 stage_start "stage .gpu/"
-mkdir -p .gpu/lib
-cp "$CARGO_TARGET_DIR/release/vela" /tmp/vela-cuda-$$
-strip /tmp/vela-cuda-$$
-# The device tool carries at most 64 MiB; the binary with its CUDA kernels is larger than that
-# but compresses well. gpu-bench.sh unpacks it.
-rm -f .gpu/vela && gzip -9 -c /tmp/vela-cuda-$$ > .gpu/vela.gz && rm /tmp/vela-cuda-$$
-cp -L "$MUJOCO_DYNAMIC_LINK_DIR"/libmujoco.so.* .gpu/lib/
-cp scripts/gpu-bench.sh scripts/gpu-train.sh benchmarks/openvla_torch.py benchmarks/gpu_report.py .gpu/
-# What the simulator needs there (datagen and success benchmarks on the GPU machine): the
-# robosuite assets subset, and the GL dispatch libraries (libglvnd) that NVIDIA's EGL driver
-# plugs into; the machine has the driver but not these Debian packages.
+# The device tool carries at most 64 MiB, shipped model included, so everything travels
+# xz-compressed (about 21 MB): .gpu/vela.xz, and .gpu/bundle.tar.xz with libmujoco, the
+# robosuite assets subset, the Llama tokenizer and the Debian packages the GPU machine lacks
+# (libglvnd, which NVIDIA's EGL driver plugs into, and fonts-dejavu-core, TextOverlay's font).
+# .gpu/unpack.sh, sourced by gpu-bench.sh and gpu-train.sh there, unpacks them once.
+STAGE="$VELA_CACHE/gpu-stage"
+rm -rf "$STAGE" && mkdir -p "$STAGE/lib" "$STAGE/gl" "$STAGE/cache/tokenizer"
+cp -L "$MUJOCO_DYNAMIC_LINK_DIR"/libmujoco.so.* "$STAGE/lib/"
 [ -f "$VELA_CACHE/mujoco/assets/.stamp" ] || bash scripts/setup-mujoco.sh
-rm -rf .gpu/assets && cp -a "$VELA_CACHE/mujoco/assets" .gpu/assets
-mkdir -p .gpu/gl
-# fonts-dejavu-core: TextOverlay's default font, for benchmarks of the shipped presets there.
-(cd .gpu/gl && [ -n "$(ls ./fonts-dejavu-core*.deb 2>/dev/null)" ] ||
+cp -a "$VELA_CACHE/mujoco/assets" "$STAGE/assets"
+DEBS="$VELA_CACHE/gpu-debs"
+mkdir -p "$DEBS"
+(cd "$DEBS" && [ -n "$(ls ./fonts-dejavu-core*.deb 2>/dev/null)" ] ||
     apt-get download -q libglvnd0 libegl1 libgl1 libgles2 libglx0 libopengl0 fonts-dejavu-core)
+cp "$DEBS"/*.deb "$STAGE/gl/"
 # The Llama tokenizer (scripts/setup-tokenizer.sh), so prompts have their real length there.
-if [ -f "$VELA_CACHE/tokenizer/tokenizer.json" ]; then
-    mkdir -p .gpu/cache/tokenizer && cp "$VELA_CACHE/tokenizer/tokenizer.json" .gpu/cache/tokenizer/
-fi
-ls -la .gpu .gpu/lib
+[ -f "$VELA_CACHE/tokenizer/tokenizer.json" ] && cp "$VELA_CACHE/tokenizer/tokenizer.json" "$STAGE/cache/tokenizer/"
+rm -rf .gpu && mkdir -p .gpu
+cp "$CARGO_TARGET_DIR/release/vela" "$STAGE/vela" && strip "$STAGE/vela"
+xz -6 -T0 -c "$STAGE/vela" > .gpu/vela.xz && rm "$STAGE/vela"
+tar cf - -C "$STAGE" lib assets gl cache | xz -6 -T0 -c > .gpu/bundle.tar.xz
+cp scripts/gpu-unpack.sh .gpu/unpack.sh
+cp scripts/gpu-bench.sh scripts/gpu-train.sh benchmarks/openvla_torch.py benchmarks/gpu_report.py .gpu/
+ls -la .gpu
 stage_end

@@ -18,12 +18,9 @@ OUT=$FINAL/raw
 WORK=${VELA_GPU_WORK:-$G/../.gpu-work}
 mkdir -p "$OUT" "$WORK"
 trap 'tar czf "$FINAL/results-$WHAT.tar.gz" -C "$OUT" . && rm -rf "$OUT"' EXIT
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/nvidia/lib64:$G/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export VELA_LOG=${VELA_LOG:-info}
 # make-checkpoint ships the Llama tokenizer from here when build-cuda.sh staged it.
-export VELA_CACHE=${VELA_CACHE:-$G/cache}
-VELA="$WORK/vela"
-gzip -dc "$G/vela.gz" > "$VELA" && chmod +x "$VELA"
+. "$G/unpack.sh"
 log() { echo "==> [$(date +%T)] $*"; }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$OUT/card.txt"

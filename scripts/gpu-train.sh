@@ -6,7 +6,7 @@
 # stays warm: one call per stage, each well inside the 10-minute limit.
 #
 # Usage (device command, from the repo root):
-#   bash .gpu/gpu-train.sh setup                     unpack vela, install libglvnd, show the card
+#   bash .gpu/gpu-train.sh setup                     show the card (every stage unpacks .gpu once first)
 #   bash .gpu/gpu-train.sh datagen EPISODES [TASKS]  EPISODES per task (default tasks Stack_D4,Stack_Lang)
 #   bash .gpu/gpu-train.sh train NAME [ARGS...]      start `vela train` in the background (ARGS appended;
 #                                                    without ARGS the shipped model's recipe below)
@@ -18,22 +18,14 @@ G=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$G/.." && pwd)
 WORK=${VELA_GPU_WORK:-/tmp/vela-train}
 mkdir -p "$WORK"
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/nvidia/lib64:$G/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export VELA_MUJOCO_ASSETS=$G/assets
-export VELA_CACHE=$G/cache
 export VELA_LOG=${VELA_LOG:-info}
-# NVIDIA's EGL vendor file: libglvnd finds the driver's EGL through it (headless rendering).
-export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
-VELA="$WORK/vela"
+. "$G/unpack.sh"
 log() { echo "==> [$(date +%T)] $*"; }
 what=${1:?usage: gpu-train.sh setup|datagen|train|watch|eval|pack}
 shift
 
 case "$what" in
 setup)
-    gzip -dc "$G/vela.gz" > "$VELA" && chmod +x "$VELA"
-    for f in "$G"/gl/*.deb; do dpkg -x "$f" /; done
-    ldconfig
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
     nproc; free -g | head -2; df -h "$WORK" | tail -1
     "$VELA" sim bench --help >/dev/null

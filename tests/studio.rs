@@ -315,6 +315,14 @@ async fn a_benchmark_runs_n_episodes_of_the_live_graph_and_links_its_report() {
     let (code, html) = http(addr, "GET", url2, "").await;
     assert_eq!(code, 200);
     assert!(html.contains("(stopped early)"), "{html}");
+
+    // Its node taken out of the graph mid-run: the run ends, saying why.
+    assert_eq!(request(&mut a, 12, json!({"op": "bench_start", "node": "sim", "episodes": 100})).await["ok"], true);
+    assert_eq!(request(&mut a, 13, json!({"op": "remove_node", "name": "sim"})).await["ok"], true);
+    let f = next_within(&mut b, 30, |m| m["event"] == "bench_finished").await;
+    assert_eq!(f["complete"], false);
+    assert!(f["reason"].as_str().unwrap().contains("node 'sim' was removed from the graph"), "{f}");
+    assert_eq!(request(&mut a, 14, json!({"op": "get_state"})).await["ok"], true, "the studio carries on");
 }
 
 async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {

@@ -133,9 +133,12 @@ impl Studio {
         Ok(horizon)
     }
 
-    /// Puts back what a run changed (best effort: the node may be gone by now).
+    /// Puts back what a run changed (best effort). Parameters stay as they are on a node
+    /// that is gone or failed: setting one would rebuild a failed node and hide its error.
     async fn give_back(&self, node: &str, borrowed: &Borrowed) {
-        for (param, value) in [("auto_reset", &borrowed.auto_reset), ("framerate", &borrowed.framerate)] {
+        let restore = !matches!(self.engine.status(node).await, None | Some(NodeStatus::Failed { .. }));
+        let params = [("auto_reset", &borrowed.auto_reset), ("framerate", &borrowed.framerate)];
+        for (param, value) in params.into_iter().filter(|_| restore) {
             if let Some(v) = value {
                 if let Err(e) = self.engine.set_param(node, param, v.clone()).await {
                     tracing::debug!("benchmark could not restore {node}.{param}: {e}");
@@ -238,10 +241,7 @@ impl Run {
 
     async fn finish(mut self, ended: Result<String, String>) {
         let studio = self.studio.clone();
-        let gone = studio.engine.status(&self.run.node).await.is_none();
-        if !gone {
-            studio.give_back(&self.run.node, &self.borrowed).await;
-        }
+        studio.give_back(&self.run.node, &self.borrowed).await;
         self.run.running = false;
         self.run.elapsed_s = self.t0.elapsed().as_secs_f64();
         let complete = ended.is_ok();

@@ -148,6 +148,9 @@ impl Studio {
         if borrowed.started_graph && self.engine.is_running().await {
             self.engine.stop().await;
             self.push_state().await;
+            // Stats are pushed only while running: one last time, so the nodes' summaries
+            // count the run's final episode.
+            self.broadcast(&ServerMsg::Stats { nodes: self.engine.stats().await });
         }
     }
 

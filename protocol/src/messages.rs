@@ -105,7 +105,8 @@ pub enum ServerMsg {
         complete: bool,
         reason: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        summary: Option<BenchSummary>,
+        // Boxed: the largest message would otherwise size every other one.
+        summary: Option<Box<BenchSummary>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         report_url: Option<String>,
     },

@@ -269,7 +269,7 @@ impl Run {
                     None
                 }
             };
-            (Some(summary), url)
+            (Some(Box::new(summary)), url)
         };
         let k = self.run.successes();
         let n = self.run.results.len();

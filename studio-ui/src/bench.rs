@@ -60,7 +60,12 @@ pub fn BenchWidget(node: String) -> impl IntoView {
         mine.with(|m| match m {
             Some(b) => match &b.finished {
                 Some(f) => f.reason.clone(),
-                None => format!("running {}/{}", b.run.results.len(), b.run.episodes),
+                None => {
+                    let (n, total) = (b.run.results.len() as u64, b.run.episodes);
+                    // The time left at the pace so far.
+                    let eta = if n > 0 { format!(" · ~{:.0} s left", b.run.elapsed_s / n as f64 * (total - n.min(total)) as f64) } else { String::new() };
+                    format!("running {n}/{total}{eta}")
+                }
             },
             None => String::new(),
         })

@@ -95,7 +95,7 @@ pub struct BenchView {
 pub struct BenchEnd {
     pub complete: bool,
     pub reason: String,
-    pub summary: Option<BenchSummary>,
+    pub summary: Option<Box<BenchSummary>>,
     pub report_url: Option<String>,
 }
 

@@ -16,8 +16,9 @@ if [ "${VELA_SKIP_UI:-0}" = 1 ]; then
 fi
 
 WASM_BINDGEN_VERSION=0.2.130
-OUT="$VELA_CACHE/ui"
-HASH_FILE="$VELA_CACHE/ui.hash"
+# $VELA_UI_DIST (where `vela studio` looks first) lets a second checkout build its own UI.
+OUT="${VELA_UI_DIST:-$VELA_CACHE/ui}"
+HASH_FILE="$OUT.hash"
 TOOLS="$VELA_CACHE/tools"
 WASM_TARGET_DIR="$VELA_CACHE/target-wasm"
 WASM_RUSTC="${VELA_WASM_RUSTC:-/usr/bin/rustc}"
@@ -78,7 +79,7 @@ CARGO_TARGET_DIR="$WASM_TARGET_DIR" \
     cargo build --manifest-path studio-ui/Cargo.toml --locked --release \
     --target wasm32-unknown-unknown -Zbuild-std=std,panic_abort
 
-STAGE="$VELA_CACHE/ui.new"
+STAGE="$OUT.new"
 rm -rf "$STAGE"
 mkdir -p "$STAGE"
 "$WASM_BINDGEN" --target web --no-typescript --out-dir "$STAGE" \

@@ -37,6 +37,6 @@ fi
 mkdir -p "$VELA_SHOTS"
 rm -f "$VELA_SHOTS"/*.png
 stage_start "browser tests"
-node --test --test-concurrency=1 tests/browser/studio.test.mjs
+node --test --test-concurrency=1 tests/browser/studio.test.mjs tests/browser/studio-bench.test.mjs
 stage_end
 echo "screenshots: $VELA_SHOTS"

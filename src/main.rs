@@ -53,6 +53,9 @@ enum Command {
         /// Folder with the built UI (default: $VELA_UI_DIST, then the setup script's build).
         #[arg(long, value_name = "DIR")]
         ui: Option<PathBuf>,
+        /// Where benchmarks started from the browser write their reports (one folder per run).
+        #[arg(long, value_name = "DIR", default_value = "reports")]
+        reports: PathBuf,
     },
     /// The Stack simulator: info, render a frame, expert success rate, speed.
     Sim {
@@ -143,7 +146,7 @@ fn real_main() -> Result<()> {
         Command::Dataset { command } => dataset::run(command),
         Command::Sim { command } => sim::run(command),
         Command::Speech { command } => speech::run(command),
-        Command::Studio { load, start, host, port, ui } => {
+        Command::Studio { load, start, host, port, ui, reports } => {
             if !host.is_loopback() {
                 tracing::warn!("binding to {host}: the studio has no authentication; anyone who can reach this address can run graphs");
             }
@@ -151,7 +154,7 @@ fn real_main() -> Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(async move {
                 let registry = std::sync::Arc::new(registry::build());
-                let cfg = studio::StudioConfig { store, ui_dist, load, autostart: start };
+                let cfg = studio::StudioConfig { store, ui_dist, load, autostart: start, reports };
                 let s = studio::Studio::new(registry, cfg).await?;
                 studio::serve(s, std::net::SocketAddr::new(host, port)).await
             })

@@ -20,6 +20,8 @@ use tokio::sync::{broadcast, mpsc};
 use vela_runtime::protocol::{ClientEnvelope, ClientMsg, ServerMsg, StudioState, PROTOCOL_VERSION};
 use vela_runtime::{AlertLevel, Engine, EngineEvent, GraphSpec, Preset, PresetError, PresetStore, Registry};
 
+mod bench;
+
 /// Largest WebSocket message a client may send; presets and edits are far smaller.
 const MAX_WS_MESSAGE: usize = 1 << 20;
 /// How often running graphs push their stats.
@@ -43,6 +45,8 @@ pub struct StudioConfig {
     pub load: Option<String>,
     /// Start the loaded preset right away.
     pub autostart: bool,
+    /// Where benchmark runs started from the browser write their reports (served under /reports/).
+    pub reports: PathBuf,
 }
 
 /// Shared by every handler and connection.
@@ -54,6 +58,11 @@ pub struct Studio {
     /// Serialised server messages for every client.
     to_all: broadcast::Sender<Arc<str>>,
     ui_dist: Option<PathBuf>,
+    reports: PathBuf,
+    /// Stops the benchmark run in progress, if any.
+    bench: Mutex<Option<tokio::sync::watch::Sender<bool>>>,
+    /// The latest benchmark message, for tabs that connect during or after a run.
+    last_bench: Mutex<Option<Arc<str>>>,
 }
 
 fn encode(msg: &ServerMsg) -> Arc<str> {
@@ -70,6 +79,9 @@ impl Studio {
             preset: Mutex::new(None),
             to_all,
             ui_dist: cfg.ui_dist,
+            reports: cfg.reports,
+            bench: Mutex::new(None),
+            last_bench: Mutex::new(None),
         });
         if let Some(name) = &cfg.load {
             studio.load_preset(name).await.map_err(anyhow::Error::msg)?;
@@ -176,7 +188,7 @@ impl Studio {
     }
 
     /// Applies one client request. `Err` is the message the client sees.
-    async fn handle(&self, msg: ClientMsg, reply_to: &mpsc::UnboundedSender<Arc<str>>) -> Result<(), String> {
+    async fn handle(self: &Arc<Self>, msg: ClientMsg, reply_to: &mpsc::UnboundedSender<Arc<str>>) -> Result<(), String> {
         let e = |e: vela_runtime::EngineError| e.to_string();
         match msg {
             ClientMsg::GetState => {
@@ -241,6 +253,8 @@ impl Studio {
             ClientMsg::WebrtcOffer { .. } | ClientMsg::WebrtcHangup { .. } => {
                 return Err("WebRTC signalling needs a WebSocket connection".into());
             }
+            ClientMsg::BenchStart { node, episodes, seed, fast } => self.bench_start(node, episodes, seed, fast).await?,
+            ClientMsg::BenchStop => self.bench_stop()?,
             ClientMsg::Reset => {
                 self.engine.load(&GraphSpec::default()).await.map_err(e)?;
                 self.engine.stop().await;
@@ -262,6 +276,7 @@ pub fn router(studio: Arc<Studio>) -> Router {
         .route("/api/state", get(api_state))
         .route("/api/presets", get(api_presets))
         .route("/api/presets/{name}", get(api_get_preset).put(api_put_preset))
+        .route("/reports/{*file}", get(report_file))
         .route("/{*file}", get(static_file))
         .with_state(studio)
 }
@@ -292,12 +307,24 @@ async fn index(State(s): State<Arc<Studio>>) -> Response {
 }
 
 async fn static_file(State(s): State<Arc<Studio>>, UrlPath(file): UrlPath<String>) -> Response {
-    let Some(dist) = &s.ui_dist else { return StatusCode::NOT_FOUND.into_response() };
-    // Only plain relative names inside the UI folder; no traversal, no hidden files.
-    if file.split('/').any(|part| part.is_empty() || part.starts_with('.')) {
+    match &s.ui_dist {
+        Some(dist) => serve_file(dist, &file).await,
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// Benchmark reports (HTML, plots, stats JSON) written by runs started from the browser.
+async fn report_file(State(s): State<Arc<Studio>>, UrlPath(file): UrlPath<String>) -> Response {
+    serve_file(&s.reports, &file).await
+}
+
+/// A file under `root` by its URL path.
+async fn serve_file(root: &std::path::Path, file: &str) -> Response {
+    // Only plain relative names inside the folder; no traversal, no hidden files.
+    if file.split('/').any(|part| part.is_empty() || part.starts_with('.') || part.contains('\\')) {
         return StatusCode::NOT_FOUND.into_response();
     }
-    let path = dist.join(&file);
+    let path = root.join(file);
     match tokio::fs::read(&path).await {
         Ok(bytes) => {
             let mime = match path.extension().and_then(|e| e.to_str()) {
@@ -405,6 +432,9 @@ async fn client(studio: Arc<Studio>, socket: WebSocket) {
     };
     let _ = direct.send(encode(&welcome));
     let _ = direct.send(encode(&ServerMsg::State(studio.state().await)));
+    if let Some(bench) = studio.last_bench.lock().unwrap().clone() {
+        let _ = direct.send(bench);
+    }
 
     let writer = tokio::spawn(async move {
         loop {

@@ -26,7 +26,7 @@ fn preset_dir(tag: &str) -> PathBuf {
 
 async fn start(tag: &str, load: Option<&str>) -> (SocketAddr, PathBuf) {
     let dir = preset_dir(tag);
-    let cfg = StudioConfig { store: PresetStore::new(&dir), ui_dist: None, load: load.map(str::to_string), autostart: false };
+    let cfg = StudioConfig { store: PresetStore::new(&dir), ui_dist: None, load: load.map(str::to_string), autostart: false, reports: dir.join("reports") };
     let studio = Studio::new(Arc::new(vela::registry::build()), cfg).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -45,7 +45,12 @@ async fn next_event(ws: &mut Ws, event: &str) -> Value {
 }
 
 async fn next_matching(ws: &mut Ws, pred: impl Fn(&Value) -> bool) -> Value {
-    tokio::time::timeout(Duration::from_secs(5), async {
+    next_within(ws, 5, pred).await
+}
+
+/// Next JSON message matching `pred` within `secs` seconds.
+async fn next_within(ws: &mut Ws, secs: u64, pred: impl Fn(&Value) -> bool) -> Value {
+    tokio::time::timeout(Duration::from_secs(secs), async {
         loop {
             match ws.next().await.expect("socket open").expect("frame") {
                 Message::Text(t) => {
@@ -59,7 +64,7 @@ async fn next_matching(ws: &mut Ws, pred: impl Fn(&Value) -> bool) -> Value {
         }
     })
     .await
-    .expect("expected message within 5 s")
+    .unwrap_or_else(|_| panic!("expected a message within {secs} s"))
 }
 
 async fn send(ws: &mut Ws, v: Value) {
@@ -198,6 +203,128 @@ async fn bad_messages_get_errors_and_the_connection_survives() {
     assert_eq!(s["graph"]["edges"].as_array().unwrap().len(), 3);
 }
 
+// ---------------------------------------------------------------------------
+// Benchmarks started from the browser.
+
+/// Seeds of a bench run's results.
+fn seeds(run: &Value) -> Vec<u64> {
+    run["results"].as_array().unwrap().iter().map(|e| e["seed"].as_u64().unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_benchmark_runs_n_episodes_of_the_live_graph_and_links_its_report() {
+    let (addr, dir) = start("bench", None).await;
+    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("presets/mimicgen-expert.json");
+    std::fs::copy(shipped, dir.join("mimicgen-expert.json")).unwrap();
+    let mut a = connect(addr).await;
+    let mut b = connect(addr).await;
+    assert_eq!(request(&mut a, 1, json!({"op": "load_preset", "name": "mimicgen-expert"})).await["ok"], true);
+
+    // Bad requests are refused with a reason; nothing starts.
+    let r = request(&mut a, 2, json!({"op": "bench_start", "node": "nope", "episodes": 3})).await;
+    assert!(r["error"].as_str().unwrap().contains("no node named 'nope'"), "{r}");
+    let r = request(&mut a, 3, json!({"op": "bench_start", "node": "sim", "episodes": 0})).await;
+    assert!(r["error"].as_str().unwrap().contains("1 to 100000 episodes, not 0"), "{r}");
+    let r = request(&mut a, 4, json!({"op": "bench_start", "node": "overlay", "episodes": 3})).await;
+    assert!(r["error"].as_str().unwrap().contains("'overlay' is a TextOverlay node"), "{r}");
+    let r = request(&mut a, 5, json!({"op": "bench_stop"})).await;
+    assert!(r["error"].as_str().unwrap().contains("no benchmark is running"), "{r}");
+    send(&mut a, json!({"v": 1, "id": 6, "op": "bench_start", "node": "sim", "episodes": "three"})).await;
+    let e = next_event(&mut a, "error").await;
+    assert_eq!(e["id"], 6);
+    assert!(e["message"].as_str().unwrap().contains("could not understand"), "{e}");
+    assert_eq!(request(&mut a, 7, json!({"op": "get_state"})).await["ok"], true, "the connection survives");
+
+    // Three episodes from seed 5: the graph starts for the run and stops after it.
+    let r = request(&mut a, 8, json!({"op": "bench_start", "node": "sim", "episodes": 3, "seed": 5})).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let r = request(&mut a, 9, json!({"op": "bench_start", "node": "sim", "episodes": 3})).await;
+    assert!(r["error"].as_str().unwrap().contains("already running"), "{r}");
+    // The other tab sees every episode come in, then the end.
+    for n in 1..=3 {
+        let p = next_within(&mut b, 120, |m| m["event"] == "bench_progress" && m["run"]["results"].as_array().map(|r| r.len()) == Some(n)).await;
+        assert_eq!(p["run"]["running"], true);
+        assert_eq!(p["run"]["max_steps"], 200);
+    }
+    let f = next_within(&mut b, 60, |m| m["event"] == "bench_finished").await;
+    assert_eq!(f["complete"], true, "{f}");
+    assert_eq!(f["run"]["running"], false);
+    assert_eq!(seeds(&f["run"]), [5, 6, 7]);
+    let s = &f["summary"];
+    assert_eq!(s["episodes"], 3);
+    assert!(s["successes"].as_u64().unwrap() >= 2, "the scripted expert stacks nearly always: {f}");
+    assert!(f["run"]["results"][0]["steps"].as_u64().unwrap() > 10);
+    let url = f["report_url"].as_str().unwrap().to_string();
+    assert!(url.starts_with("/reports/") && url.ends_with("-mimicgen-expert/index.html"), "{url}");
+    let (code, html) = http(addr, "GET", &url, "").await;
+    assert_eq!(code, 200);
+    assert!(html.contains("Success benchmark: mimicgen-expert") && html.contains("success.png"), "{html}");
+    let folder = url.trim_end_matches("index.html");
+    assert_eq!(http(addr, "GET", &format!("{folder}success.png"), "").await.0, 200);
+    let (code, stats) = http(addr, "GET", &format!("{folder}stats.json"), "").await;
+    assert_eq!(code, 200);
+    let stats: Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["config"]["seed"], 5);
+    assert_eq!(stats["summary"], *s, "the panel shows what the stats file says");
+    // The same episodes as `vela bench` with that seed: one simulator, one way to count.
+    let cli = tokio::task::spawn_blocking({
+        let (preset, out) = (dir.join("mimicgen-expert.json"), dir.join("cli.json"));
+        move || {
+            let o = std::process::Command::new(env!("CARGO_BIN_EXE_vela"))
+                .args(["bench", "--quiet", "--episodes", "3", "--seed", "5", "--preset"])
+                .arg(&preset)
+                .arg("--save-stats")
+                .arg(&out)
+                .env("VELA_LOG", "warn")
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            serde_json::from_str::<Value>(&std::fs::read_to_string(out).unwrap()).unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let outcome = |eps: &Value| -> Vec<(u64, bool, u64)> {
+        eps.as_array().unwrap().iter().map(|e| (e["seed"].as_u64().unwrap(), e["success"].as_bool().unwrap(), e["steps"].as_u64().unwrap())).collect()
+    };
+    assert_eq!(outcome(&stats["episodes"]), outcome(&cli["episodes"]));
+    assert_eq!(http(addr, "GET", "/reports/../Cargo.toml", "").await.0, 404);
+    assert_eq!(http(addr, "GET", "/reports/%2E%2E/Cargo.toml", "").await.0, 404);
+    // The graph is as it was: stopped, with the simulator's own framerate and auto reset.
+    let st = next_matching(&mut a, |m| m["event"] == "state" && m["running"] == false).await;
+    let sim = st["graph"]["nodes"].as_array().unwrap().iter().find(|n| n["name"] == "sim").unwrap().clone();
+    assert_eq!(sim["params"]["framerate"].as_f64(), Some(10.0), "{sim}");
+    assert_eq!(sim["params"]["auto_reset"], true, "{sim}");
+
+    // A tab that connects now gets the finished run.
+    let mut c = connect(addr).await;
+    let late = next_event(&mut c, "bench_finished").await;
+    assert_eq!(late["report_url"], url);
+
+    // Stopping early keeps the finished episodes and still writes a report.
+    let r = request(&mut a, 10, json!({"op": "bench_start", "node": "sim", "episodes": 100})).await;
+    assert_eq!(r["ok"], true, "{r}");
+    next_within(&mut b, 120, |m| m["event"] == "bench_progress" && m["run"]["results"].as_array().map(|r| r.len()) == Some(1)).await;
+    assert_eq!(request(&mut a, 11, json!({"op": "bench_stop"})).await["ok"], true);
+    let f = next_within(&mut b, 30, |m| m["event"] == "bench_finished").await;
+    assert_eq!(f["complete"], false);
+    assert!(f["reason"].as_str().unwrap().contains("stopped from the studio after"), "{f}");
+    assert_eq!(seeds(&f["run"])[0], 0);
+    let url2 = f["report_url"].as_str().unwrap();
+    assert_ne!(url2, url, "every run has its own folder");
+    let (code, html) = http(addr, "GET", url2, "").await;
+    assert_eq!(code, 200);
+    assert!(html.contains("(stopped early)"), "{html}");
+
+    // Its node taken out of the graph mid-run: the run ends, saying why.
+    assert_eq!(request(&mut a, 12, json!({"op": "bench_start", "node": "sim", "episodes": 100})).await["ok"], true);
+    assert_eq!(request(&mut a, 13, json!({"op": "remove_node", "name": "sim"})).await["ok"], true);
+    let f = next_within(&mut b, 30, |m| m["event"] == "bench_finished").await;
+    assert_eq!(f["complete"], false);
+    assert!(f["reason"].as_str().unwrap().contains("node 'sim' was removed from the graph"), "{f}");
+    assert_eq!(request(&mut a, 14, json!({"op": "get_state"})).await["ok"], true, "the studio carries on");
+}
+
 async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = TcpStream::connect(addr).await.unwrap();
@@ -206,8 +333,10 @@ async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, S
         body.len()
     );
     s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    // Bodies are text except for images, which the tests only fetch for their status.
+    let out = String::from_utf8_lossy(&out);
     let code = out[9..12].parse().unwrap();
     let body = out.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
     (code, body)
@@ -269,7 +398,7 @@ async fn start_media(tag: &str) -> SocketAddr {
         ]
     });
     std::fs::write(dir.join("media.json"), serde_json::to_string_pretty(&preset).unwrap()).unwrap();
-    let cfg = StudioConfig { store: PresetStore::new(&dir), ui_dist: None, load: Some("media".into()), autostart: true };
+    let cfg = StudioConfig { store: PresetStore::new(&dir), ui_dist: None, load: Some("media".into()), autostart: true, reports: dir.join("reports") };
     let studio = Studio::new(Arc::new(vela::registry::build()), cfg).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

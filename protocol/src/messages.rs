@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::bench::{BenchRun, BenchSummary};
 use crate::graph::{EdgeSpec, GraphSpec, NodeSpec, PortRef};
 use crate::types::{AlertLevel, NodeStats, NodeStatus, NodeTypeInfo};
 
@@ -61,6 +62,24 @@ pub enum ClientMsg {
     WebrtcOffer { node: String, sdp: String },
     /// End this tab's stream from a VideoOutput node (closing the socket does it too).
     WebrtcHangup { node: String },
+    /// Run `episodes` episodes of MimicGen node `node` in the live graph (started if it is
+    /// not running), seeds `seed`, `seed + 1`, …; every tab gets [`ServerMsg::BenchProgress`]
+    /// and finally [`ServerMsg::BenchFinished`] with a report link. One run at a time.
+    BenchStart {
+        node: String,
+        episodes: u64,
+        #[serde(default)]
+        seed: u64,
+        /// Step the simulator as fast as it can (framerate 0) during the run, as `vela bench` does.
+        #[serde(default = "yes")]
+        fast: bool,
+    },
+    /// End the running benchmark early; the finished episodes still make a report.
+    BenchStop,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// What the server pushes: `{"event": "state", ...}`.
@@ -77,6 +96,20 @@ pub enum ServerMsg {
     /// Something a node published for widgets (text lines, action vectors, progress).
     Output { node: String, value: Value },
     Presets { names: Vec<String> },
+    /// A benchmark started (or finished one more episode); the whole run so far.
+    BenchProgress { run: BenchRun },
+    /// A benchmark ended: all episodes done, stopped, or its node failed (`reason` says
+    /// which). `report_url` is the HTML report the studio serves, when episodes finished.
+    BenchFinished {
+        run: BenchRun,
+        complete: bool,
+        reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        // Boxed: the largest message would otherwise size every other one.
+        summary: Option<Box<BenchSummary>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        report_url: Option<String>,
+    },
     /// The SDP answer (all candidates included) to this tab's [`ClientMsg::WebrtcOffer`].
     WebrtcAnswer { node: String, sdp: String },
     /// The answer to a request that carried an id.

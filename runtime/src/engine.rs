@@ -757,9 +757,16 @@ impl NodeRunner {
         if !matches!(self.call(Call::Start, &mut ctx).await, Outcome::Done) {
             return;
         }
-        let interval = self.node.tick_interval();
+        let mut interval = self.node.tick_interval();
         let mut next_tick = tokio::time::Instant::now();
         loop {
+            // Asked again after every callback: a rate parameter changed live (a simulator's
+            // framerate) or a source running dry changes how often the node wants ticks.
+            let wants = self.node.tick_interval();
+            if wants != interval {
+                interval = wants;
+                next_tick = tokio::time::Instant::now();
+            }
             let call = tokio::select! {
                 biased;
                 c = self.control.recv() => match c {

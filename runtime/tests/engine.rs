@@ -258,6 +258,22 @@ async fn live_edits_apply_without_restarting_the_graph() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_changed_live_takes_effect_at_once() {
+    let engine = Engine::new(registry());
+    engine.add_node(counter("c", 60_000.0)).await.unwrap();
+    engine.add_node(NodeSpec::new("a", "Collector")).await.unwrap();
+    engine.connect(EdgeSpec::new("c.out", "a.in")).await.unwrap();
+    let mut rx = engine.subscribe();
+    engine.start().await;
+    // The first tick is due at start; the next would be a minute away at the old rate.
+    collect_until(&mut rx, "a", Duration::from_secs(5), |v| !v.is_empty()).await;
+    engine.set_param("c", "interval_ms", json!(1.0)).await.unwrap();
+    let got = collect_until(&mut rx, "a", Duration::from_secs(5), |v| v.len() >= 20).await;
+    assert!(got.len() >= 20, "the new interval applies without a restart: {got:?}");
+    engine.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_node_is_isolated_and_can_be_restarted() {
     let engine = Engine::new(registry());
     let graph = GraphSpec {

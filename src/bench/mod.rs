@@ -156,13 +156,7 @@ fn plan(store: &PresetStore, registry: &Registry, args: &RunArgs) -> Result<Plan
     }
     preset.validate(registry, &path)?;
     let graph = preset.graph();
-    let resolved = |node: &str, param: &str| -> Option<Value> {
-        let spec = graph.node(node)?;
-        let info = registry.get(&spec.type_name)?;
-        vela_runtime::resolve_params(&info.descriptor, &spec.params).ok()?.0.get(param).cloned()
-    };
-    let variant = resolved(&sim, "environment").and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
-    let (model, quantization) = describe_policy(&graph, &sim, &resolved);
+    let (model, quantization, variant) = describe_run(registry, &graph, &sim);
     Ok(Plan {
         config: RunConfig {
             preset: preset.name.clone(),
@@ -177,6 +171,19 @@ fn plan(store: &PresetStore, registry: &Registry, args: &RunArgs) -> Result<Plan
         graph,
         sim,
     })
+}
+
+/// The policy driving simulator `sim` (model, quantization) and its task variant, as the
+/// stats file records them; shared with the studio's benchmark panel.
+pub(crate) fn describe_run(registry: &Registry, graph: &GraphSpec, sim: &str) -> (String, Option<String>, String) {
+    let resolved = |node: &str, param: &str| -> Option<Value> {
+        let spec = graph.node(node)?;
+        let info = registry.get(&spec.type_name)?;
+        vela_runtime::resolve_params(&info.descriptor, &spec.params).ok()?.0.get(param).cloned()
+    };
+    let variant = resolved(sim, "environment").and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+    let (model, quantization) = describe_policy(graph, sim, &resolved);
+    (model, quantization, variant)
 }
 
 /// What drives the simulator: an OpenVLA checkpoint, another policy node, or a built-in motion.
@@ -272,7 +279,8 @@ fn env_graph(plan: &Plan, env: usize, seed: u64) -> GraphSpec {
     g
 }
 
-fn record(stats: &Value, index: u64, variant: &str) -> Result<EpisodeRecord> {
+/// One episode's record from the simulator's `episode_stats` (also the studio's benchmarks).
+pub(crate) fn record(stats: &Value, index: u64, variant: &str) -> Result<EpisodeRecord> {
     let f = |k: &str| stats.get(k).and_then(Value::as_f64);
     Ok(EpisodeRecord {
         index,

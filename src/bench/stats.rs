@@ -5,6 +5,9 @@ use std::path::Path;
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 
+/// The summary and interval live in the protocol crate: the studio sends them to the browser.
+pub use vela_runtime::protocol::{wilson, BenchSummary as Summary};
+
 /// One finished episode.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpisodeRecord {
@@ -37,43 +40,11 @@ pub struct RunConfig {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Summary {
-    pub episodes: u64,
-    pub successes: u64,
-    pub success_pct: f64,
-    /// Wilson score 95% interval, in percent.
-    pub wilson95_pct: [f64; 2],
-    pub mean_steps_success: Option<f64>,
-    pub mean_steps_all: Option<f64>,
-    pub policy_ms_mean: Option<f64>,
-    /// Simulator steps per second over the whole run (all environments together).
-    pub fps: f64,
-    /// Wall time of the run, summed over resumed sessions.
-    pub wall_s: f64,
-    pub model: String,
-    pub quantization: Option<String>,
-    pub machine: String,
-    pub complete: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BenchStats {
     pub benchmark: String,
     pub config: RunConfig,
     pub summary: Summary,
     pub episodes: Vec<EpisodeRecord>,
-}
-
-/// Wilson score interval for `k` successes in `n` trials at z (1.96 for 95%), as fractions.
-pub fn wilson(k: u64, n: u64, z: f64) -> (f64, f64) {
-    if n == 0 {
-        return (0.0, 1.0);
-    }
-    let (n, p) = (n as f64, k as f64 / n as f64);
-    let z2 = z * z;
-    let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
-    let half = z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt() / (1.0 + z2 / n);
-    ((centre - half).max(0.0), (centre + half).min(1.0))
 }
 
 fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {

@@ -11,7 +11,7 @@ use wasm_bindgen::closure::Closure;
 use wasm_bindgen::JsCast;
 use web_sys::{CloseEvent, MessageEvent, WebSocket};
 
-use crate::store::{describe_output, Conn, LogKind, Selection, Store};
+use crate::store::{describe_output, BenchEnd, BenchView, Conn, LogKind, Selection, Store};
 
 struct Socket {
     ws: WebSocket,
@@ -187,6 +187,11 @@ fn handle(store: Store, text: &str) {
             store.log_line(LogKind::Output, Some(node), line);
         }
         ServerMsg::Presets { names } => store.presets.set(names),
+        ServerMsg::BenchProgress { run } => store.bench.set(Some(BenchView { run, finished: None })),
+        ServerMsg::BenchFinished { run, complete, reason, summary, report_url } => {
+            let finished = Some(BenchEnd { complete, reason, summary, report_url });
+            store.bench.set(Some(BenchView { run, finished }));
+        }
         // WebRTC answers belong to the media module's own requests (/media/vela-media.js).
         ServerMsg::WebrtcAnswer { .. } => {}
         ServerMsg::Reply { id, ok, error } => {

@@ -2,6 +2,7 @@
 //! edits and runs the server's graph over the typed WebSocket protocol of `vela-protocol`.
 
 mod app;
+mod bench;
 mod canvas;
 mod conn;
 mod inspector;

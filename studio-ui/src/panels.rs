@@ -3,6 +3,7 @@
 use leptos::prelude::*;
 use vela_protocol::AlertLevel;
 
+use crate::bench::BenchWidget;
 use crate::media::{MicWidget, VideoWidget};
 use crate::store::{use_store, LogKind, Selection};
 
@@ -115,6 +116,7 @@ fn Widgets() -> impl IntoView {
     };
     let videos = move || of_type("VideoOutput");
     let mics = move || of_type("WebAudioIn");
+    let sims = move || of_type("MimicGen");
     // Nodes whose type declares commands get a row of buttons (UserPrompt has its own box).
     let commanded = move || {
         store.state.with(|s| {
@@ -137,6 +139,9 @@ fn Widgets() -> impl IntoView {
                 <button class="link-btn" on:click=move |_| store.outputs.update(|o| o.clear())>"Clear"</button>
             </div>
             <div class="widgets">
+                <For each=sims key=|n| n.clone() let:node>
+                    <BenchWidget node=node/>
+                </For>
                 <For each=videos key=|n| n.clone() let:node>
                     <VideoWidget node=node/>
                 </For>
@@ -152,7 +157,7 @@ fn Widgets() -> impl IntoView {
                 <For each=nodes key=|n| n.clone() let:node>
                     <TextLogWidget node=node/>
                 </For>
-                <Show when=move || store.outputs.with(|o| o.is_empty()) && prompts().is_empty() && videos().is_empty() && mics().is_empty()>
+                <Show when=move || store.outputs.with(|o| o.is_empty()) && prompts().is_empty() && videos().is_empty() && mics().is_empty() && sims().is_empty()>
                     <div class="muted pad">"Node outputs (text logs of collectors and other sinks) show here while the graph runs."</div>
                 </Show>
             </div>

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use leptos::prelude::*;
 use vela_protocol::{
-    AlertLevel, DataType, EdgeSpec, NodeDescriptor, NodeSpec, NodeStats, NodeTypeInfo, StudioState,
+    AlertLevel, BenchRun, BenchSummary, DataType, EdgeSpec, NodeDescriptor, NodeSpec, NodeStats, NodeTypeInfo, StudioState,
 };
 
 /// Node geometry on the canvas (world units = pixels at zoom 1).
@@ -84,6 +84,21 @@ pub struct OutputLine {
     pub text: String,
 }
 
+/// The latest benchmark run the server told about, and how it ended once it has.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchView {
+    pub run: BenchRun,
+    pub finished: Option<BenchEnd>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchEnd {
+    pub complete: bool,
+    pub reason: String,
+    pub summary: Option<Box<BenchSummary>>,
+    pub report_url: Option<String>,
+}
+
 #[derive(Clone, Copy)]
 pub struct Store {
     pub conn: RwSignal<Conn>,
@@ -97,6 +112,7 @@ pub struct Store {
     pub toasts: RwSignal<Vec<Toast>>,
     pub log: RwSignal<VecDeque<LogLine>>,
     pub outputs: RwSignal<BTreeMap<String, VecDeque<OutputLine>>>,
+    pub bench: RwSignal<Option<BenchView>>,
     pub selection: RwSignal<Selection>,
     pub view: RwSignal<View>,
     pub drag: RwSignal<Option<Drag>>,
@@ -129,6 +145,7 @@ impl Store {
             toasts: RwSignal::new(vec![]),
             log: RwSignal::new(VecDeque::new()),
             outputs: RwSignal::new(BTreeMap::new()),
+            bench: RwSignal::new(None),
             selection: RwSignal::new(Selection::None),
             view: RwSignal::new(View { x: 0.0, y: 0.0, k: 1.0 }),
             drag: RwSignal::new(None),

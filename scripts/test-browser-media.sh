@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Browser media end to end: real headless Chromium plays VideoOutput streams (224², 512²)
 # over WebRTC, reloads and gets killed mid-stream, and sends a fake microphone to
-# WebAudioIn. Expects scripts/setup.sh to have run (it builds the release binary and, via
+# WebAudioIn, and a spoken command driving the OpenVLA-MimicGen-Voice preset. Expects scripts/setup.sh to have run (it builds the release binary and, via
 # scripts/setup-media.sh, installs Chromium, espeak-ng and playwright-core).
 #   bash scripts/test-browser-media.sh          # uses $CARGO_TARGET_DIR/release/vela
 # Screenshots and measured numbers land in $VELA_BROWSER_OUT (default /tmp/vela-media-out).
@@ -19,6 +19,6 @@ fi
 export VELA_BROWSER_OUT="${VELA_BROWSER_OUT:-/tmp/vela-media-out}"
 stage_start "browser media tests"
 export VELA_UI_DIST="${VELA_UI_DIST:-$VELA_CACHE/ui}"
-node --test --test-concurrency=1 tests/browser/webrtc.test.mjs tests/browser/studio-media.test.mjs
+node --test --test-concurrency=1 tests/browser/webrtc.test.mjs tests/browser/studio-media.test.mjs tests/browser/studio-voice.test.mjs
 stage_end
 echo "screenshots and numbers: $VELA_BROWSER_OUT"

@@ -287,6 +287,7 @@ pub(crate) fn record(stats: &Value, index: u64, variant: &str) -> Result<Episode
         seed: stats.get("seed").and_then(Value::as_u64).context("episode stats without a seed")?,
         variant: variant.to_string(),
         instruction: stats.get("instruction").and_then(Value::as_str).unwrap_or_default().to_string(),
+        colours: stats.get("colours").and_then(|c| serde_json::from_value(c.clone()).ok()),
         steps: stats.get("steps").and_then(Value::as_u64).unwrap_or(0) as u32,
         success: stats.get("success").and_then(Value::as_bool).unwrap_or(false),
         policy_ms_mean: f("policy_ms_mean"),

@@ -16,6 +16,9 @@ pub struct EpisodeRecord {
     pub seed: u64,
     pub variant: String,
     pub instruction: String,
+    /// Colours of the small and the big cube (absent in files from before they were recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub colours: Option<[String; 2]>,
     /// Steps counted from the policy's first action.
     pub steps: u32,
     pub success: bool,

@@ -137,6 +137,8 @@ pub struct Observation {
     pub gripper_qpos: [f64; 2],
     pub cube_a: Pose,
     pub cube_b: Pose,
+    /// Colours of cube A (small) and cube B (big).
+    pub colours: (CubeColor, CubeColor),
     /// Control steps taken in this episode.
     pub step: u32,
 }
@@ -870,6 +872,7 @@ impl StackEnv {
             gripper_qpos: self.gripper_qpos(),
             cube_a: self.cube_pose(Cube::A),
             cube_b: self.cube_pose(Cube::B),
+            colours: self.colours,
             step: self.steps,
         }
     }

@@ -41,6 +41,7 @@ struct SimWorker {
     tx: std::sync::mpsc::Sender<Request>,
     rx: std::sync::mpsc::Receiver<Result<Reply, String>>,
     instruction: String,
+    colours: Option<(crate::CubeColor, crate::CubeColor)>,
 }
 
 impl SimWorker {
@@ -83,7 +84,7 @@ impl SimWorker {
             })
             .map_err(NodeError::msg)?;
         ready_rx.recv().map_err(|_| NodeError::msg("the simulator thread died while starting"))?.map_err(NodeError::msg)?;
-        Ok(SimWorker { tx, rx, instruction: String::new() })
+        Ok(SimWorker { tx, rx, instruction: String::new(), colours: None })
     }
 
     fn call(&self, req: Request) -> Result<Reply, NodeError> {
@@ -95,6 +96,7 @@ impl SimWorker {
         match self.call(Request::Reset(seed))? {
             Reply::Reset(obs) => {
                 self.instruction = obs.instruction.clone();
+                self.colours = Some(obs.colours);
                 Ok(obs)
             }
             _ => unreachable!("reset answers with an observation"),
@@ -427,6 +429,8 @@ impl MimicGenNode {
                 "episode": self.episode,
                 "seed": self.seed,
                 "instruction": self.sim.instruction,
+                // Small cube, big cube: what a spoken command may name.
+                "colours": self.sim.colours.map(|(a, b)| [a.name(), b.name()]),
                 "success": r.success,
                 "steps": steps,
                 "successes": self.successes,

@@ -7,41 +7,17 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { ROOT, BIN, UI, CHROMIUM, freePort, until } from './common.mjs';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const CACHE = process.env.VELA_CACHE || path.join(os.homedir(), '.cache/vela');
-const BIN = process.env.VELA_BIN || path.join(process.env.CARGO_TARGET_DIR || path.join(CACHE, 'target'), 'release/vela');
-const UI = process.env.VELA_UI_DIST || path.join(CACHE, 'ui');
 const SHOTS = process.env.VELA_SHOTS || '/tmp/vela-browser-shots';
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const T = { timeout: 90_000 };
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vela-ui-bench-'));
 let server, serverLog = '', port, browser, page;
 const pageErrors = [];
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
-  });
-}
-
-async function until(f, what, ms = 10_000) {
-  const deadline = Date.now() + ms;
-  let last;
-  for (;;) {
-    try { last = await f(); if (last) return last; } catch (e) { last = e; }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (last: ${last})`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 const shot = (p, name) => p.screenshot({ path: path.join(SHOTS, name) });
 const widget = () => page.locator('.bench-widget[data-widget="sim"]');

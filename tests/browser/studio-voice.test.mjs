@@ -15,41 +15,17 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { ROOT, BIN, UI, freePort, until as poll, launchWithFakeMic } from './common.mjs';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const CACHE = process.env.VELA_CACHE || path.join(os.homedir(), '.cache/vela');
-const BIN = process.env.VELA_BIN || path.join(process.env.CARGO_TARGET_DIR || path.join(CACHE, 'target'), 'release/vela');
-const UI = process.env.VELA_UI_DIST || path.join(CACHE, 'ui');
 const OUT = process.env.VELA_BROWSER_OUT || '/tmp/vela-media-out';
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vela-studio-voice-'));
 let server, serverLog = '', base, browser, page, command, seed;
 const pageErrors = [];
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
-  });
-}
-
-async function until(f, what, ms = 20_000) {
-  const deadline = Date.now() + ms;
-  let last;
-  for (;;) {
-    try { last = await f(); if (last) return last; } catch (e) { last = e; }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (last: ${last})\n${serverLog.slice(-2000)}`);
-    await new Promise((r) => setTimeout(r, 150));
-  }
-}
-
+const until = (f, what, ms) => poll(f, what, ms, () => serverLog.slice(-2000));
 const vela = (...args) => execFileSync(BIN, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 const shot = (name) => page.screenshot({ path: path.join(OUT, name) });
 
@@ -109,17 +85,7 @@ before(async () => {
   server.stderr.on('data', (d) => { serverLog += d; });
   await until(async () => (await fetch(`${base}/api/state`)).ok, 'the studio to answer');
 
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-      '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
-      '--autoplay-policy=no-user-gesture-required',
-      '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
-      `--use-file-for-fake-audio-capture=${padded}`,
-    ],
-  });
+  browser = await launchWithFakeMic(padded);
   page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
   page.on('pageerror', (e) => pageErrors.push(String(e)));
   await page.goto(base);

@@ -1,6 +1,7 @@
 // Shared by the studio browser tests: where things are, a free port, polling, and Chromium
-// with a fake microphone.
+// with a fake microphone, a studio on a free port.
 
+import { spawn } from 'node:child_process';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -45,4 +46,21 @@ export function launchWithFakeMic(wav) {
       `--use-file-for-fake-audio-capture=${wav}`,
     ],
   });
+}
+
+/** `vela studio` on a free port with `preset` loaded from `presetsDir` and started; resolves
+ * once it answers. `log()` returns everything it printed so far. */
+export async function startStudio(presetsDir, preset, env = {}) {
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  let out = '';
+  const server = spawn(BIN, ['--presets-dir', presetsDir, 'studio', '--load', preset, '--start', '--port', String(port), '--ui', UI], {
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  server.stdout.on('data', (d) => { out += d; });
+  server.stderr.on('data', (d) => { out += d; });
+  const log = () => out;
+  await until(async () => (await fetch(`${base}/api/state`)).ok, 'the studio to answer', 20_000, log);
+  return { server, base, log };
 }

@@ -8,17 +8,17 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ROOT, BIN, UI, freePort, until, launchWithFakeMic } from './common.mjs';
+import { ROOT, BIN, UI, startStudio, until, launchWithFakeMic } from './common.mjs';
 
 const OUT = process.env.VELA_BROWSER_OUT || '/tmp/vela-media-out';
 const COMMAND = 'put the red block on the green block';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vela-studio-media-'));
-let server, serverLog = '', base, browser, page;
+let server, base, browser, page;
 const pageErrors = [];
 
 
@@ -43,15 +43,7 @@ before(async () => {
   }
   fs.writeFileSync(path.join(presets, 'speech-demo.json'), JSON.stringify(preset, null, 2));
 
-  const port = await freePort();
-  base = `http://127.0.0.1:${port}`;
-  server = spawn(BIN, ['--presets-dir', presets, 'studio', '--load', 'speech-demo', '--start', '--port', String(port), '--ui', UI], {
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  server.stdout.on('data', (d) => { serverLog += d; });
-  server.stderr.on('data', (d) => { serverLog += d; });
-  await until(async () => (await fetch(`${base}/api/state`)).ok, 'the studio to answer');
+  ({ server, base } = await startStudio(presets, 'speech-demo'));
 
   browser = await launchWithFakeMic(padded);
   page = await browser.newPage({ viewport: { width: 1440, height: 900 } });

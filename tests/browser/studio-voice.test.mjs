@@ -13,19 +13,19 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ROOT, BIN, UI, freePort, until as poll, launchWithFakeMic } from './common.mjs';
+import { ROOT, BIN, UI, startStudio, until as poll, launchWithFakeMic } from './common.mjs';
 
 const OUT = process.env.VELA_BROWSER_OUT || '/tmp/vela-media-out';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vela-studio-voice-'));
-let server, serverLog = '', base, browser, page, command, seed;
+let server, serverLog = () => '', base, browser, page, command, seed;
 const pageErrors = [];
 
-const until = (f, what, ms) => poll(f, what, ms, () => serverLog.slice(-2000));
+const until = (f, what, ms) => poll(f, what, ms, () => serverLog().slice(-2000));
 const vela = (...args) => execFileSync(BIN, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 const shot = (name) => page.screenshot({ path: path.join(OUT, name) });
 
@@ -75,15 +75,7 @@ before(async () => {
   }
   fs.writeFileSync(path.join(presets, 'OpenVLA-MimicGen-Voice.json'), JSON.stringify(preset, null, 2));
 
-  const port = await freePort();
-  base = `http://127.0.0.1:${port}`;
-  server = spawn(BIN, ['--presets-dir', presets, 'studio', '--load', 'OpenVLA-MimicGen-Voice', '--start', '--port', String(port), '--ui', UI], {
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn', CANDLE_NUM_THREADS: '1' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  server.stdout.on('data', (d) => { serverLog += d; });
-  server.stderr.on('data', (d) => { serverLog += d; });
-  await until(async () => (await fetch(`${base}/api/state`)).ok, 'the studio to answer');
+  ({ server, base, log: serverLog } = await startStudio(presets, 'OpenVLA-MimicGen-Voice', { CANDLE_NUM_THREADS: '1' }));
 
   browser = await launchWithFakeMic(padded);
   page = await browser.newPage({ viewport: { width: 1440, height: 900 } });

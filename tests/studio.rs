@@ -291,7 +291,10 @@ async fn a_benchmark_runs_n_episodes_of_the_live_graph_and_links_its_report() {
     assert_eq!(http(addr, "GET", "/reports/../Cargo.toml", "").await.0, 404);
     assert_eq!(http(addr, "GET", "/reports/%2E%2E/Cargo.toml", "").await.0, 404);
     // The graph is as it was: stopped, with the simulator's own framerate and auto reset.
-    let st = next_matching(&mut a, |m| m["event"] == "state" && m["running"] == false).await;
+    // A state push reads the graph and the running flag one after the other, so one pushed
+    // while the run is being wound down can mix the two; the tabs converge on the last one.
+    let restored = |m: &Value| m["graph"]["nodes"].as_array().is_some_and(|ns| ns.iter().any(|n| n["name"] == "sim" && n["params"]["framerate"] == 10.0));
+    let st = next_within(&mut a, 10, |m| m["event"] == "state" && m["running"] == false && restored(m)).await;
     let sim = st["graph"]["nodes"].as_array().unwrap().iter().find(|n| n["name"] == "sim").unwrap().clone();
     assert_eq!(sim["params"]["framerate"].as_f64(), Some(10.0), "{sim}");
     assert_eq!(sim["params"]["auto_reset"], true, "{sim}");

@@ -12,6 +12,7 @@
 #                                                    without ARGS the shipped model's recipe below)
 #   bash .gpu/gpu-train.sh watch SECONDS             follow the training log until it ends or SECONDS pass
 #   bash .gpu/gpu-train.sh eval NAME [EPISODES]      quantize, then bench fp16/q8f16/q4f16 on Stack_D2 and q4f16 on Stack_Lang
+#   bash .gpu/gpu-train.sh study NAME [EPISODES]     fp16 Stack_D2 success of every exported epoch
 #   bash .gpu/gpu-train.sh pack NAME                 model + reports into $OUT as ≤15 MB parts
 set -euo pipefail
 G=$(cd "$(dirname "$0")" && pwd)
@@ -36,6 +37,7 @@ datagen)
     log "datagen $tasks x $n"
     time "$VELA" datagen --tasks "$tasks" --episodes "$n" --output "$WORK/data" --workers "$(nproc)" \
         --gzip-level 1 --seed 1 --overwrite
+    cp "$WORK/data/datagen_report.json" "$WORK/data/datagen_report-${tasks//,/-}.json"
     cat "$WORK/data/datagen_report.json"
     du -sh "$WORK/data"
     ;;
@@ -47,8 +49,11 @@ train)
     mkdir -p "$WORK/runs"
     if [ $# = 0 ]; then
         # The shipped model's recipe: small-112 from scratch, full training, cosine decay.
-        set -- --config small-112 --full --epochs 12 --batch-size 128 --lr 1e-3 --warmup-steps 300 --cosine \
-            --save-every 500 --log-every 50 --dataset-name stack_d4_lang --val-split 0.02 --val-max-samples 512
+        # Leased time, not epochs, bounds the run: --time-budget fixes the step count after a
+        # few dozen steps; every epoch is exported for the episodes-vs-epochs study.
+        set -- --config small-112 --full --epochs 100 --time-budget "${VELA_TRAIN_MINUTES:-15}" --batch-size 128 \
+            --lr 1e-3 --warmup-steps 300 --cosine --keep-epochs \
+            --save-every 1000 --log-every 50 --dataset-name stack_d4_lang --val-split 0.02 --val-max-samples 512
     fi
     log "train $name on $datasets"
     # setsid: the run outlives this call; `watch` follows it and a later call can --resume it.
@@ -100,6 +105,29 @@ EOF
     run_bench fp16 Stack_D2 d2-fp16
     run_bench q4f16 Stack_Lang lang-int4
     ;;
+study)
+    # Success of every exported epoch on Stack_D2 (fp16 on the GPU): the epochs axis of the
+    # episodes-vs-epochs table in BENCHMARKS.md.
+    name=${1:?run name}
+    n=${2:-50}
+    res="$WORK/eval/$name/epochs"
+    mkdir -p "$res"
+    for dir in "$WORK/runs/$name"/epochs/epoch-*; do
+        e=$(basename "$dir")
+        python3 - "$ROOT/presets/OpenVLA-MimicGen-FP16.json" "$res/preset-$e.json" "$dir" <<'EOF'
+import json, sys
+src, dst, model = sys.argv[1:]
+p = json.load(open(src))
+for n in p["nodes"]:
+    if n["type"] == "OpenVLA":
+        n.setdefault("params", {}).update({"model": model, "quantization": "fp16", "device": "cuda"})
+json.dump(p, open(dst, "w"), indent=2)
+EOF
+        log "study $e"
+        "$VELA" bench --preset "$res/preset-$e.json" --episodes "$n" --max-steps 200 --variant Stack_D2 --parallel 25 \
+            --save-stats "$res/$e.json" --quiet 2>&1 | tail -n 3
+    done
+    ;;
 pack)
     name=${1:?run name}
     final=${OUT:-/tmp/vela-gpu-out}
@@ -112,7 +140,7 @@ pack)
     find "$src" -maxdepth 1 -type f ! -name '*.gguf' -exec cp {} "$stage/model/" \;
     cp "$WORK/runs/$name.log" "$stage/" 2>/dev/null || true
     [ -d "$WORK/eval/$name" ] && cp -r "$WORK/eval/$name" "$stage/eval"
-    cp "$WORK/data/datagen_report.json" "$stage/" 2>/dev/null || true
+    cp "$WORK"/data/datagen_report*.json "$stage/" 2>/dev/null || true
     tar czf "$WORK/pack/$name.tar.gz" -C "$stage" .
     split -b 15m -d "$WORK/pack/$name.tar.gz" "$final/$name.tgz.part-"
     ls -la "$final"

@@ -36,6 +36,13 @@ pub struct TrainArgs {
     /// Stop after this many optimizer steps in total (across resumes).
     #[arg(long)]
     pub max_steps: Option<u64>,
+    /// Train for about this many minutes: the run measures its pace after a few dozen steps
+    /// and fixes the step count (and the cosine schedule) to finish in time. Set --epochs high.
+    #[arg(long, value_name = "MINUTES")]
+    pub time_budget: Option<f64>,
+    /// Also export the model after every epoch to OUT/epochs/epoch-NN.
+    #[arg(long)]
+    pub keep_epochs: bool,
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
     #[arg(long, default_value_t = 5e-4)]
@@ -120,6 +127,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
         out: a.out,
         epochs: a.epochs,
         max_steps: a.max_steps,
+        time_budget_secs: a.time_budget.map(|m| m * 60.0),
+        keep_epochs: a.keep_epochs,
         batch_size: a.batch_size,
         lr: a.lr,
         warmup_steps: a.warmup_steps,

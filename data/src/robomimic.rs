@@ -280,11 +280,14 @@ impl RobomimicReader {
                     if !with_images {
                         continue;
                     }
-                    let px: Vec<u8> = d.read_raw().map_err(|e| self.err(name, &full, e))?;
-                    let frames = px
-                        .chunks_exact(h * w * 3)
-                        .map(|c| Frame { width: *w as u32, height: *h as u32, rgb: c.to_vec() })
-                        .collect();
+                    let frames = match read_frames_deflated(&d, t, (*h, *w)) {
+                        Some(frames) => frames.map_err(|e| self.err(name, &full, e))?,
+                        None => {
+                            let px: Vec<u8> = d.read_raw().map_err(|e| self.err(name, &full, e))?;
+                            px.chunks_exact(h * w * 3).map(|c| c.to_vec()).collect()
+                        }
+                    };
+                    let frames = frames.into_iter().map(|rgb| Frame { width: *w as u32, height: *h as u32, rgb }).collect();
                     images.insert(cam.to_string(), frames);
                 } else {
                     low_dim.insert(key.clone(), lowdim(&full, &d)?);
@@ -381,6 +384,79 @@ fn write_frames_deflated(g: &Group, name: &str, frames: &[crate::Frame], (h, w):
         }
     }
     Ok(())
+}
+
+// Not declared by hdf5-sys; in libhdf5 since 1.10.2 (the reader needs 1.10.3 for
+// `H5Dread_chunk` anyway).
+extern "C" {
+    fn H5Dget_chunk_storage_size(dset_id: hdf5_sys::h5i::hid_t, offset: *const hdf5_sys::h5::hsize_t, chunk_nbytes: *mut hdf5_sys::h5::hsize_t) -> hdf5_sys::h5::herr_t;
+}
+
+/// The reading half of [`write_frames_deflated`]: for frames stored one deflated frame per
+/// chunk (our writer's layout and robomimic's), fetches the compressed chunks under libhdf5's
+/// lock (`H5Dread_chunk`, no filtering) and inflates them on every core. A training loader
+/// reading through libhdf5 inflated one frame at a time and fed a GPU fewer frames than it
+/// could train on. `None` for any other layout (the caller reads through libhdf5).
+fn read_frames_deflated(d: &Dataset, t: usize, (h, w): (usize, usize)) -> Option<hdf5::Result<Vec<Vec<u8>>>> {
+    use std::io::Read as _;
+    if d.chunk()? != [1, h, w, 3] || !matches!(d.filters().as_slice(), [hdf5::filters::Filter::Deflate(_)]) {
+        return None;
+    }
+    let frame = h * w * 3;
+    // (skipped-filter mask, stored bytes) per frame.
+    let stored: Vec<(u32, Vec<u8>)> = hdf5::sync::sync(|| {
+        let mut out = Vec::with_capacity(t);
+        for i in 0..t {
+            let offset: [hdf5_sys::h5::hsize_t; 4] = [i as _, 0, 0, 0];
+            let mut n: hdf5_sys::h5::hsize_t = 0;
+            // SAFETY: `d` is an open chunked dataset of rank 4; `offset` is a chunk origin
+            // inside it; `buf` holds the chunk's stored size as libhdf5 reported it.
+            let mut mask = 0u32;
+            unsafe {
+                if H5Dget_chunk_storage_size(d.id(), offset.as_ptr(), &mut n) < 0 || n == 0 || n as usize > 2 * frame + 1024 {
+                    return None; // unallocated or odd chunk: let libhdf5 handle it
+                }
+                let mut buf = vec![0u8; n as usize];
+                if hdf5_sys::h5d::H5Dread_chunk(d.id(), hdf5_sys::h5p::H5P_DEFAULT, offset.as_ptr(), &mut mask, buf.as_mut_ptr().cast()) < 0 {
+                    return None;
+                }
+                out.push((mask, buf));
+            }
+        }
+        Some(out)
+    })?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(t).max(1);
+    let per = t.div_ceil(threads).max(1);
+    let inflated = std::thread::scope(|s| {
+        let jobs: Vec<_> = stored
+            .chunks(per)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|(mask, bytes)| {
+                            if mask & 1 != 0 {
+                                return Ok(bytes.clone()); // stored without deflate
+                            }
+                            let mut rgb = Vec::with_capacity(frame);
+                            flate2::read::ZlibDecoder::new(bytes.as_slice()).read_to_end(&mut rgb)?;
+                            Ok(rgb)
+                        })
+                        .collect::<std::io::Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        jobs.into_iter().map(|j| j.join().expect("inflate thread panicked")).collect::<std::io::Result<Vec<Vec<Vec<u8>>>>>()
+    });
+    Some(match inflated {
+        Err(e) => Err(hdf5::Error::from(format!("corrupt compressed frame: {e}"))),
+        Ok(parts) => {
+            let frames: Vec<Vec<u8>> = parts.into_iter().flatten().collect();
+            match frames.iter().position(|f| f.len() != frame) {
+                Some(i) => Err(hdf5::Error::from(format!("frame {i} inflates to {} bytes, expected {frame}", frames[i].len()))),
+                None => Ok(frames),
+            }
+        }
+    })
 }
 
 fn is_u8(d: &Dataset) -> bool {

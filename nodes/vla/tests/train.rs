@@ -243,3 +243,26 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+#[test]
+fn a_time_budget_fixes_the_step_count_and_epochs_are_exported() {
+    let tmp = tempdir("budget");
+    let base = tmp.join("base");
+    tiny_model(&base);
+    let out = tmp.join("out");
+    // 10 episodes × 6 steps, 8 held for training: 48 samples → 6 steps per epoch.
+    // A zero budget ends the run at the calibration step (20 + 40), whatever the machine's
+    // pace; the cosine schedule then ends there too.
+    let o = TrainOptions { time_budget_secs: Some(0.0), keep_epochs: true, ..opts(&out) };
+    let s = train::train(Box::new(dataset(10, 6)), &ModelSource::Dir(base), Mode::Full, &o, &Device::Cpu).unwrap();
+    assert_eq!(s.steps, 60);
+    assert_eq!(s.epochs_completed, 10);
+    for e in 1..=10 {
+        let dir = out.join(format!("epochs/epoch-{e:02}"));
+        assert!(dir.join("config.json").exists(), "{}", dir.display());
+    }
+    assert!(!out.join("epochs/epoch-11").exists());
+    OpenVla::load(&out.join("epochs/epoch-10"), &LoadOptions::default()).unwrap();
+    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("state/state.json")).unwrap()).unwrap();
+    assert_eq!(state["budget_steps"], 60);
+}

@@ -66,20 +66,43 @@ pub fn load_episode(reader: &SharedReader, index: usize, opts: &DataOptions) -> 
     if frames.len() != ep.actions.len() {
         return Err(VlaError::Train(format!("episode {name}: {} `{camera}` frames for {} actions", frames.len(), ep.actions.len())));
     }
-    let mut out = Vec::with_capacity(frames.len());
+    let mut instructions = Vec::with_capacity(frames.len());
     for (t, (f, a)) in frames.iter().zip(&ep.actions).enumerate() {
-        let img = RgbImage::from_raw(f.width, f.height, f.rgb.clone()).ok_or_else(|| {
-            VlaError::Train(format!("episode {name}: frame {t} of `{camera}` has {} bytes for {}x{}", f.rgb.len(), f.width, f.height))
-        })?;
+        if f.rgb.len() != (f.width * f.height * 3) as usize {
+            return Err(VlaError::Train(format!("episode {name}: frame {t} of `{camera}` has {} bytes for {}x{}", f.rgb.len(), f.width, f.height)));
+        }
         if a.iter().any(|x| !x.is_finite()) {
             return Err(VlaError::Train(format!("episode {name}: action {t} is not finite: {a:?}")));
         }
-        let instruction = match ep.instructions.get(t).filter(|s| !s.trim().is_empty()).or(opts.instruction.as_ref()) {
-            Some(s) => s.clone(),
+        match ep.instructions.get(t).filter(|s| !s.trim().is_empty()).or(opts.instruction.as_ref()) {
+            Some(s) => instructions.push(s.clone()),
             None => return Err(VlaError::Train(format!("episode {name}: step {t} has no instruction (pass --instruction)"))),
-        };
-        out.push(Sample { image: resize(&img, opts.image_size), instruction, action: training_action(a) });
+        }
     }
+    // Downscaling is most of the loader's CPU time: spread it over the cores so that a GPU
+    // run does not wait on one thread.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(frames.len()).max(1);
+    let per = frames.len().div_ceil(threads).max(1);
+    let size = opts.image_size;
+    let images: Vec<RgbImage> = std::thread::scope(|sc| {
+        let jobs: Vec<_> = frames
+            .chunks(per)
+            .map(|part| {
+                sc.spawn(move || {
+                    part.iter()
+                        .map(|f| resize(&RgbImage::from_raw(f.width, f.height, f.rgb.clone()).expect("size checked above"), size))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        jobs.into_iter().flat_map(|j| j.join().expect("resize thread panicked")).collect()
+    });
+    let out = images
+        .into_iter()
+        .zip(instructions)
+        .zip(&ep.actions)
+        .map(|((image, instruction), a)| Sample { image, instruction, action: training_action(a) })
+        .collect();
     Ok(out)
 }
 

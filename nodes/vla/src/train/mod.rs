@@ -50,6 +50,15 @@ pub struct TrainOptions {
     pub out: PathBuf,
     pub epochs: u64,
     pub max_steps: Option<u64>,
+    /// Wall-clock budget for the training loop: after a few dozen steps the run measures its
+    /// pace and sets the step count (and so the cosine schedule) to end inside it. Leased GPU
+    /// time is what limits a run, not an epoch count.
+    #[serde(default)]
+    pub time_budget_secs: Option<f64>,
+    /// Also export the model after every epoch to `epochs/epoch-NN/` (episodes-vs-epochs
+    /// studies evaluate these).
+    #[serde(default)]
+    pub keep_epochs: bool,
     pub batch_size: usize,
     pub lr: f64,
     pub warmup_steps: u64,
@@ -82,6 +91,8 @@ impl Default for TrainOptions {
             out: PathBuf::from("train-out"),
             epochs: 1,
             max_steps: None,
+            time_budget_secs: None,
+            keep_epochs: false,
             batch_size: 16,
             lr: 5e-4,
             warmup_steps: 0,
@@ -142,6 +153,9 @@ struct SavedState {
     history: Vec<Metrics>,
     validation: Vec<Metrics>,
     elapsed_secs: f64,
+    /// The step count a time budget fixed (a resumed run keeps its schedule).
+    #[serde(default)]
+    budget_steps: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -358,7 +372,11 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
     };
     let n_samples: usize = lengths.values().sum();
     let steps_per_epoch = n_samples.div_ceil(opts.batch_size) as u64;
-    let total_steps = opts.max_steps.map_or(steps_per_epoch * opts.epochs, |m| m.min(steps_per_epoch * opts.epochs));
+    let mut total_steps = opts.max_steps.map_or(steps_per_epoch * opts.epochs, |m| m.min(steps_per_epoch * opts.epochs));
+    let mut budget_steps = saved.as_ref().and_then(|s| s.budget_steps);
+    if let Some(b) = budget_steps {
+        total_steps = total_steps.min(b);
+    }
     tracing::info!(dataset = %dataset_name, episodes = n_episodes, train_episodes = train_eps.len(), val_episodes = val_eps.len(), samples = n_samples, steps_per_epoch, total_steps, "dataset ready");
 
     let actions = ActionTokenizer::new(config.base_vocab() as u32, config.n_action_bins);
@@ -385,7 +403,7 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
 
     let mut export_cfg = config.clone();
     export_cfg.norm_stats = BTreeMap::from([(dataset_name.clone(), stats.clone())]);
-    let save = |opt: &AdamW, step: u64, history: &[Metrics], validation: &[Metrics], secs: f64| -> Result<()> {
+    let save = |opt: &AdamW, step: u64, history: &[Metrics], validation: &[Metrics], secs: f64, budget_steps: Option<u64>| -> Result<()> {
         let vars: HashMap<String, Tensor> = params.vars().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
         candle_core::safetensors::save(&vars, sdir.join("trainable.safetensors"))?;
         candle_core::safetensors::save(&opt.state(), sdir.join("optimizer.safetensors"))?;
@@ -398,6 +416,7 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
             history: history.to_vec(),
             validation: validation.to_vec(),
             elapsed_secs: secs,
+            budget_steps,
         };
         write_json(&sdir.join("state.json"), &st)?;
         let p = params.clone();
@@ -414,6 +433,10 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
     let mut side_secs = 0.0;
     let mut window: Vec<Metrics> = Vec::new();
     let mut epochs_completed = step / steps_per_epoch.max(1);
+    const CALIBRATE_FROM: u64 = 20;
+    const CALIBRATE_STEPS: u64 = 40;
+    let mut steps_this_run = 0u64;
+    let mut t_calibrate: Option<(Instant, f64)> = None;
     'epochs: for epoch in step / steps_per_epoch.max(1)..opts.epochs {
         if step >= total_steps {
             break;
@@ -462,6 +485,24 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
                 }
                 step += 1;
                 samples_seen += n as u64;
+                steps_this_run += 1;
+                if steps_this_run == CALIBRATE_FROM {
+                    t_calibrate = Some((Instant::now(), side_secs));
+                }
+                if let (Some(budget), None, Some((t0, side0))) = (opts.time_budget_secs, budget_steps, t_calibrate) {
+                    if steps_this_run == CALIBRATE_FROM + CALIBRATE_STEPS {
+                        // Pace over steps that include chunk loading; validation and exports
+                        // come on top, so keep a margin for them.
+                        let per_step = (t0.elapsed().as_secs_f64() - (side_secs - side0)) / CALIBRATE_STEPS as f64;
+                        let left = budget - t_loop.elapsed().as_secs_f64();
+                        let more = ((left * 0.95 - side_secs) / per_step).max(0.0) as u64;
+                        let b = step + more;
+                        budget_steps = Some(b);
+                        total_steps = total_steps.min(b);
+                        bar.set_length(total_steps);
+                        bar.suspend(|| tracing::info!(per_step_ms = per_step * 1e3, budget_secs = budget, total_steps, epochs = total_steps as f64 / steps_per_epoch as f64, "time budget: step count fixed"));
+                    }
+                }
                 let m = Metrics { step, epoch, loss, accuracy, l1, lr, grad_norm };
                 history.push(m.clone());
                 window.push(m);
@@ -487,7 +528,7 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
                 }
                 if opts.save_every > 0 && step % opts.save_every == 0 && step < total_steps {
                     let t = Instant::now();
-                    save(&opt, step, &history, &validation, prior_secs + t_start.elapsed().as_secs_f64())?;
+                    save(&opt, step, &history, &validation, prior_secs + t_start.elapsed().as_secs_f64(), budget_steps)?;
                     side_secs += t.elapsed().as_secs_f64();
                 }
             }
@@ -498,6 +539,11 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
         epochs_completed = epoch + 1;
         let t = Instant::now();
         let val = trainer.validate(&reader, &val_eps, &data_opts, opts.batch_size, opts.val_max_samples)?;
+        if opts.keep_epochs {
+            let dir = out.join("epochs").join(format!("epoch-{:02}", epoch + 1));
+            let p = params.clone();
+            write_checkpoint(&export_cfg, &dir, None, &tok_source, &|t| Ok(p.merged(&t.name)?.flatten_all()?.to_vec1::<f32>()?))?;
+        }
         side_secs += t.elapsed().as_secs_f64();
         if let Some((loss, accuracy, l1)) = val {
             bar.suspend(|| tracing::info!(step, epoch, loss, accuracy, l1, "validation"));
@@ -507,7 +553,7 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
     bar.finish_and_clear();
     let train_secs = t_loop.elapsed().as_secs_f64() - side_secs;
     let total_secs = prior_secs + t_start.elapsed().as_secs_f64();
-    save(&opt, step, &history, &validation, total_secs)?;
+    save(&opt, step, &history, &validation, total_secs, budget_steps)?;
     if let Err(e) = plot::write_png(&out.join("training.png"), &history, &validation) {
         tracing::warn!(error = %e, "could not draw training.png");
     }

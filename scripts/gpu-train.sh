@@ -11,21 +11,125 @@
 #   bash .gpu/gpu-train.sh train NAME [ARGS...]      start `vela train` in the background (ARGS appended;
 #                                                    without ARGS the shipped model's recipe below)
 #   bash .gpu/gpu-train.sh watch SECONDS             follow the training log until it ends or SECONDS pass
-#   bash .gpu/gpu-train.sh eval NAME [EPISODES]      quantize, then bench fp16/q8f16/q4f16 on Stack_D2 and q4f16 on Stack_Lang
+#   bash .gpu/gpu-train.sh eval NAME [EPISODES] [TAGS]  quantize, then bench (TAGS, comma-separated, default all):
+#                                                    d2-int4, d2-int8, d2-fp16 on Stack_D2, lang-int4 on Stack_Lang
 #   bash .gpu/gpu-train.sh study NAME [EPISODES]     fp16 Stack_D2 success of every exported epoch
 #   bash .gpu/gpu-train.sh pack NAME                 model + reports into $OUT as ≤15 MB parts
+#
+# The whole pipeline in one background job, for a lease that may not outlast a pause: the machine
+# goes back 30 s after a call ends and after 30 minutes held, so nothing may wait on the caller.
+#   bash .gpu/gpu-train.sh all [D4] [LANG] [TRAIN_END_MIN]  datagen (parallel processes) → train until
+#                                                    TRAIN_END_MIN minutes after start → pack the model →
+#                                                    the four benches at once → pack the reports
+#   bash .gpu/gpu-train.sh follow SECONDS            show the pipeline's progress; copy what it packed to $OUT
 set -euo pipefail
 G=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$G/.." && pwd)
 WORK=${VELA_GPU_WORK:-/tmp/vela-train}
 mkdir -p "$WORK"
 export VELA_LOG=${VELA_LOG:-info}
-. "$G/unpack.sh"
+# VELA_BIN: a local build instead of the bundle (dry runs of the pipeline off the GPU machine).
+if [ -n "${VELA_BIN:-}" ]; then VELA=$VELA_BIN; else . "$G/unpack.sh"; fi
 log() { echo "==> [$(date +%T)] $*"; }
-what=${1:?usage: gpu-train.sh setup|datagen|train|watch|eval|pack}
+DEV=${VELA_DEVICE:-cuda}
+what=${1:?usage: gpu-train.sh all|follow|setup|datagen|train|watch|eval|study|pack}
 shift
 
 case "$what" in
+all)
+    mkdir -p "$WORK/out"
+    date +%s > "$WORK/all.start"
+    setsid nohup bash "$G/gpu-train.sh" _all "$@" > "$WORK/all.log" 2>&1 < /dev/null &
+    echo $! > "$WORK/all.pid"
+    sleep 20
+    cat "$WORK/all.log"
+    ;;
+_all)
+    d4=${1:-600}
+    lang=${2:-600}
+    train_end=$(( $(cat "$WORK/all.start") + $(python3 -c "print(int(${3:-20.5} * 60))") ))
+    procs=${DATAGEN_PROCS:-8}
+    per=$(( procs / 2 ))
+    workers=$(( $(nproc) / procs )); [ $workers -ge 1 ] || workers=1
+    log "datagen: Stack_D4 $d4 + Stack_Lang $lang in $procs processes of $workers workers"
+    pids=()
+    for i in $(seq 1 $per); do
+        for task in Stack_D4 Stack_Lang; do
+            n=$d4; [ $task = Stack_Lang ] && n=$lang
+            k=$(( (n + per - 1) / per ))
+            "$VELA" datagen --tasks $task --episodes $k --output "$WORK/data/$task-$i" --workers $workers \
+                --gzip-level 1 --seed $(( i * 100 + ${#task} )) --overwrite > "$WORK/datagen-$task-$i.log" 2>&1 &
+            pids+=($!)
+        done
+    done
+    for p in "${pids[@]}"; do wait "$p" || { log "datagen process failed"; tail -n 20 "$WORK"/datagen-*.log; exit 1; }; done
+    log "datagen done: $(find "$WORK/data" -name '*.hdf5' | wc -l) files, $(du -sh "$WORK/data" | cut -f1)"
+    cat "$WORK"/data/*/datagen_report.json > "$WORK/out/datagen_reports.json"
+    minutes=$(python3 -c "print(max(4.0, ($train_end - $(date +%s)) / 60))")
+    datasets=$(find "$WORK/data" -name '*.hdf5' | sort | paste -sd, -)
+    out="$WORK/runs/shipped"
+    mkdir -p "$WORK/runs"
+    log "train for $minutes min"
+    "$VELA" train --dataset "$datasets" --dataset-type mimicgen --out "$out" --device "$DEV" \
+        --config "${TRAIN_CONFIG:-small-112}" --full --epochs 100 --time-budget "$minutes" --batch-size "${TRAIN_BATCH:-128}" --lr 1e-3 --warmup-steps 300 \
+        --cosine --keep-epochs --save-every 1000 --log-every 50 --dataset-name stack_d4_lang --val-split 0.02 \
+        --val-max-samples 512 > "$WORK/runs/shipped.log" 2>&1 || { log "training failed"; tail -n 30 "$WORK/runs/shipped.log"; exit 1; }
+    log "train done"
+    mkdir -p "$WORK/out/model"
+    find "$out" -maxdepth 1 -type f ! -name '*.gguf' -exec cp {} "$WORK/out/model/" \;
+    cp "$WORK/runs/shipped.log" "$WORK/out/"
+    for q in q8f16 q4f16; do "$VELA" vla quantize --model "$out" --quantization "$q" > /dev/null; done
+    res="$WORK/out/eval"
+    mkdir -p "$res"
+    bench() { # quant variant tag model episodes
+        python3 - "$ROOT/presets/OpenVLA-MimicGen-FP16.json" "$res/preset-$3.json" "$4" "$1" "$DEV" <<'EOF'
+import json, sys
+src, dst, model, quant, dev = sys.argv[1:]
+p = json.load(open(src))
+for n in p["nodes"]:
+    if n["type"] == "OpenVLA":
+        n.setdefault("params", {}).update({"model": model, "quantization": quant, "device": dev})
+json.dump(p, open(dst, "w"), indent=2)
+EOF
+        "$VELA" bench --preset "$res/preset-$3.json" --episodes "$5" --max-steps 200 --variant "$2" --parallel 8 \
+            --save-stats "$res/$3.json" --report "$res/report-$3" --quiet > "$res/$3.log" 2>&1
+    }
+    log "benches"
+    n=${BENCH_EPISODES:-100}
+    bench q4f16 Stack_D2 d2-int4 "$out" $n & b1=$!
+    bench q8f16 Stack_D2 d2-int8 "$out" $n & b2=$!
+    bench fp16 Stack_D2 d2-fp16 "$out" $n & b3=$!
+    bench q4f16 Stack_Lang lang-int4 "$out" $n & b4=$!
+    wait $b1 $b2 $b3 $b4 || true
+    for t in d2-int4 d2-int8 d2-fp16 lang-int4; do echo "$t: $(grep -E 'successes' "$res/$t.log" | tail -n 1)"; done
+    log "benches done"
+    # The epochs axis of the study while time is left (fp16, 50 episodes, four at once).
+    start=$(cat "$WORK/all.start")
+    eps=$(ls -d "$out"/epochs/epoch-* 2>/dev/null | sort)
+    if [ $(( $(date +%s) - start )) -lt $(( 23 * 60 )) ] && [ -n "$eps" ]; then
+        log "study"
+        # A quarter, half and three quarters of the way (the final model is the fp16 bench above).
+        pick=$(echo "$eps" | python3 -c "import sys; e=sys.stdin.read().split(); n=len(e); print(' '.join(sorted({e[max(0, round(n*f)-1)] for f in (0.25, 0.5, 0.75)})))")
+        ps=()
+        for d in $pick; do bench fp16 Stack_D2 "study-$(basename "$d")" "$d" "${STUDY_EPISODES:-50}" & ps+=($!); done
+        wait "${ps[@]}" || true
+        for d in $pick; do echo "study $(basename "$d"): $(grep -E 'successes' "$res/study-$(basename "$d").log" | tail -n 1)"; done
+    fi
+    log "all done"
+    ;;
+follow)
+    secs=${1:-560}
+    t0=$(date +%s)
+    while kill -0 "$(cat "$WORK/all.pid")" 2>/dev/null && [ $(( $(date +%s) - t0 )) -lt "$secs" ]; do sleep 10; done
+    grep -v '^\s*$' "$WORK/all.log" | tail -n 20
+    [ -f "$WORK/runs/shipped.log" ] && sed 's/\x1b\[[0-9;]*m//g' "$WORK/runs/shipped.log" | tr '\r' '\n' \
+        | grep -E 'time budget|validation|dataset ready|step=[0-9]*000 ' | cut -c1-250 | tail -n 8
+    for f in "$WORK"/datagen-*.log; do [ -f "$f" ] && echo "$(basename "$f"): $(tr '\r' '\n' < "$f" | grep -v '^\s*$' | tail -n 1 | cut -c1-160)"; done 2>/dev/null | head -n 8
+    if [ -n "${OUT:-}" ] && [ -d "$WORK/out" ]; then
+        tar czf "$WORK/out.tgz" -C "$WORK/out" . && split -b 15m -d "$WORK/out.tgz" "$OUT/out.tgz.part-"
+        ls -la "$OUT"
+    fi
+    ;;
 setup)
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
     nproc; free -g | head -2; df -h "$WORK" | tail -1
@@ -100,10 +204,16 @@ EOF
         "$VELA" bench --preset "$preset" --episodes "$n" --max-steps 200 --variant "$2" --parallel 25 \
             --save-stats "$res/$3.json" --report "$res/report-$3" --quiet 2>&1 | tail -n 15
     }
-    run_bench q4f16 Stack_D2 d2-int4
-    run_bench q8f16 Stack_D2 d2-int8
-    run_bench fp16 Stack_D2 d2-fp16
-    run_bench q4f16 Stack_Lang lang-int4
+    tags=${3:-d2-int4,d2-int8,d2-fp16,lang-int4}
+    for tag in ${tags//,/ }; do
+        case $tag in
+        d2-int4) run_bench q4f16 Stack_D2 d2-int4 ;;
+        d2-int8) run_bench q8f16 Stack_D2 d2-int8 ;;
+        d2-fp16) run_bench fp16 Stack_D2 d2-fp16 ;;
+        lang-int4) run_bench q4f16 Stack_Lang lang-int4 ;;
+        *) echo "unknown eval tag $tag" >&2; exit 2 ;;
+        esac
+    done
     ;;
 study)
     # Success of every exported epoch on Stack_D2 (fp16 on the GPU): the epochs axis of the

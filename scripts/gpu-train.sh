@@ -22,6 +22,8 @@
 #                                                    TRAIN_END_MIN minutes after start → pack the model →
 #                                                    the four benches at once → pack the reports
 #   bash .gpu/gpu-train.sh follow SECONDS            show the pipeline's progress; copy what it packed to $OUT
+#   (env: TRAIN_FROM=repo-relative checkpoint to continue from, TRAIN_LR, TRAIN_WARMUP, TRAIN_BATCH,
+#    TRAIN_EXTRA="--image-aug --no-colour-jitter", BENCH_EPISODES, DATAGEN_PROCS)
 set -euo pipefail
 G=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$G/.." && pwd)
@@ -70,10 +72,14 @@ _all)
     out="$WORK/runs/shipped"
     mkdir -p "$WORK/runs"
     log "train for $minutes min"
-    "$VELA" train --dataset "$datasets" --dataset-type mimicgen --out "$out" --device "$DEV" \
-        --config "${TRAIN_CONFIG:-small-112}" --full --epochs 100 --time-budget "$minutes" --batch-size "${TRAIN_BATCH:-128}" --lr 1e-3 --warmup-steps 300 \
-        --cosine --keep-epochs --save-every 1000 --log-every 50 --dataset-name stack_d4_lang --val-split 0.02 \
-        --val-max-samples 512 > "$WORK/runs/shipped.log" 2>&1 || { log "training failed"; tail -n 30 "$WORK/runs/shipped.log"; exit 1; }
+    # TRAIN_FROM: continue from a checkpoint carried in the repository copy (a lease ends after
+    # 30 minutes; the next one picks up the weights, with fresh optimizer state and data).
+    if [ -n "${TRAIN_FROM:-}" ]; then base=(--model "$ROOT/$TRAIN_FROM"); else base=(--config "${TRAIN_CONFIG:-small-112}"); fi
+    # shellcheck disable=SC2086 # TRAIN_EXTRA is a list of flags
+    "$VELA" train --dataset "$datasets" --dataset-type mimicgen --out "$out" --device "$DEV" "${base[@]}" \
+        --full --epochs 100 --time-budget "$minutes" --batch-size "${TRAIN_BATCH:-128}" --lr "${TRAIN_LR:-1e-3}" \
+        --warmup-steps "${TRAIN_WARMUP:-300}" --cosine --keep-epochs --save-every 1000 --log-every 50 \
+        --dataset-name stack_d4_lang --val-split 0.02 --val-max-samples 512 ${TRAIN_EXTRA:-} > "$WORK/runs/shipped.log" 2>&1 || { log "training failed"; tail -n 30 "$WORK/runs/shipped.log"; exit 1; }
     log "train done"
     mkdir -p "$WORK/out/model"
     find "$out" -maxdepth 1 -type f ! -name '*.gguf' -exec cp {} "$WORK/out/model/" \;

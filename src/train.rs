@@ -61,6 +61,9 @@ pub struct TrainArgs {
     /// Random resized crop (90 % area) + colour jitter, as OpenVLA.
     #[arg(long)]
     pub image_aug: bool,
+    /// With --image-aug: random crops only, no colour jitter (for instructions that name colours).
+    #[arg(long, requires = "image_aug")]
+    pub no_colour_jitter: bool,
     /// Fraction of episodes held out for validation.
     #[arg(long, default_value_t = 0.05)]
     pub val_split: f64,
@@ -136,6 +139,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         max_grad_norm: (a.grad_clip > 0.0).then_some(a.grad_clip),
         weight_decay: a.weight_decay,
         image_aug: a.image_aug,
+        no_colour_jitter: a.no_colour_jitter,
         val_split: a.val_split,
         val_max_samples: a.val_max_samples,
         log_every: a.log_every,

@@ -220,6 +220,10 @@ pub struct OpenVlaConfig {
     pub text_config: TextConfig,
     #[serde(default)]
     pub norm_stats: BTreeMap<String, DatasetStats>,
+    /// Area of the centre crop evaluation applies, for models trained with random-resized-crop
+    /// augmentation (`vela train --image-aug` writes 0.9, the crop's area in training).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vela_center_crop: Option<f32>,
     /// Explicit tower hyper-parameters for models whose timm ids we cannot infer (our own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vela_vision_towers: Option<Vec<VitConfig>>,
@@ -326,6 +330,7 @@ impl OpenVlaConfig {
             torch_dtype: d::dtype(),
             text_config: text,
             norm_stats: norm_stats.clone(),
+            vela_center_crop: None,
             vela_vision_towers: towers,
             extra: extra.clone(),
         };

@@ -177,9 +177,21 @@ impl OpenVla {
         prompt_ids(self.tokenizer.as_ref(), instruction)
     }
 
+    /// Pixel values as the model was trained to see them: models trained with random-crop
+    /// augmentation (`vela_center_crop` in config.json) look at the centre crop of the same
+    /// area, as OpenVLA evaluates its augmented fine-tunes; others at the whole frame.
+    pub fn pixel_values(&self, img: &RgbImage) -> Result<Tensor> {
+        match self.config.vela_center_crop {
+            Some(area) if area < 1.0 => {
+                crate::preprocess::pixel_values(&crate::preprocess::center_crop(img, area), &self.towers, self.dtype, &self.device)
+            }
+            _ => crate::preprocess::pixel_values(img, &self.towers, self.dtype, &self.device),
+        }
+    }
+
     /// Projected image patches `[1, N, H]`.
     pub fn encode_image(&self, img: &RgbImage) -> Result<Tensor> {
-        let px = crate::preprocess::pixel_values(img, &self.towers, self.dtype, &self.device)?;
+        let px = self.pixel_values(img)?;
         self.encode_pixels(&px)
     }
 
@@ -284,7 +296,7 @@ impl OpenVla {
         let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
         sync()?;
         let t = Instant::now();
-        let px = crate::preprocess::pixel_values(img, &self.towers, self.dtype, &self.device)?;
+        let px = self.pixel_values(img)?;
         let feats = self.backbone.forward(&px)?;
         sync()?;
         let vision_ms = ms(t);
@@ -319,7 +331,7 @@ impl OpenVla {
     /// Intermediate values for checking against another implementation: pixel values, the
     /// projector output `[1, N, H]`, prompt ids and the first-token logits `[V]`.
     pub fn trace(&self, img: &RgbImage, instruction: &str) -> Result<(Tensor, Tensor, Vec<u32>, Tensor)> {
-        let px = crate::preprocess::pixel_values(img, &self.towers, self.dtype, &self.device)?;
+        let px = self.pixel_values(img)?;
         let patches = self.encode_pixels(&px)?;
         let ids = self.prompt_ids(instruction);
         let logits = self.prefill_logits(&patches, &ids)?;

@@ -234,6 +234,10 @@ fn augmentation_keeps_size_and_changes_pixels_deterministically() {
     assert_eq!(a.dimensions(), img.dimensions());
     assert_eq!(a, b);
     assert_ne!(a, img);
+    // Crops only: inside the coloured square the colour survives exactly.
+    let c = vela_vla::train::data::augment_with(&img, &mut vela_vla::rng::SplitMix64::new(5), false);
+    assert_eq!(c.get_pixel(8, 24).0, COLOURS[2]);
+    assert_ne!(a.get_pixel(8, 24).0, COLOURS[2], "the full augmentation jitters colours");
     let _ = DataOptions { camera: None, instruction: None, image_size: 28 };
 }
 
@@ -265,4 +269,26 @@ fn a_time_budget_fixes_the_step_count_and_epochs_are_exported() {
     OpenVla::load(&out.join("epochs/epoch-10"), &LoadOptions::default()).unwrap();
     let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("state/state.json")).unwrap()).unwrap();
     assert_eq!(state["budget_steps"], 60);
+}
+
+#[test]
+fn a_model_trained_with_augmentation_is_evaluated_on_the_centre_crop() {
+    let tmp = tempdir("aug-crop");
+    let base = tmp.join("base");
+    tiny_model(&base);
+    let out = tmp.join("out");
+    let o = TrainOptions { max_steps: Some(2), image_aug: true, ..opts(&out) };
+    train::train(Box::new(dataset(4, 4)), &ModelSource::Dir(base.clone()), Mode::Full, &o, &Device::Cpu).unwrap();
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert!((cfg["vela_center_crop"].as_f64().unwrap() - 0.9).abs() < 1e-6, "{}", cfg["vela_center_crop"]);
+    let base_cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(base.join("config.json")).unwrap()).unwrap();
+    assert!(base_cfg.get("vela_center_crop").is_none(), "models trained without augmentation see the whole frame");
+
+    // The loaded model feeds the centre crop to its towers.
+    let m = OpenVla::load(&out, &LoadOptions::default()).unwrap();
+    let img = image::RgbImage::from_raw(32, 32, frame(3, 32).rgb).unwrap();
+    let want = vela_vla::preprocess::pixel_values(&vela_vla::preprocess::center_crop(&img, 0.9), &m.config.vision_towers().unwrap(), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let got = m.pixel_values(&img).unwrap().to_dtype(candle_core::DType::F32).unwrap();
+    let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(diff < 1e-6, "{diff}");
 }

@@ -23,7 +23,7 @@ impl OpenVla {
         let t0 = Instant::now();
         let pixels = requests
             .iter()
-            .map(|(img, _)| crate::preprocess::pixel_values(img, &self.towers, self.dtype, &self.device))
+            .map(|(img, _)| self.pixel_values(img))
             .collect::<Result<Vec<_>>>()?;
         let patches = self.encode_pixels(&Tensor::cat(&pixels, 0)?)?;
         let vision_ms = t0.elapsed().as_secs_f64() * 1e3;

@@ -142,12 +142,22 @@ pub fn to_norm_stats(s: &vela_data::stats::DatasetStats) -> Result<DatasetStats>
         .map_err(|e| VlaError::Train(format!("dataset statistics: {e}")))
 }
 
+/// Area of the random crop in [`augment`] (and of the centre crop at evaluation).
+pub const AUG_CROP_AREA: f32 = 0.9;
+
 /// OpenVLA's training augmentation on a model-size frame: random resized crop (90 % area,
 /// square), then brightness ±0.2, contrast and saturation ×[0.8, 1.2], hue ±0.05 (in turns),
 /// in that order, on [0, 1] values.
 pub fn augment(img: &RgbImage, rng: &mut SplitMix64) -> RgbImage {
+    augment_with(img, rng, true)
+}
+
+/// [`augment`], optionally without the colour jitter: when instructions name block colours,
+/// a hue shift of up to 18° can turn an orange block red in the picture but not in the text.
+/// The random draws are the same either way, so the crops do not depend on the choice.
+pub fn augment_with(img: &RgbImage, rng: &mut SplitMix64, colour: bool) -> RgbImage {
     let (w, h) = img.dimensions();
-    let side = 0.9f32.sqrt();
+    let side = AUG_CROP_AREA.sqrt();
     let (cw, ch) = (((w as f32) * side).round().max(1.0) as u32, ((h as f32) * side).round().max(1.0) as u32);
     let x0 = (rng.uniform() * (w - cw + 1) as f32) as u32;
     let y0 = (rng.uniform() * (h - ch + 1) as f32) as u32;
@@ -157,6 +167,9 @@ pub fn augment(img: &RgbImage, rng: &mut SplitMix64) -> RgbImage {
     let contrast = 0.8 + rng.uniform() * 0.4;
     let saturation = 0.8 + rng.uniform() * 0.4;
     let hue = (rng.uniform() * 2.0 - 1.0) * 0.05;
+    if !colour {
+        return out;
+    }
     let n = (w * h) as f32;
     let mut mean = [0f32; 3];
     for p in out.pixels() {

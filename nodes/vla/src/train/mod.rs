@@ -67,6 +67,9 @@ pub struct TrainOptions {
     pub max_grad_norm: Option<f64>,
     pub weight_decay: f64,
     pub image_aug: bool,
+    /// With `image_aug`: random crops only, no colour jitter.
+    #[serde(default)]
+    pub no_colour_jitter: bool,
     pub val_split: f64,
     /// At most this many validation samples per evaluation (keeps validation cheap).
     pub val_max_samples: usize,
@@ -100,6 +103,7 @@ impl Default for TrainOptions {
             max_grad_norm: Some(1.0),
             weight_decay: 0.01,
             image_aug: false,
+            no_colour_jitter: false,
             val_split: 0.05,
             val_max_samples: 512,
             log_every: 10,
@@ -403,6 +407,9 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
 
     let mut export_cfg = config.clone();
     export_cfg.norm_stats = BTreeMap::from([(dataset_name.clone(), stats.clone())]);
+    if opts.image_aug {
+        export_cfg.vela_center_crop = Some(data::AUG_CROP_AREA);
+    }
     let save = |opt: &AdamW, step: u64, history: &[Metrics], validation: &[Metrics], secs: f64, budget_steps: Option<u64>| -> Result<()> {
         let vars: HashMap<String, Tensor> = params.vars().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
         candle_core::safetensors::save(&vars, sdir.join("trainable.safetensors"))?;
@@ -474,7 +481,7 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
                 if opts.image_aug {
                     for (i, s) in batch.iter_mut().enumerate() {
                         let mut rng = SplitMix64::new(tensor_seed(opts.seed, &format!("aug/{epoch}/{}", offset + i)));
-                        s.image = data::augment(&s.image, &mut rng);
+                        s.image = data::augment_with(&s.image, &mut rng, !opts.no_colour_jitter);
                     }
                 }
                 offset += n;

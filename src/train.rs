@@ -18,7 +18,7 @@ pub struct TrainArgs {
     /// Start from this HF-layout model folder.
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
-    /// Start from a fresh model of this size (tiny | tiny-single | small | small-112).
+    /// Start from a fresh model of this size (tiny | tiny-single | small | small-112 | small-168 | small-tied).
     #[arg(long)]
     pub config: Option<String>,
     /// Train every weight instead of LoRA adapters.

@@ -11,7 +11,7 @@ pub enum VlaCommand {
     /// Write a random-initialised checkpoint with the real OpenVLA layout (tensor names,
     /// shapes, dtypes, sharding, config.json, norm stats).
     MakeCheckpoint {
-        /// tiny | tiny-single | small | small-112 | 7b-shape (7b-shape writes about 15 GB).
+        /// tiny | tiny-single | small | small-112 | small-168 | small-tied | 7b-shape (7b-shape writes about 15 GB).
         #[arg(long)]
         config: String,
         #[arg(long)]

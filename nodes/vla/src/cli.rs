@@ -8,7 +8,7 @@ use crate::checkpoint::CheckpointSummary;
 use crate::quantize::QuantizeReport;
 use crate::{LoadOptions, OpenVla, OpenVlaConfig, Preset, Quantization, Result};
 
-/// `vela vla make-checkpoint --config tiny|tiny-single|small|small-112|7b-shape --out DIR [--seed N]`.
+/// `vela vla make-checkpoint --config tiny|tiny-single|small|small-112|small-168|small-tied|7b-shape --out DIR [--seed N]`.
 pub fn make_checkpoint(preset: &str, out: &Path, seed: u64) -> Result<CheckpointSummary> {
     let p: Preset = preset.parse()?;
     crate::make_checkpoint(&OpenVlaConfig::preset(p), out, seed)

@@ -268,6 +268,12 @@ pub enum Preset {
     /// 3x cheaper to train and run, and 29 MB in bf16 instead of 45 (the vocabulary matrices
     /// dominate). The size the shipped MimicGen model is trained at.
     Small112,
+    /// `Small` at 168 px (144 patches) with tied embeddings: MimicGen's D2-D4 tell the cube to
+    /// move only by size (4 vs 5 cm) or a colour word, and at 112 px the two cubes differ by
+    /// about one pixel.
+    Small168,
+    /// `Small` at 224 px with tied embeddings (the reference's resolution; 31 MB in bf16).
+    SmallTied,
     /// The exact openvla-7b layout (7.5 B parameters).
     SevenB,
 }
@@ -280,8 +286,10 @@ impl std::str::FromStr for Preset {
             "tiny-single" => Ok(Self::TinySingle),
             "small" => Ok(Self::Small),
             "small-112" => Ok(Self::Small112),
+            "small-168" => Ok(Self::Small168),
+            "small-tied" => Ok(Self::SmallTied),
             "7b-shape" | "7b" => Ok(Self::SevenB),
-            _ => Err(VlaError::Config(format!("unknown preset `{s}` (tiny|tiny-single|small|small-112|7b-shape)"))),
+            _ => Err(VlaError::Config(format!("unknown preset `{s}` (tiny|tiny-single|small|small-112|small-168|small-tied|7b-shape)"))),
         }
     }
 }
@@ -377,6 +385,22 @@ impl OpenVlaConfig {
                 vec![112],
                 TextConfig { tie_word_embeddings: true, ..llm(256, 768, 4, 4) },
                 Some(vec![VitConfig::dino(112, 14, 192, 6, 3, 768, 4)]),
+            ),
+            Preset::Small168 => base(
+                "vela-small-dinov2-168px",
+                false,
+                vec!["vela_small_patch14_reg4_dinov2".into()],
+                vec![168],
+                TextConfig { tie_word_embeddings: true, ..llm(256, 768, 4, 4) },
+                Some(vec![VitConfig::dino(168, 14, 192, 6, 3, 768, 4)]),
+            ),
+            Preset::SmallTied => base(
+                "vela-small-dinov2-224px",
+                false,
+                vec!["vela_small_patch14_reg4_dinov2".into()],
+                vec![224],
+                TextConfig { tie_word_embeddings: true, ..llm(256, 768, 4, 4) },
+                Some(vec![VitConfig::dino(224, 14, 192, 6, 3, 768, 4)]),
             ),
         }
     }

@@ -90,7 +90,7 @@ fn seven_b_layout_agrees_without_materialising() {
 
 #[test]
 fn tiny_layouts_agree() {
-    for p in [Preset::Tiny, Preset::TinySingle, Preset::Small, Preset::Small112] {
+    for p in [Preset::Tiny, Preset::TinySingle, Preset::Small, Preset::Small112, Preset::Small168, Preset::SmallTied] {
         check_plan_matches_loader(p);
     }
 }

@@ -1,5 +1,6 @@
-//! `training.png`: loss (top) and action-token accuracy (bottom) against the step, training
-//! curves smoothed over a moving window, validation points on top.
+//! `training.png`: loss, action-token accuracy and L1 against the step, training curves
+//! smoothed over a moving window, validation points on top. The loss and L1 axes start after
+//! the first steps: a fresh model's loss of 30+ would otherwise flatten the part worth reading.
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -39,28 +40,36 @@ fn err(e: impl std::fmt::Display) -> VlaError {
 }
 
 pub fn write_png(path: &Path, train: &[Metrics], val: &[Metrics]) -> Result<()> {
-    let (w, h) = (1000u32, 700u32);
+    let (w, h) = (1000u32, 1000u32);
     let mut buf = vec![255u8; (w * h * 3) as usize];
     let text = have_font();
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        let panels = root.split_evenly((2, 1));
+        let panels = root.split_evenly((3, 1));
         let window = (train.len() / 50).max(1);
         let max_step = train.iter().chain(val).map(|m| m.step).max().unwrap_or(1).max(1) as f64;
         type Pick = fn(&Metrics) -> f32;
-        let series: [(&str, Pick); 2] = [("loss", |m| m.loss), ("action-token accuracy", |m| m.accuracy)];
+        let series: [(&str, Pick); 3] =
+            [("loss", |m| m.loss), ("action-token accuracy", |m| m.accuracy), ("L1 (action units)", |m| m.l1)];
         for (area, (name, pick)) in panels.iter().zip(series) {
             let tr: Vec<(f64, f64)> = train.iter().map(|m| (m.step as f64, pick(m) as f64)).collect();
             let va: Vec<(f64, f64)> = val.iter().map(|m| (m.step as f64, pick(m) as f64)).collect();
-            let hi = tr.iter().chain(&va).map(|p| p.1).filter(|x| x.is_finite()).fold(0.0f64, f64::max);
-            let y_max = if name == "loss" { hi * 1.05 + 1e-6 } else { 1.0 };
+            // Scale to what follows the first 5 % of steps (smoothed), and to every validation point.
+            let skip = train.len() / 20;
+            let later = smooth(&tr, window).into_iter().skip(skip).chain(va.iter().copied());
+            let (lo, hi) = later.map(|p| p.1).filter(|x| x.is_finite()).fold((f64::MAX, 0.0f64), |(l, h), x| (l.min(x), h.max(x)));
+            let (y_min, y_max) = match name {
+                "action-token accuracy" => (0.0, 1.0),
+                _ if lo <= hi => ((lo - 0.05 * (hi - lo)).max(0.0), hi + 0.05 * (hi - lo) + 1e-6),
+                _ => (0.0, 1.0),
+            };
             let mut b = ChartBuilder::on(area);
             b.margin(10);
             if text {
                 b.caption(name, ("sans-serif", 20)).x_label_area_size(30).y_label_area_size(50);
             }
-            let mut chart = b.build_cartesian_2d(0.0..max_step, 0.0..y_max).map_err(err)?;
+            let mut chart = b.build_cartesian_2d(0.0..max_step, y_min..y_max).map_err(err)?;
             let mut mesh = chart.configure_mesh();
             if !text {
                 mesh.disable_x_axis().disable_y_axis();

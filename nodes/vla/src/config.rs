@@ -342,6 +342,18 @@ impl OpenVlaConfig {
             vela_vision_towers: towers,
             extra: extra.clone(),
         };
+        // One DINOv2-reg tower (6 layers, 192 wide) and a 4-layer, 256-wide Llama; tied
+        // embeddings halve the size, since the vocabulary matrices dominate.
+        let small = |px: usize, tied: bool| {
+            base(
+                &format!("vela-small-dinov2-{px}px"),
+                false,
+                vec!["vela_small_patch14_reg4_dinov2".into()],
+                vec![px],
+                TextConfig { tie_word_embeddings: tied, ..llm(256, 768, 4, 4) },
+                Some(vec![VitConfig::dino(px, 14, 192, 6, 3, 768, 4)]),
+            )
+        };
         match p {
             Preset::SevenB => base(
                 "dinosiglip-vit-so-224px",
@@ -370,38 +382,10 @@ impl OpenVlaConfig {
                 llm(64, 128, 2, 4),
                 Some(vec![VitConfig::dino(28, 14, 32, 3, 2, 64, 4)]),
             ),
-            Preset::Small => base(
-                "vela-small-dinov2-224px",
-                false,
-                vec!["vela_small_patch14_reg4_dinov2".into()],
-                vec![224],
-                llm(256, 768, 4, 4),
-                Some(vec![VitConfig::dino(224, 14, 192, 6, 3, 768, 4)]),
-            ),
-            Preset::Small112 => base(
-                "vela-small-dinov2-112px",
-                false,
-                vec!["vela_small_patch14_reg4_dinov2".into()],
-                vec![112],
-                TextConfig { tie_word_embeddings: true, ..llm(256, 768, 4, 4) },
-                Some(vec![VitConfig::dino(112, 14, 192, 6, 3, 768, 4)]),
-            ),
-            Preset::Small168 => base(
-                "vela-small-dinov2-168px",
-                false,
-                vec!["vela_small_patch14_reg4_dinov2".into()],
-                vec![168],
-                TextConfig { tie_word_embeddings: true, ..llm(256, 768, 4, 4) },
-                Some(vec![VitConfig::dino(168, 14, 192, 6, 3, 768, 4)]),
-            ),
-            Preset::SmallTied => base(
-                "vela-small-dinov2-224px",
-                false,
-                vec!["vela_small_patch14_reg4_dinov2".into()],
-                vec![224],
-                TextConfig { tie_word_embeddings: true, ..llm(256, 768, 4, 4) },
-                Some(vec![VitConfig::dino(224, 14, 192, 6, 3, 768, 4)]),
-            ),
+            Preset::Small => small(224, false),
+            Preset::Small112 => small(112, true),
+            Preset::Small168 => small(168, true),
+            Preset::SmallTied => small(224, true),
         }
     }
 

@@ -51,7 +51,7 @@ pub struct Progress {
 }
 
 /// What a generation run did.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct GenReport {
     pub task: String,
     pub episodes_requested: u64,

@@ -130,6 +130,15 @@ fn main() {
 
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Nodes { .. } | Command::Preset { .. } | Command::Dataset { .. }) {
+        // Rust ignores SIGPIPE, so printing a listing into a closed pipe (`vela dataset info |
+        // head`) panics; these commands should just stop, as other Unix tools do. Not for the
+        // commands that run graphs: a node writing to a child process must get an error instead.
+        // SAFETY: no other thread exists yet (tracing's subscriber starts none).
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let store = presets::store(cli.presets_dir.as_deref());
     match cli.command {
         Command::Nodes { json } => nodes(json),

@@ -106,8 +106,11 @@ EOF
     bench q8f16 Stack_D2 d2-int8 "$out" $n & b2=$!
     bench fp16 Stack_D2 d2-fp16 "$out" $n & b3=$!
     bench q4f16 Stack_Lang lang-int4 "$out" $n & b4=$!
-    wait $b1 $b2 $b3 $b4 || true
-    for t in d2-int4 d2-int8 d2-fp16 lang-int4; do echo "$t: $(grep -E 'successes' "$res/$t.log" | tail -n 1)"; done
+    # Diagnostic: D1 keeps the small cube red and the big one green, so it separates "cannot
+    # tell which cube to move" (D2 fails, D1 works) from "cannot grasp or place" (both fail).
+    bench fp16 Stack_D1 d1-fp16 "$out" $(( (n + 1) / 2 )) & b5=$!
+    wait $b1 $b2 $b3 $b4 $b5 || true
+    for t in d2-int4 d2-int8 d2-fp16 lang-int4 d1-fp16; do echo "$t: $(grep -E 'successes' "$res/$t.log" | tail -n 1)"; done
     log "benches done"
     # The epochs axis of the study while time is left (fp16, 50 episodes, four at once).
     start=$(cat "$WORK/all.start")

@@ -79,7 +79,8 @@ _all)
     "$VELA" train --dataset "$datasets" --dataset-type mimicgen --out "$out" --device "$DEV" "${base[@]}" \
         --full --epochs 100 --time-budget "$minutes" --batch-size "${TRAIN_BATCH:-128}" --lr "${TRAIN_LR:-1e-3}" \
         --warmup-steps "${TRAIN_WARMUP:-300}" --cosine --keep-epochs --save-every 1000 --log-every 50 \
-        --dataset-name stack_d4_lang --val-split 0.02 --val-max-samples 512 ${TRAIN_EXTRA:-} > "$WORK/runs/shipped.log" 2>&1 || { log "training failed"; tail -n 30 "$WORK/runs/shipped.log"; exit 1; }
+        --dataset-name stack_d4_lang --val-split 0.02 --val-max-samples 512 \
+        --shuffle-episodes "${TRAIN_SHUFFLE:-256}" ${TRAIN_EXTRA:-} > "$WORK/runs/shipped.log" 2>&1 || { log "training failed"; tail -n 30 "$WORK/runs/shipped.log"; exit 1; }
     log "train done"
     mkdir -p "$WORK/out/model"
     find "$out" -maxdepth 1 -type f ! -name '*.gguf' -exec cp {} "$WORK/out/model/" \;

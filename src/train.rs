@@ -83,8 +83,10 @@ pub struct TrainArgs {
     pub resume: bool,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Episodes decoded and shuffled together (memory: their frames at model size, uint8).
-    #[arg(long, default_value_t = 16)]
+    /// Episodes decoded and shuffled together (memory: their frames at model size, uint8, two
+    /// chunks at a time). Batches mix only the steps of these episodes: too few and each batch
+    /// sees a handful of scenes (OpenVLA shuffles over 100k steps, about a thousand episodes).
+    #[arg(long, default_value_t = 64)]
     pub shuffle_episodes: usize,
     /// Camera to train on (default: agentview, else the first).
     #[arg(long)]

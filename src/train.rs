@@ -61,6 +61,9 @@ pub struct TrainArgs {
     /// Random resized crop (90 % area) + colour jitter, as OpenVLA.
     #[arg(long)]
     pub image_aug: bool,
+    /// Mixed precision: bf16 compute with f32 master weights and optimizer (full training only).
+    #[arg(long)]
+    pub bf16: bool,
     /// With --image-aug: random crops only, no colour jitter (for instructions that name colours).
     #[arg(long, requires = "image_aug")]
     pub no_colour_jitter: bool,
@@ -142,6 +145,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         weight_decay: a.weight_decay,
         image_aug: a.image_aug,
         no_colour_jitter: a.no_colour_jitter,
+        bf16: a.bf16,
         val_split: a.val_split,
         val_max_samples: a.val_max_samples,
         log_every: a.log_every,

@@ -233,6 +233,11 @@ impl Llama {
     }
 
     /// `lm_head` on hidden states (any leading shape).
+    /// The compute dtype (that of the embedding table).
+    pub fn dtype(&self) -> DType {
+        self.embed_tokens.dtype()
+    }
+
     pub fn logits(&self, h: &Tensor) -> Result<Tensor> {
         Ok(self.lm_head.forward(h)?)
     }

@@ -292,3 +292,24 @@ fn a_model_trained_with_augmentation_is_evaluated_on_the_centre_crop() {
     let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(diff < 1e-6, "{diff}");
 }
+
+#[test]
+fn bf16_mixed_precision_learns_and_keeps_f32_weights() {
+    let tmp = tempdir("bf16");
+    let base = tmp.join("base");
+    tiny_model(&base);
+    let out = tmp.join("out");
+    let o = TrainOptions { max_steps: Some(30), bf16: true, ..opts(&out) };
+    let s = train::train(Box::new(dataset(10, 12)), &ModelSource::Dir(base.clone()), Mode::Full, &o, &Device::Cpu).unwrap();
+    let first = mean(s.history[..3].iter(), |m| m.loss);
+    let last = mean(s.history[25..].iter(), |m| m.loss);
+    assert!(last < first * 0.2, "loss {first} -> {last}");
+    assert!(mean(s.history[25..].iter(), |m| m.accuracy) > 0.8);
+    OpenVla::load(&out, &LoadOptions::default()).unwrap();
+
+    let lora = Mode::Lora { rank: 4, alpha: 8.0, dropout: 0.0 };
+    let e = train::train(Box::new(dataset(4, 4)), &ModelSource::Dir(base), lora, &TrainOptions { bf16: true, ..opts(&tmp.join("lora")) }, &Device::Cpu)
+        .err()
+        .expect("LoRA with bf16 is refused");
+    assert!(e.to_string().contains("--full"), "{e}");
+}

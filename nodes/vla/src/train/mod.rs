@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use candle_core::{Device, Tensor, D};
+use candle_core::{DType, Device, Tensor, D};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use vela_data::EpisodeReader;
@@ -67,6 +67,9 @@ pub struct TrainOptions {
     pub max_grad_norm: Option<f64>,
     pub weight_decay: f64,
     pub image_aug: bool,
+    /// Mixed precision: bf16 activations and weight copies, f32 variables and optimizer.
+    #[serde(default)]
+    pub bf16: bool,
     /// With `image_aug`: random crops only, no colour jitter.
     #[serde(default)]
     pub no_colour_jitter: bool,
@@ -103,6 +106,7 @@ impl Default for TrainOptions {
             max_grad_norm: Some(1.0),
             weight_decay: 0.01,
             image_aug: false,
+            bf16: false,
             no_colour_jitter: false,
             val_split: 0.05,
             val_max_samples: 512,
@@ -222,13 +226,22 @@ struct Trainer {
     model: TrainModel,
     collator: Collator,
     stats: Stats,
+    /// Compute dtype; the variables (and AdamW) stay f32.
+    compute: DType,
 }
 
 impl Trainer {
     /// Forward + loss (+ backward and update when `opt` is given) on one batch.
     fn step(&mut self, samples: &[Sample], opt: Option<(&mut AdamW, &[(String, candle_core::Var)], f64)>) -> Result<(f32, f32, f32, f64)> {
         let b = self.collator.batch(samples)?;
-        let logits = self.model.forward(&b.pixels, &b.ids, &b.gather)?;
+        let mut pixels = b.pixels.clone();
+        if self.compute != DType::F32 {
+            // Fresh casts of the current weights (they changed at the last update).
+            let store = model::CastStore { inner: ParamStore(self.params.clone()), dtype: self.compute };
+            self.model = TrainModel::with_dtype(&self.params.config, Arc::new(store), self.compute)?;
+            pixels = pixels.to_dtype(self.compute)?;
+        }
+        let logits = self.model.forward(&pixels, &b.ids, &b.gather)?;
         let targets = Tensor::from_vec(b.targets.clone(), b.targets.len(), logits.device())?;
         let loss = candle_nn::loss::cross_entropy(&logits, &targets)?;
         let mut grad_norm = 0.0;
@@ -276,6 +289,9 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
     let out = &opts.out;
     if opts.batch_size == 0 {
         return Err(VlaError::Train("--batch-size must be at least 1".into()));
+    }
+    if opts.bf16 && mode != Mode::Full {
+        return Err(VlaError::Train("--bf16 trains every weight: pass --full (LoRA adapters stay f32)".into()));
     }
     if let ModelSource::Dir(d) = source {
         if d.canonicalize().ok() == out.canonicalize().ok() {
@@ -385,7 +401,8 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
 
     let actions = ActionTokenizer::new(config.base_vocab() as u32, config.n_action_bins);
     let collator = Collator::new(tokenizer, actions, stats.action.clone(), towers.clone(), config.pad_token_id, device.clone());
-    let mut trainer = Trainer { params: params.clone(), model, collator, stats: stats.action.clone() };
+    let compute = if opts.bf16 { DType::BF16 } else { DType::F32 };
+    let mut trainer = Trainer { params: params.clone(), model, collator, stats: stats.action.clone(), compute };
     let data_opts = DataOptions { camera: opts.camera.clone(), instruction: opts.instruction.clone(), image_size: towers[0].image_size };
 
     let mut opt = AdamW::new(AdamWConfig { weight_decay: opts.weight_decay, max_grad_norm: opts.max_grad_norm, ..Default::default() });

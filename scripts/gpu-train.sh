@@ -23,7 +23,7 @@
 #                                                    the four benches at once → pack the reports
 #   bash .gpu/gpu-train.sh follow SECONDS            show the pipeline's progress; copy what it packed to $OUT
 #   (env: TRAIN_FROM=repo-relative checkpoint to continue from, TRAIN_LR, TRAIN_WARMUP, TRAIN_BATCH,
-#    TRAIN_EXTRA="--image-aug --no-colour-jitter", BENCH_EPISODES, DATAGEN_PROCS)
+#    TRAIN_EXTRA="--image-aug --no-colour-jitter", TRAIN_BF16=auto|1|0, BENCH_EPISODES, DATAGEN_PROCS)
 set -euo pipefail
 G=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$G/.." && pwd)
@@ -67,20 +67,38 @@ _all)
     for p in "${pids[@]}"; do wait "$p" || { log "datagen process failed"; tail -n 20 "$WORK"/datagen-*.log; exit 1; }; done
     log "datagen done: $(find "$WORK/data" -name '*.hdf5' | wc -l) files, $(du -sh "$WORK/data" | cut -f1)"
     cat "$WORK"/data/*/datagen_report.json > "$WORK/out/datagen_reports.json"
-    minutes=$(python3 -c "print(max(4.0, ($train_end - $(date +%s)) / 60))")
     datasets=$(find "$WORK/data" -name '*.hdf5' | sort | paste -sd, -)
     out="$WORK/runs/shipped"
     mkdir -p "$WORK/runs"
-    log "train for $minutes min"
-    # TRAIN_FROM: continue from a checkpoint carried in the repository copy (a lease ends after
-    # 30 minutes; the next one picks up the weights, with fresh optimizer state and data).
     if [ -n "${TRAIN_FROM:-}" ]; then base=(--model "$ROOT/$TRAIN_FROM"); else base=(--config "${TRAIN_CONFIG:-small-112}"); fi
+    # TRAIN_BF16=auto: 80 steps each way, then the faster for the real run (bf16 only if it
+    # gains more than 15 % and its loss stays finite).
+    precision=()
+    if [ "${TRAIN_BF16:-auto}" = auto ] && [ "$DEV" != cpu ]; then
+        declare -A sps
+        for m in f32 bf16; do
+            flag=(); [ $m = bf16 ] && flag=(--bf16)
+            rm -rf "$WORK/probe-$m"
+            "$VELA" train --dataset "$datasets" --dataset-type mimicgen --out "$WORK/probe-$m" --device "$DEV" "${base[@]}" \
+                --full --max-steps 80 --batch-size "${TRAIN_BATCH:-128}" --lr "${TRAIN_LR:-1e-3}" --warmup-steps 40 \
+                --save-every 0 --log-every 20 --val-split 0 --shuffle-episodes 32 "${flag[@]}" > "$WORK/probe-$m.log" 2>&1 || true
+            sps[$m]=$(python3 -c "import json,math,sys; t=json.load(open(sys.argv[1])); l=t['final_train']['loss']; print(t['samples_per_sec_this_run'] if math.isfinite(l) else 0)" "$WORK/probe-$m/training.json" 2>/dev/null || echo 0)
+        done
+        log "precision probe: f32 ${sps[f32]} samples/s, bf16 ${sps[bf16]} samples/s"
+        if python3 -c "import sys; sys.exit(0 if float(sys.argv[2]) > 1.15 * float(sys.argv[1]) else 1)" "${sps[f32]}" "${sps[bf16]}"; then precision=(--bf16); fi
+    elif [ "${TRAIN_BF16:-auto}" = 1 ]; then
+        precision=(--bf16)
+    fi
+    minutes=$(python3 -c "print(max(4.0, ($train_end - $(date +%s)) / 60))")
+    log "train for $minutes min"
+    # TRAIN_FROM (above): continue from a checkpoint carried in the repository copy (a lease ends
+    # after 30 minutes; the next one picks up the weights, with fresh optimizer state and data).
     # shellcheck disable=SC2086 # TRAIN_EXTRA is a list of flags
     "$VELA" train --dataset "$datasets" --dataset-type mimicgen --out "$out" --device "$DEV" "${base[@]}" \
         --full --epochs 100 --time-budget "$minutes" --batch-size "${TRAIN_BATCH:-128}" --lr "${TRAIN_LR:-1e-3}" \
         --warmup-steps "${TRAIN_WARMUP:-300}" --cosine --keep-epochs --save-every 1000 --log-every 50 \
         --dataset-name stack_d4_lang --val-split 0.02 --val-max-samples 512 \
-        --shuffle-episodes "${TRAIN_SHUFFLE:-256}" ${TRAIN_EXTRA:-} > "$WORK/runs/shipped.log" 2>&1 || { log "training failed"; tail -n 30 "$WORK/runs/shipped.log"; exit 1; }
+        --shuffle-episodes "${TRAIN_SHUFFLE:-256}" "${precision[@]}" ${TRAIN_EXTRA:-} > "$WORK/runs/shipped.log" 2>&1 || { log "training failed"; tail -n 30 "$WORK/runs/shipped.log"; exit 1; }
     log "train done"
     mkdir -p "$WORK/out/model"
     find "$out" -maxdepth 1 -type f ! -name '*.gguf' -exec cp {} "$WORK/out/model/" \;

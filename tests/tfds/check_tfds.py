@@ -33,6 +33,11 @@ import tensorflow_datasets as tfds  # noqa: E402
 # JPEG (quality 95 both in Vela and TFDS) may move a pixel a little; the mean
 # error over a frame stays far below this, a wrong or shifted frame does not.
 JPEG_MEAN_ABS_ERR = 3.0
+# Two JPEG decoders disagree on 4:2:0 frames: TensorFlow's own fast and
+# accurate DCTs differ by ~1.3 levels on average on the frames below, and
+# libjpeg-turbo's chroma upsampling differs from zune-jpeg's (Vela) by ~1.7
+# (up to 8 at sharp edges). Neighbouring steps differ by ~15.
+JPEG_DECODER_MEAN_ABS_ERR = 2.5
 PROPRIO_KEYS = ["robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos"]
 
 
@@ -53,7 +58,7 @@ def close(a, b, where, atol=1e-6):
         expect(err <= atol, where, f"values differ by up to {err:g} (> {atol:g})")
 
 
-def image_close(got, want, where, lossless):
+def image_close(got, want, where, lossless, mean_err=JPEG_MEAN_ABS_ERR):
     got, want = np.asarray(got), np.asarray(want)
     expect(got.dtype == np.uint8, where, f"dtype {got.dtype}, expected uint8")
     expect(got.shape == want.shape, where, f"shape {got.shape} != {want.shape}")
@@ -61,7 +66,8 @@ def image_close(got, want, where, lossless):
     if lossless:
         expect(err.max() == 0, where, f"lossless frame differs by up to {err.max()}")
     else:
-        expect(err.mean() <= JPEG_MEAN_ABS_ERR, where, f"mean error {err.mean():.2f} > {JPEG_MEAN_ABS_ERR}")
+        print(f"{where}: mean abs error {err.mean():.3f}, max {err.max()}") if os.environ.get("VERBOSE") else None
+        expect(err.mean() <= mean_err, where, f"mean error {err.mean():.2f} > {mean_err}")
 
 
 def parse_remap(spec):
@@ -154,9 +160,11 @@ def make_episode(rng, i, t):
     yy, xx = np.mgrid[0:SIZE, 0:SIZE]
     frames, wrist = [], []
     for s in range(t):
-        img = np.stack([(xx * 8 + s * 5 + i * 40) % 256, (yy * 8) % 256, np.full_like(xx, 60 + 10 * s)], -1)
+        img = np.stack([(xx * 8 + s * 25 + i * 40) % 256, (yy * 8) % 256, np.full_like(xx, 60 + 20 * s)], -1)
         frames.append(img.astype(np.uint8))
-        wrist.append(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))  # PNG keeps noise exactly
+        # PNG must come back exactly; smooth so Vela's JPEG of it (the round trip) stays close.
+        r = np.hypot(xx - 16, yy - 16)
+        wrist.append(np.stack([r * 7 + s * 3, 255 - r * 5 - i * 20, (xx + yy) * 3 + s * 9], -1).clip(0, 255).astype(np.uint8))
     reward = np.zeros(t, np.float32)
     reward[-1] = 1.0
     return {
@@ -214,14 +222,17 @@ def write(args):
         name=args.name, version="1.0.0", features=features, split_datasets={"train": examples()},
         data_dir=args.data_dir, download_config=tfds.download.DownloadConfig(num_shards=2),
     )
-    # TFDS shuffles episodes by key; record the order it stored them in.
-    ds = builder.as_dataset(split="train", shuffle_files=False)
-    order = [ep["episode_metadata"]["file_path"].numpy().decode() for ep in ds]
+    # TFDS shuffles episodes by key; record the order it stored them in, and the
+    # JPEG frames as TensorFlow decodes them (Vela's decoder must agree with it).
     by_path = {ep["file_path"]: ep for ep in episodes}
-    out = {"order": np.array(order)}
-    for i, path in enumerate(order):
+    out, order = {}, []
+    for i, ep in enumerate(builder.as_dataset(split="train", shuffle_files=False)):
+        path = ep["episode_metadata"]["file_path"].numpy().decode()
+        order.append(path)
         for k, v in by_path[path].items():
             out[f"{i}/{k}"] = np.asarray(v)
+        out[f"{i}/image_tf"] = np.stack([s["observation"]["image"] for s in ep["steps"].as_numpy_iterator()])
+    out["order"] = np.array(order)
     np.savez(args.expect, **out)
     print(f"TFDS wrote {len(order)} episodes in {builder.info.splits['train'].num_shards} shards "
           f"to {builder.data_dir}")
@@ -255,7 +266,8 @@ def check_hdf5(args):
             close(g["obs/state"], e("state"), f"{where} obs/state")
             close(g["obs/joint_state"], e("joint_state").astype(np.float32), f"{where} obs/joint_state")
             image_close(g["obs/wrist_image_image"], e("wrist_image"), f"{where} obs/wrist_image_image (PNG)", True)
-            image_close(g["obs/image_image"], e("image"), f"{where} obs/image_image (JPEG)", False)
+            image_close(g["obs/image_image"], e("image_tf"), f"{where} obs/image_image (JPEG, as TF decodes it)",
+                        False, JPEG_DECODER_MEAN_ABS_ERR)
     print(f"Vela read {len(order)} TFDS-written episodes ({steps} steps): all values match what TFDS was given")
 
 

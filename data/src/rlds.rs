@@ -592,10 +592,16 @@ fn episode_from_example(ex: &Example, index: usize, with_images: bool) -> std::r
         f => Err(err(key, format!("expected int64_list, found {}", f.kind()))),
     };
     let a = floats(ACTION)?;
-    if a.len() % 7 != 0 {
-        return Err(err(ACTION, format!("{} values is not T × 7", a.len())));
+    // `is_first` has one value per step whatever the action size, so an 8-D
+    // or 14-D action is named as such instead of passing for 7-D.
+    let t = match ex.get(IS_FIRST) {
+        Some(Feature::Int64(v)) => v.len(),
+        _ => a.len() / 7,
+    };
+    if a.len() != t * 7 {
+        let per = if t > 0 { format!("{:.3}", a.len() as f64 / t as f64) } else { "?".into() };
+        return Err(err(ACTION, format!("{} values for {t} steps ({per} per step); Vela's episodes have 7-D actions", a.len())));
     }
-    let t = a.len() / 7;
     let actions = a.chunks_exact(7).map(|c| std::array::from_fn(|i| c[i])).collect();
     let check = |key: &str, n: usize| if n == t { Ok(()) } else { Err(err(key, format!("has {n} values for {t} steps"))) };
 
@@ -721,6 +727,17 @@ mod tests {
         let err = RldsWriter::create(dir.path(), &meta("Stack_D4"), RldsOptions::default()).err().unwrap();
         assert!(err.to_string().contains("use `stack_d4`"), "{err}");
         assert!(RldsWriter::create(dir.path(), &meta("stack_d4"), RldsOptions::default()).is_ok());
+    }
+
+    #[test]
+    fn action_size_is_checked_against_the_step_count() {
+        let mut ex = Example::new();
+        ex.insert(ACTION.into(), Feature::Float(vec![0.0; 2 * 14]));
+        ex.insert(IS_FIRST.into(), Feature::Int64(vec![1, 0]));
+        let e = decode_episode(&example::encode(&ex)).unwrap_err();
+        assert!(e.contains("steps/action") && e.contains("28 values for 2 steps (14.000 per step)"), "{e}");
+        ex.insert(ACTION.into(), Feature::Float(vec![0.5; 2 * 7]));
+        assert_eq!(decode_episode(&example::encode(&ex)).unwrap().actions, vec![[0.5; 7]; 2]);
     }
 
     #[test]

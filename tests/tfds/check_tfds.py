@@ -147,6 +147,15 @@ def read_vela(args):
             expect(not extra, where, f"observation keys {sorted(extra)} have no HDF5 source")
             n += 1
         expect(n == len(demos), "as_dataset", f"yielded {n} episodes, expected {len(demos)}")
+        # OpenVLA (through dlimp) reads steps undecoded and decodes frames itself.
+        raw = builder.as_dataset(split="train", decoders={"steps": tfds.decode.SkipDecoding()}, shuffle_files=False)
+        for i, ep in enumerate(raw):
+            for name, spec in obs_spec.items():
+                if isinstance(spec, tfds.features.Image):
+                    frames = ep["steps"]["observation"][name]
+                    expect(frames.dtype == tf.string, f"episode {i} SkipDecoding", f"{name} is {frames.dtype}")
+                    shape = tuple(tf.io.decode_image(frames[0]).shape)
+                    expect(shape == spec.shape, f"episode {i} SkipDecoding", f"{name} decodes to {shape}")
     print(f"TFDS read {n} episodes of {args.name} ({split.num_shards} shards, "
           f"observation {sorted(obs_spec.keys())}): all values match {args.hdf5}")
 

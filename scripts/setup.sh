@@ -17,6 +17,11 @@ need_apt pkg-config fonts-dejavu-core
 # Node families bring their own setup steps (assets, libraries, models).
 for s in scripts/setup-*.sh; do
     [ -e "$s" ] || continue
+    # Optional extras say so on their second line ("# manual: why") and run on request only.
+    if sed -n 2p "$s" | grep -q '^# manual:'; then
+        echo "==> skipping $(basename "$s") ($(sed -n 2p "$s" | sed 's/^# manual: //'))"
+        continue
+    fi
     stage_start "setup: $(basename "$s")"
     bash "$s"
     stage_end

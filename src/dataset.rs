@@ -71,7 +71,8 @@ pub struct ConvertArgs {
     /// RLDS: the TFDS data_dir (the dataset goes to DIR/NAME/1.0.0). mimicgen: the .hdf5 file.
     #[arg(long)]
     output: PathBuf,
-    /// Dataset name (default: the source's).
+    /// Dataset name (default: the source's; for RLDS in the snake_case that `tfds.builder` looks up,
+    /// e.g. Stack_D4 -> stack_d4).
     #[arg(long)]
     name: Option<String>,
     #[arg(long, default_value_t = vela_data::rlds::DEFAULT_JPEG_QUALITY)]
@@ -127,8 +128,14 @@ struct Written {
 fn convert_cmd(a: &ConvertArgs, progress: bool) -> Result<Written> {
     let mut reader = convert::open(&a.dataset, a.dataset_type)?;
     let mut meta = reader.meta().clone();
-    if let Some(n) = &a.name {
-        meta.name = n.clone();
+    match &a.name {
+        Some(n) => meta.name = n.clone(),
+        None if a.convert == DatasetKind::Rlds && vela_data::rlds::tfds_name(&meta.name) != meta.name => {
+            let name = vela_data::rlds::tfds_name(&meta.name);
+            tracing::info!(source = %meta.name, rlds = %name, "RLDS dataset named in snake_case, as tfds.builder looks it up");
+            meta.name = name;
+        }
+        None => {}
     }
     let remap = convert::parse_remap(&a.remap_keys)?;
     let (path, writer): (PathBuf, Box<dyn EpisodeWriter>) = match a.convert {

@@ -26,7 +26,8 @@ fn scratch(name: &str) -> PathBuf {
 fn convert_info_stats() {
     let dir = scratch("cli");
     let h5 = dir.join("demo.hdf5");
-    let meta = DatasetMeta { name: "stack_d0".into(), env_args: serde_json::json!({"env_name": "Stack_D0"}) };
+    // Named as `vela datagen` names datasets; RLDS gets the snake_case name tfds.builder looks up.
+    let meta = DatasetMeta { name: "Stack_D0".into(), env_args: serde_json::json!({"env_name": "Stack_D0"}) };
     let mut w: Box<dyn EpisodeWriter> = Box::new(RobomimicWriter::create(&h5, &meta).unwrap());
     for i in 0..3 {
         w.append(&synthetic::episode(i, 10, &["agentview"], 32)).unwrap();
@@ -72,8 +73,8 @@ fn convert_info_stats() {
     assert!(o.status.success(), "{}", text(&o));
     let a: serde_json::Value = serde_json::from_slice(&std::fs::read(&s1).unwrap()).unwrap();
     let b: serde_json::Value = serde_json::from_slice(&std::fs::read(&s2).unwrap()).unwrap();
-    assert_eq!(a["stack_d0"]["action"], b["stack_d0"]["action"]);
-    assert_eq!(a["stack_d0"]["num_transitions"], 30);
+    assert_eq!(a["Stack_D0"]["action"], b["stack_d0"]["action"]);
+    assert_eq!(a["Stack_D0"]["num_transitions"], 30);
     assert!(std::fs::read_to_string(&plot).unwrap().starts_with("<svg"));
 
     // Bad input: a clear error naming the file.

@@ -63,7 +63,8 @@ pub fn run(cfg: &BenchConfig, mut progress: impl FnMut(&str, usize, usize)) -> R
     let t0 = Instant::now();
     let mut r = RobomimicReader::open(&src)?;
     let total = r.len();
-    let w = Box::new(RldsWriter::create(&out, r.meta(), RldsOptions::default())?);
+    let meta = crate::DatasetMeta { name: crate::rlds::tfds_name(&r.meta().name), ..r.meta().clone() };
+    let w = Box::new(RldsWriter::create(&out, &meta, RldsOptions::default())?);
     let remap = convert::parse_remap("agentview:image")?;
     let done = convert::convert(&mut r, w, &remap, |i, _| progress("convert", i, total))?;
     let convert_seconds = t0.elapsed().as_secs_f64();

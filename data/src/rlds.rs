@@ -8,7 +8,7 @@
 //!
 //! | feature | kind | per episode |
 //! |---|---|---|
-//! | `steps/observation/<camera>` | bytes | T JPEG frames |
+//! | `steps/observation/<camera>` | bytes | T JPEG frames (PNG read too) |
 //! | `steps/observation/<key>` | float | T × dim (low-dim observations) |
 //! | `steps/observation/state` | float | T × dim proprio ([`Episode::proprio_state`]) |
 //! | `steps/action` | float | T × 7, the simulator's convention (gripper -1 open) |
@@ -112,10 +112,12 @@ impl RldsWriter {
     pub fn create(dir: impl AsRef<Path>, meta: &DatasetMeta, opts: RldsOptions) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| DataError::Io { path: dir.clone(), source: e })?;
-        if meta.name.is_empty() || meta.name.contains(['/', '-']) {
+        if tfds_name(&meta.name) != meta.name {
             return Err(DataError::Other(format!(
-                "RLDS dataset name `{}` must be non-empty without '/' or '-' (TFDS shard names split on '-')",
-                meta.name
+                "RLDS dataset name `{}` is not snake_case: `tfds.builder(name)` (how OpenVLA opens datasets) \
+                 looks for the snake_case form, and TFDS shard names split on '-'; use `{}`",
+                meta.name,
+                tfds_name(&meta.name)
             )));
         }
         Ok(Self {
@@ -277,6 +279,18 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> DataError {
     move |e| DataError::Io { path: path.clone(), source: e }
 }
 
+/// The nearest name TFDS can open: `tfds.builder` converts CamelCase to
+/// snake_case before looking in `data_dir` (`Stack_D4` -> `stack__d4`), so
+/// only lowercase letters, digits and '_' survive, starting with a letter.
+pub fn tfds_name(name: &str) -> String {
+    let mut out: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
+    if !out.starts_with(|c: char| c.is_ascii_lowercase()) {
+        out.insert_str(0, "ds_");
+    }
+    out
+}
+
 /// `<data_dir>/<name>/1.0.0`, where `tfds.builder(name, data_dir=...)` looks.
 pub fn dataset_dir(data_dir: &Path, name: &str) -> PathBuf {
     data_dir.join(name).join(VERSION)
@@ -313,7 +327,21 @@ pub fn encode_jpeg(f: &Frame, quality: u8) -> std::result::Result<Vec<u8>, Strin
     Ok(out)
 }
 
-pub fn decode_jpeg(bytes: &[u8]) -> std::result::Result<Frame, String> {
+/// Decodes one camera frame as TFDS's `Image` feature stores it: JPEG, or
+/// PNG (the `encoding_format` of many published RLDS datasets and TFDS's
+/// default). Grayscale frames become RGB and alpha is dropped, since an
+/// [`Episode`] holds RGB frames only.
+pub fn decode_frame(bytes: &[u8]) -> std::result::Result<Frame, String> {
+    if bytes.starts_with(PNG_SIGNATURE) {
+        decode_png(bytes)
+    } else {
+        decode_jpeg(bytes)
+    }
+}
+
+const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+
+fn decode_jpeg(bytes: &[u8]) -> std::result::Result<Frame, String> {
     use zune_jpeg::zune_core::{bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions};
     // A corrupt header must not make us allocate gigabytes: RLDS frames are small.
     let opts = DecoderOptions::default()
@@ -323,6 +351,37 @@ pub fn decode_jpeg(bytes: &[u8]) -> std::result::Result<Frame, String> {
     let mut d = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), opts);
     let rgb = d.decode().map_err(|e| format!("not a decodable JPEG: {e:?}"))?;
     let (w, h) = d.dimensions().ok_or("JPEG without dimensions")?;
+    if rgb.len() != w * h * 3 {
+        return Err(format!("decoded {} bytes for {w}x{h} RGB", rgb.len()));
+    }
+    Ok(Frame { width: w as u32, height: h as u32, rgb })
+}
+
+fn decode_png(bytes: &[u8]) -> std::result::Result<Frame, String> {
+    let bad = |e: png::DecodingError| format!("not a decodable PNG: {e}");
+    let mut d = png::Decoder::new(std::io::Cursor::new(bytes));
+    // Palettes and sub-byte grays become 8-bit channels.
+    d.set_transformations(png::Transformations::EXPAND);
+    let head = d.read_header_info().map_err(bad)?;
+    let (w, h) = (head.width as usize, head.height as usize);
+    if w > MAX_FRAME_SIDE || h > MAX_FRAME_SIDE {
+        return Err(format!("{w}x{h} PNG is larger than {MAX_FRAME_SIDE} pixels a side"));
+    }
+    if head.bit_depth == png::BitDepth::Sixteen {
+        return Err(format!("16-bit PNG ({:?}, a depth map?) is not an RGB camera frame", head.color_type));
+    }
+    let mut reader = d.read_info().map_err(bad)?;
+    let mut buf = vec![0; reader.output_buffer_size().ok_or("PNG too large")?];
+    let out = reader.next_frame(&mut buf).map_err(bad)?;
+    buf.truncate(out.buffer_size());
+    let px = |channels: usize, f: fn(&[u8]) -> [u8; 3]| -> Vec<u8> { buf.chunks_exact(channels).flat_map(f).collect() };
+    let rgb = match out.color_type {
+        png::ColorType::Rgb => buf.clone(),
+        png::ColorType::Rgba => px(4, |p| [p[0], p[1], p[2]]),
+        png::ColorType::Grayscale => px(1, |p| [p[0]; 3]),
+        png::ColorType::GrayscaleAlpha => px(2, |p| [p[0]; 3]),
+        png::ColorType::Indexed => return Err("PNG palette was not expanded".into()),
+    };
     if rgb.len() != w * h * 3 {
         return Err(format!("decoded {} bytes for {w}x{h} RGB", rgb.len()));
     }
@@ -533,10 +592,16 @@ fn episode_from_example(ex: &Example, index: usize, with_images: bool) -> std::r
         f => Err(err(key, format!("expected int64_list, found {}", f.kind()))),
     };
     let a = floats(ACTION)?;
-    if a.len() % 7 != 0 {
-        return Err(err(ACTION, format!("{} values is not T × 7", a.len())));
+    // `is_first` has one value per step whatever the action size, so an 8-D
+    // or 14-D action is named as such instead of passing for 7-D.
+    let t = match ex.get(IS_FIRST) {
+        Some(Feature::Int64(v)) => v.len(),
+        _ => a.len() / 7,
+    };
+    if a.len() != t * 7 {
+        let per = if t > 0 { format!("{:.3}", a.len() as f64 / t as f64) } else { "?".into() };
+        return Err(err(ACTION, format!("{} values for {t} steps ({per} per step); Vela's episodes have 7-D actions", a.len())));
     }
-    let t = a.len() / 7;
     let actions = a.chunks_exact(7).map(|c| std::array::from_fn(|i| c[i])).collect();
     let check = |key: &str, n: usize| if n == t { Ok(()) } else { Err(err(key, format!("has {n} values for {t} steps"))) };
 
@@ -579,7 +644,7 @@ fn episode_from_example(ex: &Example, index: usize, with_images: bool) -> std::r
                 let decoded = frames
                     .iter()
                     .enumerate()
-                    .map(|(i, b)| decode_jpeg(b).map_err(|e| err(key, format!("frame {i}: {e}"))))
+                    .map(|(i, b)| decode_frame(b).map_err(|e| err(key, format!("frame {i}: {e}"))))
                     .collect::<std::result::Result<Vec<_>, _>>()?;
                 images.insert(name.to_string(), decoded);
             }
@@ -616,4 +681,70 @@ fn lowdim(key: &str, data: Vec<f64>, t: usize) -> std::result::Result<LowDim, Ke
 pub fn decode_episode(record: &[u8]) -> std::result::Result<Episode, String> {
     let ex = example::decode(record)?;
     episode_from_example(&ex, 0, true).map_err(|(k, m)| format!("{k}: {m}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(w: u32, h: u32, color: png::ColorType, depth: png::BitDepth, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut enc = png::Encoder::new(&mut out, w, h);
+        enc.set_color(color);
+        enc.set_depth(depth);
+        enc.write_header().unwrap().write_image_data(data).unwrap();
+        out
+    }
+
+    #[test]
+    fn png_frames_decode_to_rgb() {
+        let rgb: Vec<u8> = (0..2 * 3 * 3).map(|v| v as u8 * 13).collect();
+        let f = decode_frame(&png(2, 3, png::ColorType::Rgb, png::BitDepth::Eight, &rgb)).unwrap();
+        assert_eq!((f.width, f.height, &f.rgb), (2, 3, &rgb));
+
+        let rgba = [1, 2, 3, 255, 4, 5, 6, 0];
+        let f = decode_frame(&png(2, 1, png::ColorType::Rgba, png::BitDepth::Eight, &rgba)).unwrap();
+        assert_eq!(f.rgb, [1, 2, 3, 4, 5, 6]);
+
+        let f = decode_frame(&png(2, 1, png::ColorType::Grayscale, png::BitDepth::Eight, &[7, 200])).unwrap();
+        assert_eq!(f.rgb, [7, 7, 7, 200, 200, 200]);
+
+        let depth = png(1, 1, png::ColorType::Grayscale, png::BitDepth::Sixteen, &[1, 2]);
+        assert!(decode_frame(&depth).unwrap_err().contains("16-bit"));
+        let mut cut = png(2, 3, png::ColorType::Rgb, png::BitDepth::Eight, &rgb);
+        cut.truncate(cut.len() - 20);
+        assert!(decode_frame(&cut).unwrap_err().contains("PNG"));
+    }
+
+    #[test]
+    fn names_are_what_tfds_builder_looks_up() {
+        assert_eq!(tfds_name("Stack_D4"), "stack_d4");
+        assert_eq!(tfds_name("my-data.v2"), "my_data_v2");
+        assert_eq!(tfds_name("4stack"), "ds_4stack");
+        assert_eq!(tfds_name(""), "ds_");
+        let dir = tempfile::tempdir().unwrap();
+        let meta = |name: &str| DatasetMeta { name: name.into(), env_args: serde_json::Value::Null };
+        let err = RldsWriter::create(dir.path(), &meta("Stack_D4"), RldsOptions::default()).err().unwrap();
+        assert!(err.to_string().contains("use `stack_d4`"), "{err}");
+        assert!(RldsWriter::create(dir.path(), &meta("stack_d4"), RldsOptions::default()).is_ok());
+    }
+
+    #[test]
+    fn action_size_is_checked_against_the_step_count() {
+        let mut ex = Example::new();
+        ex.insert(ACTION.into(), Feature::Float(vec![0.0; 2 * 14]));
+        ex.insert(IS_FIRST.into(), Feature::Int64(vec![1, 0]));
+        let e = decode_episode(&example::encode(&ex)).unwrap_err();
+        assert!(e.contains("steps/action") && e.contains("28 values for 2 steps (14.000 per step)"), "{e}");
+        ex.insert(ACTION.into(), Feature::Float(vec![0.5; 2 * 7]));
+        assert_eq!(decode_episode(&example::encode(&ex)).unwrap().actions, vec![[0.5; 7]; 2]);
+    }
+
+    #[test]
+    fn jpeg_frames_still_decode() {
+        let f = Frame { width: 8, height: 8, rgb: vec![128; 8 * 8 * 3] };
+        let back = decode_frame(&encode_jpeg(&f, DEFAULT_JPEG_QUALITY).unwrap()).unwrap();
+        assert_eq!((back.width, back.height), (8, 8));
+        assert!(back.rgb.iter().all(|&v| v.abs_diff(128) <= 2));
+    }
 }

@@ -152,7 +152,7 @@ fn reads_are_lazy_and_corruption_names_file_and_episode() {
     let action = ex.remove("steps/action").unwrap();
     check(&ex, "steps/action", "missing");
     ex.insert("steps/action".into(), Feature::Float(vec![0.0; 20]));
-    check(&ex, "steps/action", "not T × 7");
+    check(&ex, "steps/action", "7-D actions");
     ex.insert("steps/action".into(), action);
     ex.insert("steps/observation/image".into(), Feature::Bytes(vec![b"not a jpeg".to_vec(); 5]));
     check(&ex, "steps/observation/image", "frame 0");

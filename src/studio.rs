@@ -102,14 +102,7 @@ impl Studio {
     }
 
     pub async fn state(&self) -> StudioState {
-        let graph = self.engine.graph().await;
-        let mut status = std::collections::BTreeMap::new();
-        for n in &graph.nodes {
-            if let Some(s) = self.engine.status(&n.name).await {
-                status.insert(n.name.clone(), s);
-            }
-        }
-        let running = self.engine.is_running().await;
+        let vela_runtime::EngineSnapshot { graph, running, status } = self.engine.snapshot().await;
         let preset = self.preset.lock().unwrap().clone();
         StudioState { preset, graph, running, status }
     }

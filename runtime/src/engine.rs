@@ -274,6 +274,14 @@ struct Inner {
 }
 
 /// A handle to a running (or runnable) graph. Cheap to clone; all clones share one graph.
+/// What [`Engine::snapshot`] reads at one moment.
+#[derive(Debug, Clone)]
+pub struct EngineSnapshot {
+    pub graph: GraphSpec,
+    pub running: bool,
+    pub status: BTreeMap<String, NodeStatus>,
+}
+
 #[derive(Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
@@ -342,6 +350,20 @@ impl Engine {
 
     pub async fn is_running(&self) -> bool {
         self.inner.state.lock().await.running
+    }
+
+    /// Graph, running flag and every node's status read under one lock, so a client never sees
+    /// the graph of one moment with the running flag of another (a start or stop in between).
+    pub async fn snapshot(&self) -> EngineSnapshot {
+        let st = self.inner.state.lock().await;
+        EngineSnapshot {
+            graph: GraphSpec {
+                nodes: st.nodes.values().map(|n| n.spec.clone()).collect(),
+                edges: st.edges.iter().map(|e| e.spec.clone()).collect(),
+            },
+            running: st.running,
+            status: st.nodes.iter().map(|(k, n)| (k.clone(), n.shared.status.lock().unwrap().clone())).collect(),
+        }
     }
 
     /// Starts every node that is not running yet.

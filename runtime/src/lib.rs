@@ -17,7 +17,7 @@ pub mod registry;
 pub mod stats;
 pub mod types;
 
-pub use engine::{Engine, EngineError, EngineEvent, NodeStatus};
+pub use engine::{Engine, EngineError, EngineEvent, EngineSnapshot, NodeStatus};
 pub use graph::{validate, Direction, EdgePolicy, EdgeSpec, GraphError, GraphSpec, NodeSpec, PortRef};
 pub use message::{now_ns, Actions, Audio, Event, Image, Message, Payload, Prompt, PromptPart, Text, Timestamp};
 pub use node::{AlertLevel, Context, Node, NodeError, NodeInit, Params};

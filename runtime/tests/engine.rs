@@ -413,3 +413,23 @@ async fn stop_and_restart_whole_graph() {
     }
     assert!(hits.load(Ordering::Relaxed) >= 9);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_agrees_with_the_engine_at_one_moment() {
+    let engine = Engine::new(registry());
+    engine.add_node(counter("c", 2.0)).await.unwrap();
+    engine.add_node(NodeSpec::new("s", "Collector")).await.unwrap();
+    engine.connect(EdgeSpec::new("c.out", "s.in")).await.unwrap();
+    let snap = engine.snapshot().await;
+    assert!(!snap.running);
+    assert_eq!(snap.graph.nodes.len(), 2);
+    assert_eq!(snap.graph.edges.len(), 1);
+    assert_eq!(snap.status.len(), 2);
+    engine.start().await;
+    let snap = engine.snapshot().await;
+    assert!(snap.running);
+    assert_eq!(snap.status.len(), 2);
+    assert_eq!(snap.graph.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), engine.graph().await.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>());
+    engine.stop().await;
+    assert!(!engine.snapshot().await.running);
+}

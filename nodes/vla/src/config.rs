@@ -161,18 +161,9 @@ impl TextConfig {
     }
 }
 
-/// Per-dimension statistics of one dataset (`norm_stats[key]["action"]`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Stats {
-    pub mean: Vec<f32>,
-    pub std: Vec<f32>,
-    pub max: Vec<f32>,
-    pub min: Vec<f32>,
-    pub q01: Vec<f32>,
-    pub q99: Vec<f32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mask: Option<Vec<bool>>,
-}
+/// Per-dimension statistics of one dataset (`norm_stats[key]["action"]`): the type
+/// `vela dataset stats` computes, so a checkpoint's statistics and a dataset's are one thing.
+pub use vela_data::stats::DimStats as Stats;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DatasetStats {

@@ -38,10 +38,24 @@ enum Reply {
 /// The environment on a thread of its own: its EGL context belongs to the thread that
 /// made it, while graph nodes must be free to move between threads.
 struct SimWorker {
-    tx: std::sync::mpsc::Sender<Request>,
+    /// `None` once dropping: closing it ends the thread's loop.
+    tx: Option<std::sync::mpsc::Sender<Request>>,
     rx: std::sync::mpsc::Receiver<Result<Reply, String>>,
+    thread: Option<std::thread::JoinHandle<()>>,
     instruction: String,
     colours: Option<(crate::CubeColor, crate::CubeColor)>,
+}
+
+/// Waits for the simulator thread to drop its environment: a detached thread could still be
+/// tearing down its EGL context while the process exits (a `vela bench` run once died at exit
+/// after printing its summary).
+impl Drop for SimWorker {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl SimWorker {
@@ -49,7 +63,7 @@ impl SimWorker {
         let (tx, req_rx) = std::sync::mpsc::channel::<Request>();
         let (rep_tx, rx) = std::sync::mpsc::channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("mimicgen".into())
             .spawn(move || {
                 let mut env = match StackEnv::new(cfg) {
@@ -84,11 +98,12 @@ impl SimWorker {
             })
             .map_err(NodeError::msg)?;
         ready_rx.recv().map_err(|_| NodeError::msg("the simulator thread died while starting"))?.map_err(NodeError::msg)?;
-        Ok(SimWorker { tx, rx, instruction: String::new(), colours: None })
+        Ok(SimWorker { tx: Some(tx), rx, thread: Some(thread), instruction: String::new(), colours: None })
     }
 
     fn call(&self, req: Request) -> Result<Reply, NodeError> {
-        self.tx.send(req).map_err(|_| NodeError::msg("the simulator thread has stopped"))?;
+        let tx = self.tx.as_ref().ok_or_else(|| NodeError::msg("the simulator thread has stopped"))?;
+        tx.send(req).map_err(|_| NodeError::msg("the simulator thread has stopped"))?;
         self.rx.recv().map_err(|_| NodeError::msg("the simulator thread has stopped"))?.map_err(NodeError::msg)
     }
 

@@ -269,6 +269,7 @@ fn a_time_budget_fixes_the_step_count_and_epochs_are_exported() {
     OpenVla::load(&out.join("epochs/epoch-10"), &LoadOptions::default()).unwrap();
     let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("state/state.json")).unwrap()).unwrap();
     assert_eq!(state["budget_steps"], 60);
+    std::fs::remove_dir_all(&tmp).unwrap();
 }
 
 #[test]
@@ -291,6 +292,7 @@ fn a_model_trained_with_augmentation_is_evaluated_on_the_centre_crop() {
     let got = m.pixel_values(&img).unwrap().to_dtype(candle_core::DType::F32).unwrap();
     let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(diff < 1e-6, "{diff}");
+    std::fs::remove_dir_all(&tmp).unwrap();
 }
 
 #[test]
@@ -312,4 +314,5 @@ fn bf16_mixed_precision_learns_and_keeps_f32_weights() {
         .err()
         .expect("LoRA with bf16 is refused");
     assert!(e.to_string().contains("--full"), "{e}");
+    std::fs::remove_dir_all(&tmp).unwrap();
 }

@@ -1,6 +1,7 @@
 // Shared by the studio browser tests: where things are, a free port, polling, and Chromium
 // with a fake microphone, a studio on a free port.
 
+import fs from 'node:fs';
 import { spawn } from 'node:child_process';
 import net from 'node:net';
 import os from 'node:os';
@@ -63,4 +64,22 @@ export async function startStudio(presetsDir, preset, env = {}) {
   const log = () => out;
   await until(async () => (await fetch(`${base}/api/state`)).ok, 'the studio to answer', 20_000, log);
   return { server, base, log };
+}
+
+/** A 1440×900 page on the studio at `base`, once its WebSocket is connected; page errors are
+ * pushed onto `errors`. */
+export async function openStudioPage(browser, base, errors) {
+  const page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.goto(base);
+  await page.locator('#conn.conn.ok').waitFor({ timeout: 20_000 });
+  return page;
+}
+
+/** Closes the browser, stops the studio, removes `tmp` and reports page errors. */
+export async function closeStudio({ browser, server, tmp, errors }) {
+  if (browser) await browser.close().catch(() => {});
+  if (server && server.exitCode === null) server.kill('SIGTERM');
+  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  if (errors && errors.length) console.error('page errors:', errors);
 }

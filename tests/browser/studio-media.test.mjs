@@ -12,7 +12,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ROOT, BIN, UI, startStudio, until, launchWithFakeMic } from './common.mjs';
+import { ROOT, BIN, UI, startStudio, until, launchWithFakeMic, openStudioPage, closeStudio } from './common.mjs';
 
 const OUT = process.env.VELA_BROWSER_OUT || '/tmp/vela-media-out';
 const COMMAND = 'put the red block on the green block';
@@ -46,18 +46,10 @@ before(async () => {
   ({ server, base } = await startStudio(presets, 'speech-demo'));
 
   browser = await launchWithFakeMic(padded);
-  page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
-  page.on('pageerror', (e) => pageErrors.push(String(e)));
-  await page.goto(base);
-  await page.locator('#conn.conn.ok').waitFor({ timeout: 20_000 });
+  page = await openStudioPage(browser, base, pageErrors);
 });
 
-after(async () => {
-  if (browser) await browser.close().catch(() => {});
-  if (server && server.exitCode === null) server.kill('SIGTERM');
-  fs.rmSync(tmp, { recursive: true, force: true });
-  if (pageErrors.length) console.error('page errors:', pageErrors);
-});
+after(() => closeStudio({ browser, server, tmp, errors: pageErrors }));
 
 test('the video widget plays the VideoOutput stream over WebRTC', { timeout: 60_000 }, async () => {
   const widget = page.locator('.video-widget[data-widget="video"]');

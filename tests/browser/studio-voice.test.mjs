@@ -17,7 +17,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ROOT, BIN, UI, startStudio, until as poll, launchWithFakeMic } from './common.mjs';
+import { ROOT, BIN, UI, startStudio, until as poll, launchWithFakeMic, openStudioPage, closeStudio } from './common.mjs';
 
 const OUT = process.env.VELA_BROWSER_OUT || '/tmp/vela-media-out';
 
@@ -78,18 +78,10 @@ before(async () => {
   ({ server, base, log: serverLog } = await startStudio(presets, 'OpenVLA-MimicGen-Voice', { CANDLE_NUM_THREADS: '1' }));
 
   browser = await launchWithFakeMic(padded);
-  page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
-  page.on('pageerror', (e) => pageErrors.push(String(e)));
-  await page.goto(base);
-  await page.locator('#conn.conn.ok').waitFor({ timeout: 20_000 });
+  page = await openStudioPage(browser, base, pageErrors);
 });
 
-after(async () => {
-  if (browser) await browser.close().catch(() => {});
-  if (server && server.exitCode === null) server.kill('SIGTERM');
-  fs.rmSync(tmp, { recursive: true, force: true });
-  if (pageErrors.length) console.error('page errors:', pageErrors);
-});
+after(() => closeStudio({ browser, server, tmp, errors: pageErrors }));
 
 test('a spoken command becomes the simulator\'s instruction and the policy acts on it', { timeout: 150_000 }, async () => {
   // The policy is driving the arm before anyone speaks.

@@ -23,7 +23,8 @@
 #                                                    the four benches at once → pack the reports
 #   bash .gpu/gpu-train.sh follow SECONDS            show the pipeline's progress; copy what it packed to $OUT
 #   (env: TRAIN_FROM=repo-relative checkpoint to continue from, TRAIN_LR, TRAIN_WARMUP, TRAIN_BATCH,
-#    TRAIN_EXTRA="--image-aug --no-colour-jitter", TRAIN_BF16=auto|1|0, BENCH_EPISODES, DATAGEN_PROCS)
+#    TRAIN_EXTRA="--image-aug --no-colour-jitter", TRAIN_BF16=auto|1|0, BENCH_EPISODES, DATAGEN_PROCS,
+#    DATAGEN_SEED=offset for fresh demos on a second lease)
 set -euo pipefail
 G=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$G/.." && pwd)
@@ -60,7 +61,7 @@ _all)
             n=$d4; [ $task = Stack_Lang ] && n=$lang
             k=$(( (n + per - 1) / per ))
             "$VELA" datagen --tasks $task --episodes $k --output "$WORK/data/$task-$i" --workers $workers \
-                --gzip-level 1 --seed $(( i * 100 + ${#task} )) --overwrite > "$WORK/datagen-$task-$i.log" 2>&1 &
+                --gzip-level 1 --seed $(( ${DATAGEN_SEED:-0} + i * 100 + ${#task} )) --overwrite > "$WORK/datagen-$task-$i.log" 2>&1 &
             pids+=($!)
         done
     done

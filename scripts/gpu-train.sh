@@ -24,7 +24,7 @@
 #   bash .gpu/gpu-train.sh follow SECONDS            show the pipeline's progress; copy what it packed to $OUT
 #   (env: TRAIN_FROM=repo-relative checkpoint to continue from, TRAIN_LR, TRAIN_WARMUP, TRAIN_BATCH,
 #    TRAIN_EXTRA="--image-aug --no-colour-jitter", TRAIN_BF16=auto|1|0, BENCH_EPISODES, DATAGEN_PROCS,
-#    DATAGEN_SEED=offset for fresh demos on a second lease)
+#    DATAGEN_SEED=offset for fresh demos on a second lease, BENCH_TAGS=d2-fp16,d1-fp16 for a subset)
 set -euo pipefail
 G=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$G/.." && pwd)
@@ -54,8 +54,9 @@ _all)
     procs=${DATAGEN_PROCS:-8}
     per=$(( procs / 2 ))
     workers=$(( $(nproc) / procs )); [ $workers -ge 1 ] || workers=1
-    log "datagen: Stack_D4 $d4 + Stack_Lang $lang in $procs processes of $workers workers"
     pids=()
+    [ -n "${DATAGEN_SKIP:-}" ] && per=0 && log "datagen: keeping the data of the last run" \
+        || log "datagen: Stack_D4 $d4 + Stack_Lang $lang in $procs processes of $workers workers"
     for i in $(seq 1 $per); do
         for task in Stack_D4 Stack_Lang; do
             n=$d4; [ $task = Stack_Lang ] && n=$lang
@@ -65,13 +66,16 @@ _all)
             pids+=($!)
         done
     done
-    for p in "${pids[@]}"; do wait "$p" || { log "datagen process failed"; tail -n 20 "$WORK"/datagen-*.log; exit 1; }; done
+    # A process that wrote its report finished its file: NVIDIA's EGL can segfault at exit.
+    for p in "${pids[@]}"; do wait "$p" || log "a datagen process exited non-zero"; done
+    for f in "$WORK"/datagen-*.log; do grep -q "datagen_report.json" "$f" || { log "datagen failed: $f"; tail -n 20 "$f"; exit 1; }; done
     log "datagen done: $(find "$WORK/data" -name '*.hdf5' | wc -l) files, $(du -sh "$WORK/data" | cut -f1)"
     cat "$WORK"/data/*/datagen_report.json > "$WORK/out/datagen_reports.json"
     datasets=$(find "$WORK/data" -name '*.hdf5' | sort | paste -sd, -)
     out="$WORK/runs/shipped"
     mkdir -p "$WORK/runs"
-    if [ -n "${TRAIN_FROM:-}" ]; then base=(--model "$ROOT/$TRAIN_FROM"); else base=(--config "${TRAIN_CONFIG:-small-112}"); fi
+    # The carried copy is replaced on every call: train from a copy of it in $WORK.
+    if [ -n "${TRAIN_FROM:-}" ]; then rm -rf "$WORK/from" && cp -r "$ROOT/$TRAIN_FROM" "$WORK/from" && base=(--model "$WORK/from"); else base=(--config "${TRAIN_CONFIG:-small-112}"); fi
     # TRAIN_BF16=auto: 80 steps each way, then the faster for the real run (bf16 only if it
     # gains more than 15 % and its loss stays finite).
     precision=()
@@ -122,15 +126,22 @@ EOF
     }
     log "benches"
     n=${BENCH_EPISODES:-100}
-    bench q4f16 Stack_D2 d2-int4 "$out" $n & b1=$!
-    bench q8f16 Stack_D2 d2-int8 "$out" $n & b2=$!
-    bench fp16 Stack_D2 d2-fp16 "$out" $n & b3=$!
-    bench q4f16 Stack_Lang lang-int4 "$out" $n & b4=$!
-    # Diagnostic: D1 keeps the small cube red and the big one green, so it separates "cannot
-    # tell which cube to move" (D2 fails, D1 works) from "cannot grasp or place" (both fail).
-    bench fp16 Stack_D1 d1-fp16 "$out" $(( (n + 1) / 2 )) & b5=$!
-    wait $b1 $b2 $b3 $b4 $b5 || true
-    for t in d2-int4 d2-int8 d2-fp16 lang-int4 d1-fp16; do echo "$t: $(grep -E 'successes' "$res/$t.log" | tail -n 1)"; done
+    # BENCH_TAGS picks a subset (a first lease of two only needs a look at the model).
+    tags=${BENCH_TAGS:-d2-int4,d2-int8,d2-fp16,lang-int4,d1-fp16}
+    bs=()
+    for t in ${tags//,/ }; do
+        case $t in
+            d2-int4) bench q4f16 Stack_D2 $t "$out" $n & bs+=($!) ;;
+            d2-int8) bench q8f16 Stack_D2 $t "$out" $n & bs+=($!) ;;
+            d2-fp16) bench fp16 Stack_D2 $t "$out" $n & bs+=($!) ;;
+            lang-int4) bench q4f16 Stack_Lang $t "$out" $n & bs+=($!) ;;
+            # Diagnostic: D1 keeps the small cube red and the big one green, so it separates "cannot
+            # tell which cube to move" (D2 fails, D1 works) from "cannot grasp or place" (both fail).
+            d1-fp16) bench fp16 Stack_D1 $t "$out" $(( (n + 1) / 2 )) & bs+=($!) ;;
+        esac
+    done
+    wait "${bs[@]}" || true
+    for t in ${tags//,/ }; do echo "$t: $(grep -E 'successes' "$res/$t.log" | tail -n 1)"; done
     log "benches done"
     # The epochs axis of the study while time is left (fp16, 50 episodes, four at once).
     start=$(cat "$WORK/all.start")
@@ -153,7 +164,7 @@ follow)
     grep -v '^\s*$' "$WORK/all.log" | tail -n 20
     [ -f "$WORK/runs/shipped.log" ] && sed 's/\x1b\[[0-9;]*m//g' "$WORK/runs/shipped.log" | tr '\r' '\n' \
         | grep -E 'time budget|validation|dataset ready|step=[0-9]*000 ' | cut -c1-250 | tail -n 8
-    for f in "$WORK"/datagen-*.log; do [ -f "$f" ] && echo "$(basename "$f"): $(tr '\r' '\n' < "$f" | grep -v '^\s*$' | tail -n 1 | cut -c1-160)"; done 2>/dev/null | head -n 8
+    for f in "$WORK"/datagen-*.log; do [ -f "$f" ] && echo "$(basename "$f"): $(tr '\r' '\n' < "$f" | grep -v '^\s*$' | tail -n 1 | cut -c1-160)"; done 2>/dev/null | tail -n 4 # (head would end the script: SIGPIPE under pipefail)
     if [ -n "${OUT:-}" ] && [ -d "$WORK/out" ]; then
         tar czf "$WORK/out.tgz" -C "$WORK/out" . && split -b 15m -d "$WORK/out.tgz" "$OUT/out.tgz.part-"
         ls -la "$OUT"

@@ -100,6 +100,16 @@ pub struct TrainArgs {
     /// Key for the action statistics in norm_stats (default: the dataset's name).
     #[arg(long)]
     pub dataset_name: Option<String>,
+    /// Train on the executed actions (with MimicGen's noise, as recorded in `actions`) or on the
+    /// actions `vela datagen` intended before the noise (`obs/intended_action`).
+    #[arg(long, value_enum, default_value = "executed")]
+    pub action_labels: ActionLabels,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActionLabels {
+    Executed,
+    Intended,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -129,8 +139,11 @@ pub fn run(a: TrainArgs) -> Result<()> {
         _ => bail!("pass exactly one of --model DIR and --config NAME"),
     };
     let device = train::parse_device(&a.device)?;
-    let reader = vela_data::convert::open_many(&a.dataset, Some(a.dataset_type.into()))
+    let mut reader = vela_data::convert::open_many(&a.dataset, Some(a.dataset_type.into()))
         .with_context(|| format!("opening {}", a.dataset.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")))?;
+    if a.action_labels == ActionLabels::Intended {
+        reader = Box::new(vela_data::Relabel { inner: reader, key: vela_data::INTENDED_ACTION_KEY.into() });
+    }
     let opts = TrainOptions {
         out: a.out,
         epochs: a.epochs,

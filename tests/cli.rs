@@ -251,6 +251,7 @@ fn datagen_writes_a_robomimic_file_that_replays_to_success() {
     assert_eq!(ep.images["agentview"].len(), ep.len());
     assert_eq!(ep.images["agentview"][0].width, 32);
     assert_eq!(ep.instructions.len(), ep.len());
+    assert_eq!(ep.low_dim[vela_data::INTENDED_ACTION_KEY].steps(), ep.len(), "the labels `vela train --action-labels intended` uses");
     // Array attributes are stored as JSON text.
     let inds: Vec<usize> = serde_json::from_str(ep.attrs["src_demo_inds"].as_str().unwrap()).unwrap();
     assert!(inds.len() == 2 && inds.iter().all(|&i| i < 3), "{inds:?}");
@@ -343,6 +344,9 @@ fn train_on_hdf5_then_predict_with_the_dataset_action_space() {
     assert!(!o.status.success() && text(&o).contains("--resume"), "{}", text(&o));
     let o = vela(&[&args[..], &["--device", "cuda", "--out", dir.join("gpu").to_str().unwrap()]].concat());
     assert!(!o.status.success() && text(&o).contains("cuda"), "{}", text(&o));
+    // Intended-action labels need the series `vela datagen` writes; this file has none.
+    let o = vela(&[&args[..], &["--action-labels", "intended", "--max-steps", "2", "--out", dir.join("relabel").to_str().unwrap()]].concat());
+    assert!(!o.status.success() && text(&o).contains("intended_action") && text(&o).contains("demo_0"), "{}", text(&o));
 }
 
 #[test]

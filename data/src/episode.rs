@@ -108,6 +108,62 @@ impl Episode {
 /// RLDS name of the concatenated proprio vector.
 pub const STATE_KEY: &str = "state";
 
+/// Observation key (7-D, the `actions` layout) under which `vela datagen` stores each step's
+/// action before MimicGen's action noise. `actions` keeps what was executed, so replays
+/// reproduce the episode; training on the intended actions instead (`vela train
+/// --action-labels intended`) teaches the corrections the noise made necessary without the
+/// noise itself, which is what a small policy trained from scratch needs (DART-style).
+pub const INTENDED_ACTION_KEY: &str = "intended_action";
+
+impl Episode {
+    /// Replaces `actions` with the series stored under `key` (7-D), for training on labels
+    /// other than the executed actions.
+    pub fn relabel_actions(&mut self, key: &str) -> std::result::Result<(), String> {
+        let ld = self.low_dim.get(key).ok_or_else(|| format!("has no `{key}` series (made by an older vela datagen?)"))?;
+        if ld.dim != 7 || ld.steps() != self.actions.len() {
+            return Err(format!("`{key}` is {}x{}, expected {}x7", ld.steps(), ld.dim, self.actions.len()));
+        }
+        for (t, a) in self.actions.iter_mut().enumerate() {
+            for (d, v) in ld.row(t).iter().enumerate() {
+                a[d] = *v as f32;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An [`EpisodeReader`](crate::EpisodeReader) whose episodes carry the actions stored under
+/// another key (see [`INTENDED_ACTION_KEY`]); statistics and training then see the same labels.
+pub struct Relabel {
+    pub inner: Box<dyn crate::EpisodeReader>,
+    pub key: String,
+}
+
+impl Relabel {
+    fn fix(&self, mut ep: Episode) -> crate::Result<Episode> {
+        ep.relabel_actions(&self.key)
+            .map_err(|msg| crate::DataError::Other(format!("dataset `{}`, episode {}: {msg}", self.inner.meta().name, ep.name)))?;
+        Ok(ep)
+    }
+}
+
+impl crate::EpisodeReader for Relabel {
+    fn meta(&self) -> &DatasetMeta {
+        self.inner.meta()
+    }
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+    fn read(&mut self, index: usize) -> crate::Result<Episode> {
+        let ep = self.inner.read(index)?;
+        self.fix(ep)
+    }
+    fn read_lowdim(&mut self, index: usize) -> crate::Result<Episode> {
+        let ep = self.inner.read_lowdim(index)?;
+        self.fix(ep)
+    }
+}
+
 /// robomimic observation keys that make up the proprio state, in order
 /// (end-effector position, quaternion xyzw, finger joint positions: 9-D).
 pub const PROPRIO_KEYS: [&str; 3] = ["robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos"];

@@ -16,7 +16,7 @@ pub mod stats;
 pub mod synthetic;
 pub mod tfrecord;
 
-pub use episode::{DatasetKind, DatasetMeta, Episode, Frame, LowDim, PROPRIO_KEYS, STATE_KEY};
+pub use episode::{DatasetKind, DatasetMeta, Episode, Frame, LowDim, Relabel, INTENDED_ACTION_KEY, PROPRIO_KEYS, STATE_KEY};
 pub use error::{DataError, Result};
 
 /// Reads episodes one at a time (random access by index).

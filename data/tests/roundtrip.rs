@@ -272,3 +272,24 @@ fn open_many_concatenates_datasets() {
     assert_eq!(convert::open_many(&[a], None).unwrap().meta().name, "stack_d4");
     assert!(convert::open_many(&[], None).is_err());
 }
+
+#[test]
+fn relabel_reads_the_intended_actions_through_hdf5() {
+    let dir = tempfile::tempdir().unwrap();
+    let h5 = dir.path().join("demo.hdf5");
+    let mut ep = synthetic::episode(0, 6, &["agentview"], 16);
+    let intended: Vec<f64> = (0..6 * 7).map(|i| i as f64 / 100.0).collect();
+    ep.low_dim.insert(vela_data::INTENDED_ACTION_KEY.into(), vela_data::LowDim { dim: 7, data: intended.clone() });
+    let mut w: Box<dyn EpisodeWriter> = Box::new(RobomimicWriter::create(&h5, &meta()).unwrap());
+    w.append(&ep).unwrap();
+    w.append(&synthetic::episode(1, 6, &["agentview"], 16)).unwrap();
+    w.finish().unwrap();
+
+    let mut r = vela_data::Relabel { inner: Box::new(RobomimicReader::open(&h5).unwrap()), key: vela_data::INTENDED_ACTION_KEY.into() };
+    let got = r.read(0).unwrap();
+    assert_eq!(got.actions[2].map(f64::from).to_vec(), intended[14..21].iter().map(|&x| x as f32 as f64).collect::<Vec<_>>());
+    assert_eq!(r.read_lowdim(0).unwrap().actions, got.actions);
+    // An episode without the series (an older datagen, another tool) is a clear error.
+    let e = r.read(1).unwrap_err().to_string();
+    assert!(e.contains("demo_1") && e.contains("intended_action"), "{e}");
+}

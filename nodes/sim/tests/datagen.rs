@@ -136,3 +136,33 @@ fn bad_settings_give_clear_errors() {
         .to_string();
     assert!(e.contains("demo_0") && e.contains("disk full"), "{e}");
 }
+
+#[test]
+fn intended_actions_are_the_executed_ones_without_noise() {
+    let src = sources(Variant::D0, 3);
+    let (eps, _) = generate(&low_dim(Variant::D0), &src, 1, 1);
+    let ep = &eps[0];
+    let intended = &ep.low_dim[vela_data::INTENDED_ACTION_KEY];
+    assert_eq!((intended.dim, intended.steps()), (7, ep.len()));
+    let mut noisy_steps = 0;
+    for (t, a) in ep.actions.iter().enumerate() {
+        let i = intended.row(t);
+        assert_eq!(i[6], a[6] as f64, "step {t}: the gripper carries no noise");
+        let diff = (0..6).map(|d| (i[d] - a[d] as f64).abs()).fold(0.0, f64::max);
+        // Noise of std 0.05: no step moves a dim by more than ~6 sigma (clamping only shrinks it).
+        assert!(diff < 0.3, "step {t}: intended {i:?} vs executed {a:?}");
+        noisy_steps += (diff > 1e-6) as usize;
+    }
+    assert!(noisy_steps > ep.len() / 2, "most steps are noisy ({noisy_steps} of {})", ep.len());
+    // The relabelled episode trains on these, and replays the noise-free plan's labels.
+    let mut relabelled = ep.clone();
+    relabelled.relabel_actions(vela_data::INTENDED_ACTION_KEY).unwrap();
+    assert_eq!(relabelled.actions[3].map(f64::from), *<&[f64; 7]>::try_from(intended.row(3)).unwrap());
+
+    // Without noise the two series are the same.
+    let (clean, _) = generate(&GenConfig { action_noise: 0.0, ..low_dim(Variant::D0) }, &src, 1, 1);
+    let c = &clean[0];
+    for (t, a) in c.actions.iter().enumerate() {
+        assert_eq!(c.low_dim[vela_data::INTENDED_ACTION_KEY].row(t), a.map(f64::from).as_slice());
+    }
+}

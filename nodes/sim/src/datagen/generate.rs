@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
-use vela_data::{Episode, Frame, LowDim};
+use vela_data::{Episode, Frame, LowDim, INTENDED_ACTION_KEY};
 
 use crate::datagen::pose::{self, Transform};
 use crate::datagen::seeds;
@@ -248,14 +248,15 @@ impl Generator {
                     noisy: true,
                 }));
             for w in waypoints {
-                let action = self.action_towards(&w, &mut rng);
-                self.step(&mut rec, action)?;
+                let (action, intended) = self.action_towards(&w, &mut rng);
+                self.step(&mut rec, action, intended)?;
                 gripper = w.gripper;
             }
             last_target = poses.last().copied();
         }
         for _ in 0..self.cfg.settle_steps {
-            self.step(&mut rec, [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, gripper])?;
+            let still = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, gripper];
+            self.step(&mut rec, still, still)?;
         }
         let success = self.env.check_success();
         let mut episode = rec.finish();
@@ -275,14 +276,19 @@ impl Generator {
 
     /// MimicGen's `target_pose_to_action`: the delta from the measured hand
     /// pose to the target in OSC_POSE units, plus noise on the arm dims.
-    fn action_towards(&self, w: &Waypoint, rng: &mut ChaCha8Rng) -> [f32; 7] {
+    /// Also returns the action before the noise: the intended action is a cleaner training label
+    /// for the state the noisy rollout reached (DART-style noise injection).
+    fn action_towards(&self, w: &Waypoint, rng: &mut ChaCha8Rng) -> ([f32; 7], [f32; 7]) {
         let eef = Transform::from_pose(&self.env.eef_pose());
         let dp = math::sub(w.target.pos, eef.pos);
         let dr = math::mat_to_axis_angle(&math::matmul(&w.target.rot, &math::transpose(&eef.rot)));
         let mut a = [0.0f32; 7];
+        let mut clean = [0.0f32; 7];
         for i in 0..3 {
             let mut p = (dp[i] / MAX_DPOS).clamp(-1.0, 1.0);
             let mut r = (dr[i] / MAX_DROT).clamp(-1.0, 1.0);
+            clean[i] = p as f32;
+            clean[3 + i] = r as f32;
             if w.noisy && self.cfg.action_noise > 0.0 {
                 p = (p + self.cfg.action_noise * math::gaussian(rng)).clamp(-1.0, 1.0);
                 r = (r + self.cfg.action_noise * math::gaussian(rng)).clamp(-1.0, 1.0);
@@ -291,13 +297,14 @@ impl Generator {
             a[3 + i] = r as f32;
         }
         a[6] = w.gripper;
-        a
+        clean[6] = w.gripper;
+        (a, clean)
     }
 
-    fn step(&mut self, rec: &mut Recorder, action: [f32; 7]) -> Result<()> {
+    fn step(&mut self, rec: &mut Recorder, action: [f32; 7], intended: [f32; 7]) -> Result<()> {
         rec.observe(&self.env);
         let r = self.env.step(&action)?;
-        rec.after(action, r.success);
+        rec.after(action, intended, r.success);
         Ok(())
     }
 
@@ -330,6 +337,7 @@ struct Recorder {
     eef_quat: Vec<f64>,
     gripper_qpos: Vec<f64>,
     object: Vec<f64>,
+    intended: Vec<f64>,
     states: Vec<f64>,
     state_dim: usize,
 }
@@ -347,8 +355,9 @@ impl Recorder {
         self.ep.instructions.push(env.instruction().to_string());
     }
 
-    fn after(&mut self, action: [f32; 7], success: bool) {
+    fn after(&mut self, action: [f32; 7], intended: [f32; 7], success: bool) {
         self.ep.actions.push(action);
+        self.intended.extend(intended.iter().map(|&x| x as f64));
         self.ep.rewards.push(if success { 1.0 } else { 0.0 });
         self.ep.dones.push(success);
     }
@@ -363,6 +372,7 @@ impl Recorder {
             ("robot0_eef_quat", 4, self.eef_quat),
             ("robot0_gripper_qpos", 2, self.gripper_qpos),
             ("object", 23, self.object),
+            (INTENDED_ACTION_KEY, 7, self.intended),
         ];
         for (key, dim, data) in series {
             self.ep.low_dim.insert(key.to_string(), LowDim { dim, data });

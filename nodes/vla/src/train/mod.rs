@@ -496,10 +496,7 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
                 let n = opts.batch_size.min(pending.len());
                 let mut batch: Vec<Sample> = pending.drain(..n).collect();
                 if opts.image_aug {
-                    for (i, s) in batch.iter_mut().enumerate() {
-                        let mut rng = SplitMix64::new(tensor_seed(opts.seed, &format!("aug/{epoch}/{}", offset + i)));
-                        s.image = data::augment_with(&s.image, &mut rng, !opts.no_colour_jitter);
-                    }
+                    augment_batch(&mut batch, opts.seed, epoch, offset, !opts.no_colour_jitter);
                 }
                 offset += n;
                 let lr = lr_at(opts.lr, opts.warmup_steps, step, opts.cosine.then_some(total_steps));
@@ -663,4 +660,23 @@ pub fn parse_device(s: &str) -> Result<Device> {
         }
         _ => Err(VlaError::Config(format!("bad device `{s}` (cpu | cuda | cuda:N)"))),
     }
+}
+
+/// Random crops of a whole batch, spread over the cores: one thread cropping and resizing 128
+/// frames at 168 px took longer than the GPU step it fed (400 against 230 ms per step on an H100).
+/// Each sample's draws depend only on its position in the epoch, so the threads change nothing.
+fn augment_batch(batch: &mut [Sample], seed: u64, epoch: u64, offset: usize, colour: bool) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 16);
+    let per = batch.len().div_ceil(threads).max(1);
+    std::thread::scope(|sc| {
+        for (k, part) in batch.chunks_mut(per).enumerate() {
+            sc.spawn(move || {
+                for (j, s) in part.iter_mut().enumerate() {
+                    let i = offset + k * per + j;
+                    let mut rng = SplitMix64::new(tensor_seed(seed, &format!("aug/{epoch}/{i}")));
+                    s.image = data::augment_with(&s.image, &mut rng, colour);
+                }
+            });
+        }
+    });
 }

@@ -122,7 +122,7 @@ for n in p["nodes"]:
 json.dump(p, open(dst, "w"), indent=2)
 EOF
         "$VELA" bench --preset "$res/preset-$3.json" --episodes "$5" --max-steps 200 --variant "$2" --parallel 8 \
-            --save-stats "$res/$3.json" --report "$res/report-$3" --quiet > "$res/$3.log" 2>&1
+            --save-stats "$res/$3.json" --report "$res/report-$3" --quiet --startup-timeout 240 > "$res/$3.log" 2>&1
     }
     log "benches"
     n=${BENCH_EPISODES:-100}

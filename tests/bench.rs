@@ -230,3 +230,23 @@ fn a_hung_policy_is_reported_not_waited_for() {
     let t = text(&o);
     assert!(t.contains("environment 0 made no step") && t.contains("episode 0 (seed 0)"), "{t}");
 }
+
+/// A policy that never answers its first frame (here: its actions go nowhere) ends the run
+/// after the start-up limit with an error that says so, instead of hanging forever: a GPU run
+/// once sat for eight minutes on environments that never made a step.
+#[test]
+fn a_policy_that_never_answers_is_reported_after_the_startup_limit() {
+    let dir = scratch("startup");
+    let preset = std::fs::read_to_string(fixture("zeros.json"))
+        .unwrap()
+        .replace("\"bench-zeros\"", "\"bench-silent\"")
+        .replace(r#",
+    { "from": "policy.actions", "to": "sim.actions" }"#, "");
+    assert!(!preset.contains("sim.actions"), "fixture changed: {preset}");
+    let preset_file = dir.join("silent.json");
+    std::fs::write(&preset_file, preset).unwrap();
+    let o = bench(preset_file.to_str().unwrap(), &["--episodes", "1", "--startup-timeout", "3"], &dir.join("s.json"));
+    assert!(!o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("environment 0 has made no step") && t.contains("--startup-timeout"), "{t}");
+}

@@ -79,6 +79,11 @@ pub struct RunArgs {
     /// saved, and --resume continues.
     #[arg(long, default_value_t = 120, value_name = "SECONDS")]
     pub stall_timeout: u64,
+    /// Stop the run with an error when an environment has not made its first step this many
+    /// seconds after the start (a policy that never answers, a renderer that never comes up);
+    /// 0 waits forever. Generous by default: a large model may load and compile for minutes.
+    #[arg(long, default_value_t = 900, value_name = "SECONDS")]
+    pub startup_timeout: u64,
 }
 
 pub fn run(store: &PresetStore, args: BenchArgs) -> Result<()> {
@@ -403,7 +408,7 @@ async fn drive(
     };
     // One listener for the whole run, so a Ctrl-C between two loop turns is not lost.
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
-    let mut watchdog = Watchdog::new(envs, args.stall_timeout);
+    let mut watchdog = Watchdog::new(envs, args.stall_timeout, args.startup_timeout);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let result: Result<()> = loop {
         if running.iter().all(Option::is_none) {
@@ -424,6 +429,12 @@ async fn drive(
                 _ => {}
             },
             _ = tick.tick() => {
+                if let Some((env, secs)) = watchdog.never_started() {
+                    break Err(anyhow::anyhow!(
+                        "environment {env} has made no step {secs:.0} s after the start: the policy never answered its first frame, \
+                         or the simulator never came up (finished episodes are saved; --resume continues, --startup-timeout changes the limit)"
+                    ));
+                }
                 if let Some((env, secs)) = watchdog.stalled() {
                     let what = running[env].map_or("its last episode".to_string(), |i| format!("episode {i} (seed {})", seed_of(i)));
                     break Err(anyhow::anyhow!(
@@ -481,14 +492,32 @@ async fn drive(
 /// model) has answered once.
 struct Watchdog {
     limit: Option<Duration>,
+    /// For environments still short of their second frame, counted from the start.
+    startup: Option<Duration>,
+    started: Instant,
     /// Frames seen per environment; `None` once it has no episodes left.
     frames: Vec<Option<u64>>,
     last: Vec<Instant>,
 }
 
 impl Watchdog {
-    fn new(envs: usize, limit_s: u64) -> Self {
-        Self { limit: (limit_s > 0).then(|| Duration::from_secs(limit_s)), frames: vec![Some(0); envs], last: vec![Instant::now(); envs] }
+    fn new(envs: usize, limit_s: u64, startup_s: u64) -> Self {
+        Self {
+            limit: (limit_s > 0).then(|| Duration::from_secs(limit_s)),
+            startup: (startup_s > 0).then(|| Duration::from_secs(startup_s)),
+            started: Instant::now(),
+            frames: vec![Some(0); envs],
+            last: vec![Instant::now(); envs],
+        }
+    }
+
+    /// The first environment that has not stepped past its reset frame within the start-up
+    /// limit, with the seconds since the start.
+    fn never_started(&self) -> Option<(usize, f64)> {
+        let limit = self.startup?;
+        let waited = self.started.elapsed();
+        (waited > limit).then_some(())?;
+        (0..self.frames.len()).find(|&e| self.frames[e].is_some_and(|n| n < 2)).map(|e| (e, waited.as_secs_f64()))
     }
 
     fn step(&mut self, env: usize) {

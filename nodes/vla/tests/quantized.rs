@@ -122,3 +122,32 @@ fn small_checkpoints_are_quantized_at_load_time_and_kept_fresh() {
     assert_ne!(std::fs::read(&gguf).unwrap(), first, "new weights, new quantized file");
     assert!(std::fs::read_dir(&dir).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with(".quantize")));
 }
+
+/// INT4 keeps the output projection (here the tied embedding, whose last 256 rows score the
+/// action bins) at Q6_K and the other Llama matrices at Q4_K; a file stamped by the older
+/// quantizer, which made that matrix Q4_K, is made again at load time.
+#[test]
+fn int4_keeps_the_output_projection_at_q6k_and_remakes_older_files() {
+    let cfg = OpenVlaConfig::preset(Preset::Small112);
+    assert!(cfg.text_config.tie_word_embeddings && cfg.text_config.hidden_size % 256 == 0);
+    let dir = tmp("q6k");
+    make_checkpoint_with(&cfg, &dir, &MakeOptions { seed: 3, max_shard_bytes: None, tokenizer: TokenizerSource::None }).unwrap();
+    let opts = LoadOptions { quantization: Some(Quantization::Q4F16), ..Default::default() };
+    OpenVla::load(&dir, &opts).unwrap();
+    let gguf = dir.join(Quantization::Q4F16.file_name());
+    let types = |p: &std::path::Path| GgufStore::open(p, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap().tensor_types();
+    let t = types(&gguf);
+    assert_eq!(t["language_model.model.embed_tokens.weight"], "Q6K");
+    assert_eq!(t["language_model.model.layers.0.mlp.down_proj.weight"], "Q4K");
+    // A stamp without the quantizer version is an older quantizer's file.
+    let stamp = dir.join(format!("{}.source", Quantization::Q4F16.file_name()));
+    let digest = std::fs::read_to_string(&stamp).unwrap();
+    let old = digest.split(' ').next().unwrap().to_string();
+    assert_ne!(old, digest);
+    std::fs::write(&stamp, &old).unwrap();
+    std::fs::write(&gguf, b"stale").unwrap();
+    OpenVla::load(&dir, &opts).unwrap();
+    assert_eq!(std::fs::read_to_string(&stamp).unwrap(), digest);
+    assert_eq!(types(&gguf)["language_model.model.embed_tokens.weight"], "Q6K");
+    let _ = std::fs::remove_dir_all(dir);
+}

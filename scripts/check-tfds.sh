@@ -44,4 +44,10 @@ check check-hdf5 --hdf5 "$WORK/from_tfds.hdf5" --expect "$WORK/expect.npz" --inf
 check read-vela --data-dir "$WORK/again" --name tfds_written --hdf5 "$WORK/from_tfds.hdf5"
 stage_end
 
+stage_start "TFDS writes RT-1's dict actions, Vela reads them as 7-D"
+check write-rt1 --data-dir "$WORK/rt1" --name rt1_layout --expect "$WORK/rt1.npz"
+"$VELA" dataset convert --dataset "$WORK/rt1" --convert mimicgen --output "$WORK/rt1.hdf5"
+check check-rt1 --hdf5 "$WORK/rt1.hdf5" --expect "$WORK/rt1.npz"
+stage_end
+
 echo "TFDS check passed in $(( $(date +%s) - T0 )) s"

@@ -11,7 +11,7 @@
 //! | `steps/observation/<camera>` | bytes | T JPEG frames (PNG read too) |
 //! | `steps/observation/<key>` | float | T × dim (low-dim observations) |
 //! | `steps/observation/state` | float | T × dim proprio ([`Episode::proprio_state`]) |
-//! | `steps/action` | float | T × 7, the simulator's convention (gripper -1 open) |
+//! | `steps/action` | float | T × 7, the simulator's convention (gripper -1 open); read also as a dict in RT-1's layout (`world_vector`, `rotation_delta`, `gripper_closedness_action`) |
 //! | `steps/language_instruction` | bytes | T UTF-8 strings |
 //! | `steps/is_first`, `is_last`, `is_terminal` | int64 | T (bools) |
 //! | `steps/reward`, `steps/discount` | float | T |
@@ -576,6 +576,49 @@ fn find_dataset_dir(path: &Path) -> Result<PathBuf> {
 
 type KeyError = (String, String);
 
+/// Parts of a dict-valued action, in the order of Vela's 7-D end-effector action, for the
+/// layout RT-1 (`fractal20220817_data`) and the Open X-Embodiment datasets derived from it
+/// use: `world_vector` (3), `rotation_delta` (3), `gripper_closedness_action` (1, +1 closes,
+/// as Vela's convention). Other keys of such a dict (base motion, `terminate_episode`) are not
+/// end-effector actions and are left out.
+const DICT_ACTION_PARTS: [(&str, usize); 3] = [("world_vector", 3), ("rotation_delta", 3), ("gripper_closedness_action", 1)];
+
+/// A dict-valued `steps/action` (TFDS flattens it into `steps/action/<key>` features) as
+/// T × 7 values, or why it cannot be one.
+fn dict_action(ex: &Example) -> std::result::Result<Vec<f32>, String> {
+    let prefix = format!("{ACTION}/");
+    let mut present: Vec<&str> = ex.keys().filter_map(|k| k.strip_prefix(prefix.as_str())).collect();
+    present.sort_unstable();
+    if present.is_empty() {
+        return Err("missing".into());
+    }
+    let mut parts = Vec::new();
+    for (key, width) in DICT_ACTION_PARTS {
+        match ex.get(&format!("{prefix}{key}")) {
+            Some(Feature::Float(v)) if v.len() % width == 0 => parts.push((v, width)),
+            Some(Feature::Float(v)) => return Err(format!("`{key}` has {} values, not a multiple of {width}", v.len())),
+            Some(f) => return Err(format!("`{key}` is {}, expected float_list", f.kind())),
+            None => {
+                return Err(format!(
+                    "is a dict with keys {present:?}; Vela reads dict actions with the end-effector keys {:?} (RT-1's layout)",
+                    DICT_ACTION_PARTS.map(|p| p.0)
+                ))
+            }
+        }
+    }
+    let t = parts[0].0.len() / parts[0].1;
+    if let Some((v, w)) = parts.iter().find(|(v, w)| v.len() / w != t) {
+        return Err(format!("dict parts disagree on the step count ({} vs {t}, {} values of width {w})", v.len() / w, v.len()));
+    }
+    let mut out = Vec::with_capacity(t * 7);
+    for step in 0..t {
+        for (v, w) in &parts {
+            out.extend_from_slice(&v[step * w..(step + 1) * w]);
+        }
+    }
+    Ok(out)
+}
+
 fn episode_from_example(ex: &Example, index: usize, with_images: bool) -> std::result::Result<Episode, KeyError> {
     let err = |key: &str, msg: String| (key.to_string(), msg);
     let get = |key: &str| ex.get(key).ok_or_else(|| err(key, "missing".into()));
@@ -591,7 +634,10 @@ fn episode_from_example(ex: &Example, index: usize, with_images: bool) -> std::r
         Feature::Int64(v) => Ok(v),
         f => Err(err(key, format!("expected int64_list, found {}", f.kind()))),
     };
-    let a = floats(ACTION)?;
+    let a = match ex.get(ACTION) {
+        Some(_) => floats(ACTION)?.clone(),
+        None => dict_action(ex).map_err(|msg| err(ACTION, msg))?,
+    };
     // `is_first` has one value per step whatever the action size, so an 8-D
     // or 14-D action is named as such instead of passing for 7-D.
     let t = match ex.get(IS_FIRST) {
@@ -738,6 +784,26 @@ mod tests {
         assert!(e.contains("steps/action") && e.contains("28 values for 2 steps (14.000 per step)"), "{e}");
         ex.insert(ACTION.into(), Feature::Float(vec![0.5; 2 * 7]));
         assert_eq!(decode_episode(&example::encode(&ex)).unwrap().actions, vec![[0.5; 7]; 2]);
+    }
+
+    #[test]
+    fn dict_actions_in_rt1_layout_become_7d() {
+        let mut ex = Example::new();
+        ex.insert(IS_FIRST.into(), Feature::Int64(vec![1, 0]));
+        ex.insert(format!("{ACTION}/world_vector"), Feature::Float(vec![0.1, 0.2, 0.3, 1.1, 1.2, 1.3]));
+        ex.insert(format!("{ACTION}/rotation_delta"), Feature::Float(vec![0.4, 0.5, 0.6, 1.4, 1.5, 1.6]));
+        ex.insert(format!("{ACTION}/base_displacement_vector"), Feature::Float(vec![9.0; 4]));
+        ex.insert(format!("{ACTION}/terminate_episode"), Feature::Int64(vec![1, 0, 0, 0, 1, 0]));
+        // Without the gripper part the error names what is there and what is needed.
+        let e = decode_episode(&example::encode(&ex)).unwrap_err();
+        assert!(e.contains("terminate_episode") && e.contains("gripper_closedness_action"), "{e}");
+        ex.insert(format!("{ACTION}/gripper_closedness_action"), Feature::Float(vec![1.0, -1.0]));
+        let ep = decode_episode(&example::encode(&ex)).unwrap();
+        assert_eq!(ep.actions, vec![[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 1.0], [1.1, 1.2, 1.3, 1.4, 1.5, 1.6, -1.0]]);
+        // Parts that disagree on the step count are an error, not a silent shift.
+        ex.insert(format!("{ACTION}/rotation_delta"), Feature::Float(vec![0.0; 9]));
+        let e = decode_episode(&example::encode(&ex)).unwrap_err();
+        assert!(e.contains("disagree"), "{e}");
     }
 
     #[test]

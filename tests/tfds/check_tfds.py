@@ -247,6 +247,62 @@ def write(args):
           f"to {builder.data_dir}")
 
 
+def write_rt1(args):
+    """RT-1's (fractal20220817_data) layout: a dict-valued action, written by TFDS; Vela must
+    read it as [world_vector, rotation_delta, gripper_closedness_action]."""
+    from tensorflow_datasets.core.dataset_builders import adhoc_builder
+
+    f = tfds.features
+    features = f.FeaturesDict({"steps": f.Dataset({
+        "observation": f.FeaturesDict({"image": f.Image(shape=(SIZE, SIZE, 3), dtype=np.uint8)}),
+        "action": f.FeaturesDict({
+            "world_vector": f.Tensor(shape=(3,), dtype=np.float32),
+            "rotation_delta": f.Tensor(shape=(3,), dtype=np.float32),
+            "gripper_closedness_action": f.Tensor(shape=(1,), dtype=np.float32),
+            "base_displacement_vector": f.Tensor(shape=(2,), dtype=np.float32),
+            "terminate_episode": f.Tensor(shape=(3,), dtype=np.int32),
+        }),
+        "reward": f.Scalar(dtype=np.float32), "discount": f.Scalar(dtype=np.float32),
+        "is_first": f.Scalar(dtype=np.bool_), "is_last": f.Scalar(dtype=np.bool_), "is_terminal": f.Scalar(dtype=np.bool_),
+    })})
+    rng = np.random.default_rng(11)
+    want = {}
+
+    def examples():
+        for i, t in enumerate([4, 6]):
+            wv, rd = rng.uniform(-1, 1, (t, 3)).astype(np.float32), rng.uniform(-1, 1, (t, 3)).astype(np.float32)
+            gr = rng.choice([-1.0, 1.0], (t, 1)).astype(np.float32)
+            want[f"ep{i}"] = np.concatenate([wv, rd, gr], 1)
+            steps = [{
+                "observation": {"image": np.full((SIZE, SIZE, 3), 40 * s, np.uint8)},
+                "action": {"world_vector": wv[s], "rotation_delta": rd[s], "gripper_closedness_action": gr[s],
+                           "base_displacement_vector": np.zeros(2, np.float32), "terminate_episode": np.array([0, 1, 0], np.int32)},
+                "reward": np.float32(s == t - 1), "discount": np.float32(1.0),
+                "is_first": s == 0, "is_last": s == t - 1, "is_terminal": s == t - 1,
+            } for s in range(t)]
+            yield f"ep{i}", {"steps": steps}
+
+    builder = adhoc_builder.store_as_tfds_dataset(
+        name=args.name, version="1.0.0", features=features, split_datasets={"train": examples()},
+        data_dir=args.data_dir, download_config=tfds.download.DownloadConfig(num_shards=1))
+    # Episodes in the order TFDS stored them, told apart by their first world_vector.
+    order = []
+    for ep in builder.as_dataset(split="train", shuffle_files=False):
+        first = next(iter(ep["steps"].as_numpy_iterator()))["action"]["world_vector"]
+        order.append(next(k for k, v in want.items() if np.allclose(v[0, :3], first)))
+    np.savez(args.expect, **{f"{i}": want[k] for i, k in enumerate(order)})
+    print(f"TFDS wrote {len(order)} RT-1-layout episodes (dict actions) to {builder.data_dir}")
+
+
+def check_rt1(args):
+    exp = np.load(args.expect)
+    with h5py.File(args.hdf5, "r") as fh:
+        expect(len(fh["data"]) == len(exp.files), args.hdf5, f"{len(fh['data'])} demos, expected {len(exp.files)}")
+        for i in range(len(exp.files)):
+            close(fh["data"][f"demo_{i}"]["actions"], exp[f"{i}"], f"demo_{i} actions from the action dict")
+    print(f"Vela read {len(exp.files)} RT-1-layout episodes: dict actions became 7-D in the right order")
+
+
 def check_hdf5(args):
     """What Vela made of the TFDS-written dataset holds the values TFDS was given."""
     exp = np.load(args.expect)
@@ -296,10 +352,17 @@ def main():
     c.add_argument("--hdf5", required=True)
     c.add_argument("--expect", required=True)
     c.add_argument("--info", required=True)
+    w1 = sub.add_parser("write-rt1")
+    w1.add_argument("--data-dir", required=True)
+    w1.add_argument("--name", required=True)
+    w1.add_argument("--expect", required=True)
+    c1 = sub.add_parser("check-rt1")
+    c1.add_argument("--hdf5", required=True)
+    c1.add_argument("--expect", required=True)
     args = p.parse_args()
     tf.config.set_visible_devices([], "GPU")
     try:
-        {"read-vela": read_vela, "write": write, "check-hdf5": check_hdf5}[args.cmd](args)
+        {"read-vela": read_vela, "write": write, "check-hdf5": check_hdf5, "write-rt1": write_rt1, "check-rt1": check_rt1}[args.cmd](args)
     except Mismatch as e:
         print(f"MISMATCH: {e}", file=sys.stderr)
         sys.exit(1)

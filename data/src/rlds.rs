@@ -47,6 +47,8 @@ pub const MAX_FRAME_SIDE: usize = 4096;
 const VELA_META: &str = "vela_meta.json";
 
 const OBS: &str = "steps/observation/";
+/// Where RT-1's layout keeps the instruction (text, not a camera).
+const OBS_INSTRUCTION: &str = "steps/observation/natural_language_instruction";
 const ACTION: &str = "steps/action";
 const INSTRUCTION: &str = "steps/language_instruction";
 const IS_FIRST: &str = "steps/is_first";
@@ -659,7 +661,15 @@ fn episode_from_example(ex: &Example, index: usize, with_images: bool) -> std::r
                 .map(|s| String::from_utf8(s.clone()).map_err(|_| err(INSTRUCTION, "not UTF-8".into())))
                 .collect::<std::result::Result<Vec<_>, _>>()?
         }
-        None => Vec::new(),
+        // RT-1 and the datasets derived from it keep the instruction among the observations.
+        None => match ex.get(OBS_INSTRUCTION) {
+            Some(_) => {
+                let b = bytes(OBS_INSTRUCTION)?;
+                check(OBS_INSTRUCTION, b.len())?;
+                b.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect()
+            }
+            None => Vec::new(),
+        },
     };
     let rewards = match ex.get(REWARD) {
         Some(_) => {
@@ -681,6 +691,9 @@ fn episode_from_example(ex: &Example, index: usize, with_images: bool) -> std::r
     let mut low_dim = BTreeMap::new();
     for (key, f) in ex.range(OBS.to_string()..) {
         let Some(name) = key.strip_prefix(OBS) else { break };
+        if key == OBS_INSTRUCTION {
+            continue;
+        }
         match f {
             Feature::Bytes(frames) => {
                 check(key, frames.len())?;
@@ -798,8 +811,11 @@ mod tests {
         let e = decode_episode(&example::encode(&ex)).unwrap_err();
         assert!(e.contains("terminate_episode") && e.contains("gripper_closedness_action"), "{e}");
         ex.insert(format!("{ACTION}/gripper_closedness_action"), Feature::Float(vec![1.0, -1.0]));
+        ex.insert(format!("{OBS}natural_language_instruction"), Feature::Bytes(vec![b"pick rxbar chocolate".to_vec(); 2]));
         let ep = decode_episode(&example::encode(&ex)).unwrap();
         assert_eq!(ep.actions, vec![[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 1.0], [1.1, 1.2, 1.3, 1.4, 1.5, 1.6, -1.0]]);
+        assert_eq!(ep.instructions, vec!["pick rxbar chocolate"; 2], "the instruction, not a camera");
+        assert!(ep.images.is_empty());
         // Parts that disagree on the step count are an error, not a silent shift.
         ex.insert(format!("{ACTION}/rotation_delta"), Feature::Float(vec![0.0; 9]));
         let e = decode_episode(&example::encode(&ex)).unwrap_err();

@@ -254,7 +254,8 @@ def write_rt1(args):
 
     f = tfds.features
     features = f.FeaturesDict({"steps": f.Dataset({
-        "observation": f.FeaturesDict({"image": f.Image(shape=(SIZE, SIZE, 3), dtype=np.uint8)}),
+        "observation": f.FeaturesDict({"image": f.Image(shape=(SIZE, SIZE, 3), dtype=np.uint8),
+                                       "natural_language_instruction": f.Text()}),
         "action": f.FeaturesDict({
             "world_vector": f.Tensor(shape=(3,), dtype=np.float32),
             "rotation_delta": f.Tensor(shape=(3,), dtype=np.float32),
@@ -274,7 +275,8 @@ def write_rt1(args):
             gr = rng.choice([-1.0, 1.0], (t, 1)).astype(np.float32)
             want[f"ep{i}"] = np.concatenate([wv, rd, gr], 1)
             steps = [{
-                "observation": {"image": np.full((SIZE, SIZE, 3), 40 * s, np.uint8)},
+                "observation": {"image": np.full((SIZE, SIZE, 3), 40 * s, np.uint8),
+                                "natural_language_instruction": f"pick object {i}"},
                 "action": {"world_vector": wv[s], "rotation_delta": rd[s], "gripper_closedness_action": gr[s],
                            "base_displacement_vector": np.zeros(2, np.float32), "terminate_episode": np.array([0, 1, 0], np.int32)},
                 "reward": np.float32(s == t - 1), "discount": np.float32(1.0),
@@ -299,7 +301,11 @@ def check_rt1(args):
     with h5py.File(args.hdf5, "r") as fh:
         expect(len(fh["data"]) == len(exp.files), args.hdf5, f"{len(fh['data'])} demos, expected {len(exp.files)}")
         for i in range(len(exp.files)):
-            close(fh["data"][f"demo_{i}"]["actions"], exp[f"{i}"], f"demo_{i} actions from the action dict")
+            g = fh["data"][f"demo_{i}"]
+            close(g["actions"], exp[f"{i}"], f"demo_{i} actions from the action dict")
+            instr = {s.decode() if isinstance(s, bytes) else s for s in g["instructions"][()]}
+            expect(len(instr) == 1 and next(iter(instr)).startswith("pick object "), f"demo_{i}",
+                   f"instructions {instr} (from observation/natural_language_instruction)")
     print(f"Vela read {len(exp.files)} RT-1-layout episodes: dict actions became 7-D in the right order")
 
 

@@ -139,11 +139,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
         _ => bail!("pass exactly one of --model DIR and --config NAME"),
     };
     let device = train::parse_device(&a.device)?;
-    let mut reader = vela_data::convert::open_many(&a.dataset, Some(a.dataset_type.into()))
+    let reader = vela_data::convert::open_many(&a.dataset, Some(a.dataset_type.into()))
         .with_context(|| format!("opening {}", a.dataset.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")))?;
-    if a.action_labels == ActionLabels::Intended {
-        reader = Box::new(vela_data::Relabel { inner: reader, key: vela_data::INTENDED_ACTION_KEY.into() });
-    }
     let opts = TrainOptions {
         out: a.out,
         epochs: a.epochs,
@@ -169,6 +166,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         camera: a.camera,
         instruction: a.instruction,
         dataset_name: a.dataset_name,
+        action_labels: (a.action_labels == ActionLabels::Intended).then(|| vela_data::INTENDED_ACTION_KEY.to_string()),
         progress: true,
     };
     let s = train::train(reader, &source, mode, &opts, &device)?;

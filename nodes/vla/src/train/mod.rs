@@ -86,6 +86,10 @@ pub struct TrainOptions {
     pub instruction: Option<String>,
     /// `norm_stats` key (default: the dataset's name).
     pub dataset_name: Option<String>,
+    /// Train on the 7-D series under this observation key instead of `actions` (e.g.
+    /// `intended_action`, the noise-free actions `vela datagen` records); statistics follow.
+    #[serde(default)]
+    pub action_labels: Option<String>,
     /// Show a progress bar.
     #[serde(skip)]
     pub progress: bool,
@@ -118,6 +122,7 @@ impl Default for TrainOptions {
             camera: None,
             instruction: None,
             dataset_name: None,
+            action_labels: None,
             progress: false,
         }
     }
@@ -149,6 +154,8 @@ struct Fingerprint {
     val_split: f64,
     episodes: usize,
     camera: Option<String>,
+    #[serde(default)]
+    action_labels: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -285,6 +292,10 @@ impl Trainer {
 
 /// Builds the model on `device`, reads `reader`, trains, and writes the output folder.
 pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, opts: &TrainOptions, device: &Device) -> Result<TrainSummary> {
+    let reader: Box<dyn EpisodeReader> = match &opts.action_labels {
+        Some(key) => Box::new(vela_data::Relabel { inner: reader, key: key.clone() }),
+        None => reader,
+    };
     let t_start = Instant::now();
     let out = &opts.out;
     if opts.batch_size == 0 {
@@ -348,6 +359,7 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
         val_split: opts.val_split,
         episodes: n_episodes,
         camera: opts.camera.clone(),
+        action_labels: opts.action_labels.clone(),
     };
     if let Some(s) = &saved {
         if s.fingerprint != fingerprint {

@@ -22,8 +22,11 @@
 #                                                    TRAIN_END_MIN minutes after start → pack the model →
 #                                                    the four benches at once → pack the reports
 #   bash .gpu/gpu-train.sh follow SECONDS            show the pipeline's progress; copy what it packed to $OUT
-#   (env: TRAIN_FROM=repo-relative checkpoint to continue from, TRAIN_LR, TRAIN_WARMUP, TRAIN_BATCH,
-#    TRAIN_EXTRA="--image-aug --no-colour-jitter", TRAIN_BF16=auto|1|0, BENCH_EPISODES, DATAGEN_PROCS,
+#   Defaults are run 3's recipe (small-168, bf16, crop augmentation, intended-action labels, 16
+#   datagen processes); TRAIN_FROM=models/openvla-small-mimicgen continues from the shipped model.
+#   (env: TRAIN_FROM=repo-relative checkpoint to continue from, TRAIN_CONFIG, TRAIN_LR, TRAIN_WARMUP,
+#    TRAIN_BATCH, TRAIN_EXTRA (default "--image-aug --no-colour-jitter --action-labels intended"),
+#    TRAIN_BF16=1|0|auto (auto: an 80-step probe of each), BENCH_EPISODES, DATAGEN_PROCS,
 #    DATAGEN_SEED=offset for fresh demos on a second lease, BENCH_TAGS=d2-fp16,d1-fp16 for a subset)
 set -euo pipefail
 G=$(cd "$(dirname "$0")" && pwd)
@@ -51,7 +54,7 @@ _all)
     d4=${1:-600}
     lang=${2:-600}
     train_end=$(( $(cat "$WORK/all.start") + $(python3 -c "print(int(${3:-20.5} * 60))") ))
-    procs=${DATAGEN_PROCS:-8}
+    procs=${DATAGEN_PROCS:-16}
     per=$(( procs / 2 ))
     workers=$(( $(nproc) / procs )); [ $workers -ge 1 ] || workers=1
     pids=()
@@ -75,11 +78,11 @@ _all)
     out="$WORK/runs/shipped"
     mkdir -p "$WORK/runs"
     # The carried copy is replaced on every call: train from a copy of it in $WORK.
-    if [ -n "${TRAIN_FROM:-}" ]; then rm -rf "$WORK/from" && cp -r "$ROOT/$TRAIN_FROM" "$WORK/from" && base=(--model "$WORK/from"); else base=(--config "${TRAIN_CONFIG:-small-112}"); fi
+    if [ -n "${TRAIN_FROM:-}" ]; then rm -rf "$WORK/from" && cp -r "$ROOT/$TRAIN_FROM" "$WORK/from" && base=(--model "$WORK/from"); else base=(--config "${TRAIN_CONFIG:-small-168}"); fi
     # TRAIN_BF16=auto: 80 steps each way, then the faster for the real run (bf16 only if it
     # gains more than 15 % and its loss stays finite).
     precision=()
-    if [ "${TRAIN_BF16:-auto}" = auto ] && [ "$DEV" != cpu ]; then
+    if [ "${TRAIN_BF16:-1}" = auto ] && [ "$DEV" != cpu ]; then
         declare -A sps
         for m in f32 bf16; do
             flag=(); [ $m = bf16 ] && flag=(--bf16)
@@ -91,7 +94,7 @@ _all)
         done
         log "precision probe: f32 ${sps[f32]} samples/s, bf16 ${sps[bf16]} samples/s"
         if python3 -c "import sys; sys.exit(0 if float(sys.argv[2]) > 1.15 * float(sys.argv[1]) else 1)" "${sps[f32]}" "${sps[bf16]}"; then precision=(--bf16); fi
-    elif [ "${TRAIN_BF16:-auto}" = 1 ]; then
+    elif [ "${TRAIN_BF16:-1}" = 1 ]; then
         precision=(--bf16)
     fi
     minutes=$(python3 -c "print(max(4.0, ($train_end - $(date +%s)) / 60))")
@@ -103,7 +106,7 @@ _all)
         --full --epochs 100 --time-budget "$minutes" --batch-size "${TRAIN_BATCH:-128}" --lr "${TRAIN_LR:-1e-3}" \
         --warmup-steps "${TRAIN_WARMUP:-300}" --cosine --keep-epochs --save-every 1000 --log-every 50 \
         --dataset-name stack_d4_lang --val-split 0.02 --val-max-samples 512 \
-        --shuffle-episodes "${TRAIN_SHUFFLE:-256}" "${precision[@]}" ${TRAIN_EXTRA:-} > "$WORK/runs/shipped.log" 2>&1 || { log "training failed"; tail -n 30 "$WORK/runs/shipped.log"; exit 1; }
+        --shuffle-episodes "${TRAIN_SHUFFLE:-256}" "${precision[@]}" ${TRAIN_EXTRA---image-aug --no-colour-jitter --action-labels intended} > "$WORK/runs/shipped.log" 2>&1 || { log "training failed"; tail -n 30 "$WORK/runs/shipped.log"; exit 1; }
     log "train done"
     mkdir -p "$WORK/out/model"
     find "$out" -maxdepth 1 -type f ! -name '*.gguf' -exec cp {} "$WORK/out/model/" \;
@@ -192,11 +195,12 @@ train)
     out="$WORK/runs/$name"
     mkdir -p "$WORK/runs"
     if [ $# = 0 ]; then
-        # The shipped model's recipe: small-112 from scratch, full training, cosine decay.
+        # The shipped model's recipe: small-168 from scratch, full training, cosine decay.
         # Leased time, not epochs, bounds the run: --time-budget fixes the step count after a
         # few dozen steps; every epoch is exported for the episodes-vs-epochs study.
-        set -- --config small-112 --full --epochs 100 --time-budget "${VELA_TRAIN_MINUTES:-15}" --batch-size 128 \
-            --lr 1e-3 --warmup-steps 300 --cosine --keep-epochs \
+        set -- --config small-168 --full --bf16 --image-aug --no-colour-jitter --action-labels intended \
+            --epochs 100 --time-budget "${VELA_TRAIN_MINUTES:-15}" --batch-size 128 \
+            --lr 1e-3 --warmup-steps 300 --cosine --keep-epochs --shuffle-episodes 256 \
             --save-every 1000 --log-every 50 --dataset-name stack_d4_lang --val-split 0.02 --val-max-samples 512
     fi
     log "train $name on $datasets"

@@ -213,18 +213,22 @@ fn tiny_openvla_runs_alone_and_batched() {
     assert_eq!(outcomes(&a), outcomes(&b));
 }
 
+/// The zeros fixture with one edit (`from` must occur in it), saved as `dir/<name>.json`
+/// under the preset name `bench-<name>`.
+fn zeros_variant(dir: &Path, name: &str, from: &str, to: &str) -> PathBuf {
+    let text = std::fs::read_to_string(fixture("zeros.json")).unwrap();
+    assert!(text.contains(from), "fixture changed: {text}");
+    let file = dir.join(format!("{name}.json"));
+    std::fs::write(&file, text.replace("\"bench-zeros\"", &format!("\"bench-{name}\"")).replace(from, to)).unwrap();
+    file
+}
+
 /// A policy that stops answering mid-episode ends the run with an error naming the
 /// environment and episode, instead of hanging forever.
 #[test]
 fn a_hung_policy_is_reported_not_waited_for() {
     let dir = scratch("stall");
-    let preset = std::fs::read_to_string(fixture("zeros.json"))
-        .unwrap()
-        .replace("\"bench-zeros\"", "\"bench-stall\"")
-        .replace(r#""values": "0,0,0,0,0,0,0""#, r#""values": "0,0,0,0,0,0,0", "limit": 3"#);
-    assert!(preset.contains("\"limit\": 3"), "fixture changed: {preset}");
-    let preset_file = dir.join("stall.json");
-    std::fs::write(&preset_file, preset).unwrap();
+    let preset_file = zeros_variant(&dir, "stall", r#""values": "0,0,0,0,0,0,0""#, r#""values": "0,0,0,0,0,0,0", "limit": 3"#);
     let o = bench(preset_file.to_str().unwrap(), &["--episodes", "2", "--stall-timeout", "2"], &dir.join("s.json"));
     assert!(!o.status.success(), "{}", text(&o));
     let t = text(&o);
@@ -237,14 +241,8 @@ fn a_hung_policy_is_reported_not_waited_for() {
 #[test]
 fn a_policy_that_never_answers_is_reported_after_the_startup_limit() {
     let dir = scratch("startup");
-    let preset = std::fs::read_to_string(fixture("zeros.json"))
-        .unwrap()
-        .replace("\"bench-zeros\"", "\"bench-silent\"")
-        .replace(r#",
+    let preset_file = zeros_variant(&dir, "silent", r#",
     { "from": "policy.actions", "to": "sim.actions" }"#, "");
-    assert!(!preset.contains("sim.actions"), "fixture changed: {preset}");
-    let preset_file = dir.join("silent.json");
-    std::fs::write(&preset_file, preset).unwrap();
     let o = bench(preset_file.to_str().unwrap(), &["--episodes", "1", "--startup-timeout", "3"], &dir.join("s.json"));
     assert!(!o.status.success(), "{}", text(&o));
     let t = text(&o);

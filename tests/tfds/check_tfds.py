@@ -342,33 +342,29 @@ def check_hdf5(args):
     print(f"Vela read {len(order)} TFDS-written episodes ({steps} steps): all values match what TFDS was given")
 
 
+# Subcommand → (function, required options); read-vela also takes --remap.
+COMMANDS = {
+    "read-vela": (read_vela, ["--data-dir", "--name", "--hdf5"]),
+    "write": (write, ["--data-dir", "--name", "--expect"]),
+    "check-hdf5": (check_hdf5, ["--hdf5", "--expect", "--info"]),
+    "write-rt1": (write_rt1, ["--data-dir", "--name", "--expect"]),
+    "check-rt1": (check_rt1, ["--hdf5", "--expect"]),
+}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("read-vela")
-    r.add_argument("--data-dir", required=True)
-    r.add_argument("--name", required=True)
-    r.add_argument("--hdf5", required=True)
-    r.add_argument("--remap", default="")
-    w = sub.add_parser("write")
-    w.add_argument("--data-dir", required=True)
-    w.add_argument("--name", required=True)
-    w.add_argument("--expect", required=True)
-    c = sub.add_parser("check-hdf5")
-    c.add_argument("--hdf5", required=True)
-    c.add_argument("--expect", required=True)
-    c.add_argument("--info", required=True)
-    w1 = sub.add_parser("write-rt1")
-    w1.add_argument("--data-dir", required=True)
-    w1.add_argument("--name", required=True)
-    w1.add_argument("--expect", required=True)
-    c1 = sub.add_parser("check-rt1")
-    c1.add_argument("--hdf5", required=True)
-    c1.add_argument("--expect", required=True)
+    for name, (_, options) in COMMANDS.items():
+        c = sub.add_parser(name)
+        for o in options:
+            c.add_argument(o, required=True)
+        if name == "read-vela":
+            c.add_argument("--remap", default="")
     args = p.parse_args()
     tf.config.set_visible_devices([], "GPU")
     try:
-        {"read-vela": read_vela, "write": write, "check-hdf5": check_hdf5, "write-rt1": write_rt1, "check-rt1": check_rt1}[args.cmd](args)
+        COMMANDS[args.cmd][0](args)
     except Mismatch as e:
         print(f"MISMATCH: {e}", file=sys.stderr)
         sys.exit(1)

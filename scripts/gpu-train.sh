@@ -27,7 +27,8 @@
 #   (env: TRAIN_FROM=repo-relative checkpoint to continue from, TRAIN_CONFIG, TRAIN_LR, TRAIN_WARMUP,
 #    TRAIN_BATCH, TRAIN_EXTRA (default "--image-aug --no-colour-jitter --action-labels intended"),
 #    TRAIN_BF16=1|0|auto (auto: an 80-step probe of each), BENCH_EPISODES, DATAGEN_PROCS,
-#    DATAGEN_SEED=offset for fresh demos on a second lease, BENCH_TAGS=d2-fp16,d1-fp16 for a subset)
+#    DATAGEN_SEED=offset for fresh demos on a second lease, BENCH_TAGS=d2-fp16,d1-fp16 for a subset,
+#    PROBE_BATCHES=128,512 for a profiled step-time breakdown at each batch size before training)
 set -euo pipefail
 G=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$G/.." && pwd)
@@ -79,6 +80,17 @@ _all)
     mkdir -p "$WORK/runs"
     # The carried copy is replaced on every call: train from a copy of it in $WORK.
     if [ -n "${TRAIN_FROM:-}" ]; then rm -rf "$WORK/from" && cp -r "$ROOT/$TRAIN_FROM" "$WORK/from" && base=(--model "$WORK/from"); else base=(--config "${TRAIN_CONFIG:-small-168}"); fi
+    # PROBE_BATCHES=128,512: 60 profiled steps at each batch size first (VELA_TRAIN_PROFILE=1
+    # synchronises between phases), so the log says where a step's time goes.
+    for b in $(echo "${PROBE_BATCHES:-}" | tr , " "); do
+        rm -rf "$WORK/probe-b$b"
+        VELA_TRAIN_PROFILE=1 "$VELA" train --dataset "$datasets" --dataset-type mimicgen --out "$WORK/probe-b$b" --device "$DEV" "${base[@]}" \
+            --full --max-steps 60 --batch-size "$b" --lr 1e-4 --warmup-steps 10 --save-every 0 --log-every 20 --val-split 0 \
+            --shuffle-episodes 64 --bf16 --image-aug --no-colour-jitter > "$WORK/probe-b$b.log" 2>&1 || true
+        log "probe batch $b:"
+        sed 's/\x1b\[[0-9;]*m//g' "$WORK/probe-b$b.log" | grep -E 'step time|train step' | sed -E 's/^.*(step=)/\1/' | cut -c1-200 | tail -n 4
+        mkdir -p "$WORK/out" && cp "$WORK/probe-b$b.log" "$WORK/out/"
+    done
     # TRAIN_BF16=auto: 80 steps each way, then the faster for the real run (bf16 only if it
     # gains more than 15 % and its loss stays finite).
     precision=()

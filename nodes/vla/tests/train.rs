@@ -143,6 +143,11 @@ fn lora_merge_equals_unmerged() {
         .map(|c| Sample { image: image::RgbImage::from_raw(28, 28, frame(c, 28).rgb).unwrap(), instruction: format!("task {c}"), action: ACTIONS[c] })
         .collect();
     let b = col.batch(&samples).unwrap();
+    // Training normalises the raw bytes on the device; it must give inference's pixel values.
+    let want = Tensor::cat(&samples.iter().map(|s| vela_vla::preprocess::pixel_values(&s.image, &col.towers, candle_core::DType::F32, &Device::Cpu).unwrap()).collect::<Vec<_>>(), 0).unwrap();
+    let px_diff = (&b.pixels - &want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert_eq!(b.pixels.dims(), want.dims());
+    assert!(px_diff < 1e-5, "collated pixels differ from inference's by {px_diff}");
     let x = lora.forward(&b.pixels, &b.ids, &b.gather).unwrap();
     let y = plain.forward(&b.pixels, &b.ids, &b.gather).unwrap();
     let diff = (x - &y).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
@@ -160,18 +165,21 @@ fn resume_reproduces_the_uninterrupted_loss_curve() {
         let o = TrainOptions { max_steps: Some(max), resume, image_aug: true, batch_size: 5, ..opts(out) };
         train::train(Box::new(dataset(6, 7)), &ModelSource::Dir(base.clone()), mode.clone(), &o, &Device::Cpu).unwrap()
     };
-    let whole = run(&tmp.join("whole"), 14, false);
+    // 5 training episodes of 7 steps in chunks of 3 episodes (21 + 14 samples), batches of 5:
+    // 7 steps an epoch, and step 12 stops 4 samples into the second chunk of epoch 1, so the
+    // resumed loader starts mid-epoch in a later chunk and must draw the same crops there.
+    let whole = run(&tmp.join("whole"), 16, false);
     let part = tmp.join("part");
-    let first = run(&part, 9, false);
-    assert_eq!(first.steps, 9);
-    let resumed = run(&part, 14, true);
-    assert_eq!(resumed.history.len(), 14);
+    let first = run(&part, 12, false);
+    assert_eq!(first.steps, 12);
+    let resumed = run(&part, 16, true);
+    assert_eq!(resumed.history.len(), 16);
     for (a, b) in whole.history.iter().zip(&resumed.history) {
         assert!((a.loss - b.loss).abs() <= 1e-5 * a.loss.abs().max(1.0), "step {}: {} vs {}", a.step, a.loss, b.loss);
         assert_eq!(a.accuracy, b.accuracy, "step {}", a.step);
     }
     // Without --resume an existing run is not overwritten.
-    let o = TrainOptions { max_steps: Some(14), ..opts(&part) };
+    let o = TrainOptions { max_steps: Some(16), ..opts(&part) };
     let e = train::train(Box::new(dataset(6, 7)), &ModelSource::Dir(base.clone()), mode, &o, &Device::Cpu).err().unwrap();
     assert!(e.to_string().contains("--resume"), "{e}");
     // A resume with different settings is refused.

@@ -27,7 +27,6 @@ use vela_data::EpisodeReader;
 use crate::action::{unnormalize, ActionTokenizer};
 use crate::checkpoint::{write_checkpoint, TokenizerSource};
 use crate::config::{DatasetStats, OpenVlaConfig, Stats};
-use crate::rng::{tensor_seed, SplitMix64};
 use crate::tokenizer::{ByteTokenizer, SpmTokenizer, TextTokenizer};
 use crate::{Result, VlaError};
 
@@ -228,6 +227,27 @@ fn score(logits: &Tensor, targets: &[u32], actions: &ActionTokenizer, stats: &St
     Ok((hits as f32 / n.max(1) as f32, (l1 / n.max(1) as f64) as f32))
 }
 
+/// Where a training step's wall time goes, summed between two log lines: the loop waiting on
+/// the loader (which also draws the crops), collating, and the device's forward, backward and
+/// update.
+/// The device parts are separated by synchronising only with `VELA_TRAIN_PROFILE=1`, since a
+/// sync costs a little; otherwise `fwd` holds all device time.
+#[derive(Default, Clone, Copy)]
+struct Phases {
+    wait: f64,
+    collate: f64,
+    fwd: f64,
+    bwd: f64,
+    opt: f64,
+}
+
+impl Phases {
+    fn per_step_ms(&self, steps: f64) -> [f64; 5] {
+        let k = 1e3 / steps.max(1.0);
+        [self.wait * k, self.collate * k, self.fwd * k, self.bwd * k, self.opt * k]
+    }
+}
+
 struct Trainer {
     params: Arc<Params>,
     model: TrainModel,
@@ -235,29 +255,52 @@ struct Trainer {
     stats: Stats,
     /// Compute dtype; the variables (and AdamW) stay f32.
     compute: DType,
+    phases: Phases,
+    profile: bool,
 }
 
 impl Trainer {
     /// Forward + loss (+ backward and update when `opt` is given) on one batch.
     fn step(&mut self, samples: &[Sample], opt: Option<(&mut AdamW, &[(String, candle_core::Var)], f64)>) -> Result<(f32, f32, f32, f64)> {
+        let t0 = Instant::now();
         let b = self.collator.batch(samples)?;
         let mut pixels = b.pixels.clone();
+        let sync = |t: &Tensor| -> Result<()> {
+            if self.profile {
+                t.device().synchronize()?;
+            }
+            Ok(())
+        };
         if self.compute != DType::F32 {
             // Fresh casts of the current weights (they changed at the last update).
             let store = model::CastStore { inner: ParamStore(self.params.clone()), dtype: self.compute };
             self.model = TrainModel::with_dtype(&self.params.config, Arc::new(store), self.compute)?;
             pixels = pixels.to_dtype(self.compute)?;
         }
+        sync(&pixels)?;
+        let t1 = Instant::now();
         let logits = self.model.forward(&pixels, &b.ids, &b.gather)?;
         let targets = Tensor::from_vec(b.targets.clone(), b.targets.len(), logits.device())?;
         let loss = candle_nn::loss::cross_entropy(&logits, &targets)?;
+        sync(&loss)?;
+        let t2 = Instant::now();
         let mut grad_norm = 0.0;
+        let mut t3 = t2;
         if let Some((opt, vars, lr)) = opt {
             let grads = loss.backward()?;
+            sync(&loss)?;
+            t3 = Instant::now();
             grad_norm = opt.step(vars, &grads, lr)?;
         }
         let (acc, l1) = score(&logits, &b.targets, &self.collator.actions, &self.stats)?;
-        Ok((loss.to_scalar::<f32>()?, acc, l1, grad_norm))
+        let loss = loss.to_scalar::<f32>()?;
+        let t4 = Instant::now();
+        let p = &mut self.phases;
+        p.collate += (t1 - t0).as_secs_f64();
+        p.fwd += (t2 - t1).as_secs_f64();
+        p.bwd += (t3 - t2).as_secs_f64();
+        p.opt += (t4 - t3).as_secs_f64();
+        Ok((loss, acc, l1, grad_norm))
     }
 
     /// Teacher-forced metrics over (at most `max` samples of) the validation episodes.
@@ -414,7 +457,8 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
     let actions = ActionTokenizer::new(config.base_vocab() as u32, config.n_action_bins);
     let collator = Collator::new(tokenizer, actions, stats.action.clone(), towers.clone(), config.pad_token_id, device.clone());
     let compute = if opts.bf16 { DType::BF16 } else { DType::F32 };
-    let mut trainer = Trainer { params: params.clone(), model, collator, stats: stats.action.clone(), compute };
+    let profile = std::env::var("VELA_TRAIN_PROFILE").is_ok_and(|v| v == "1");
+    let mut trainer = Trainer { params: params.clone(), model, collator, stats: stats.action.clone(), compute, phases: Phases::default(), profile };
     let data_opts = DataOptions { camera: opts.camera.clone(), instruction: opts.instruction.clone(), image_size: towers[0].image_size };
 
     let mut opt = AdamW::new(AdamWConfig { weight_decay: opts.weight_decay, max_grad_norm: opts.max_grad_norm, ..Default::default() });
@@ -489,11 +533,20 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
             skip -= len;
             first_chunk += 1;
         }
-        let mut offset = (step - epoch * steps_per_epoch) as usize * opts.batch_size;
         let n_chunks = plan.chunks.len();
-        let rx = data::spawn_loader(reader.clone(), data_opts.clone(), plan, opts.seed, epoch, first_chunk);
+        // Crops are drawn on the loader thread, off the step's critical path; a sample's crop
+        // depends only on its position in the epoch, which for the first chunk loaded is the
+        // length of the chunks before it.
+        let aug = opts.image_aug.then(|| data::AugPlan {
+            seed: opts.seed,
+            colour: !opts.no_colour_jitter,
+            first_position: plan.chunks[..first_chunk].iter().flatten().map(|e| lengths[e]).sum(),
+        });
+        let rx = data::spawn_loader(reader.clone(), data_opts.clone(), plan, opts.seed, epoch, first_chunk, aug);
         let mut pending: Vec<Sample> = Vec::new();
+        let mut t_recv = Instant::now();
         for (ci, chunk) in (first_chunk..).zip(rx) {
+            trainer.phases.wait += t_recv.elapsed().as_secs_f64();
             let mut chunk = chunk?;
             if skip > 0 {
                 chunk.drain(..skip.min(chunk.len()));
@@ -506,11 +559,7 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
                     break 'epochs;
                 }
                 let n = opts.batch_size.min(pending.len());
-                let mut batch: Vec<Sample> = pending.drain(..n).collect();
-                if opts.image_aug {
-                    augment_batch(&mut batch, opts.seed, epoch, offset, !opts.no_colour_jitter);
-                }
-                offset += n;
+                let batch: Vec<Sample> = pending.drain(..n).collect();
                 let lr = lr_at(opts.lr, opts.warmup_steps, step, opts.cosine.then_some(total_steps));
                 let (loss, accuracy, l1, grad_norm) = trainer.step(&batch, Some((&mut opt, &vars, lr)))?;
                 if !loss.is_finite() {
@@ -556,6 +605,9 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
                             "train"
                         )
                     });
+                    let [wait, collate, fwd, bwd, upd] = trainer.phases.per_step_ms(k as f64);
+                    bar.suspend(|| tracing::info!(step, wait, collate, fwd, bwd, upd, profiled = trainer.profile, "step time (ms per step)"));
+                    trainer.phases = Phases::default();
                     bar.set_message(format!("loss {:.3} acc {:.2}", window.iter().map(|m| m.loss).sum::<f32>() / k, window.iter().map(|m| m.accuracy).sum::<f32>() / k));
                     window.clear();
                 }
@@ -565,6 +617,7 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
                     side_secs += t.elapsed().as_secs_f64();
                 }
             }
+            t_recv = Instant::now();
         }
         if (step - epoch * steps_per_epoch) < steps_per_epoch {
             break; // max_steps reached mid-epoch
@@ -572,6 +625,7 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
         epochs_completed = epoch + 1;
         let t = Instant::now();
         let val = trainer.validate(&reader, &val_eps, &data_opts, opts.batch_size, opts.val_max_samples)?;
+        trainer.phases = Phases::default();
         if opts.keep_epochs {
             let dir = out.join("epochs").join(format!("epoch-{:02}", epoch + 1));
             let p = params.clone();
@@ -674,21 +728,3 @@ pub fn parse_device(s: &str) -> Result<Device> {
     }
 }
 
-/// Random crops of a whole batch, spread over the cores: one thread cropping and resizing 128
-/// frames at 168 px took longer than the GPU step it fed (400 against 230 ms per step on an H100).
-/// Each sample's draws depend only on its position in the epoch, so the threads change nothing.
-fn augment_batch(batch: &mut [Sample], seed: u64, epoch: u64, offset: usize, colour: bool) {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 16);
-    let per = batch.len().div_ceil(threads).max(1);
-    std::thread::scope(|sc| {
-        for (k, part) in batch.chunks_mut(per).enumerate() {
-            sc.spawn(move || {
-                for (j, s) in part.iter_mut().enumerate() {
-                    let i = offset + k * per + j;
-                    let mut rng = SplitMix64::new(tensor_seed(seed, &format!("aug/{epoch}/{i}")));
-                    s.image = data::augment_with(&s.image, &mut rng, colour);
-                }
-            });
-        }
-    });
-}

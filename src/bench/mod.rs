@@ -342,6 +342,9 @@ pub fn run_bench(store: &PresetStore, args: RunArgs) -> Result<BenchStats> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let t0 = Instant::now();
     let outcome = rt.block_on(drive(&registry, &plan, &args, todo, &mut done, rx, wall_before, t0));
+    // A node stuck in a blocking call (a policy that never returned from the GPU) would keep a
+    // plain drop of the runtime waiting forever, and the run would never report why it ended.
+    rt.shutdown_timeout(Duration::from_secs(10));
     let stats = BenchStats::new(plan.config.clone(), done, wall_before + t0.elapsed().as_secs_f64(), vela_runtime::bench::machine_description());
     if let Some(p) = &args.save_stats {
         stats.save(p)?;

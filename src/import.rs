@@ -62,8 +62,12 @@ fn map_param(our_type: &str, key: &str, value: &Value) -> ParamFate {
             let v = value.as_f64().unwrap_or(0.1);
             Ours("chunk".into(), Value::from(if v < 16.0 { v } else { v / 16000.0 }))
         }
-        // Only tiny.en ships (scripts/setup-speech.sh); their `base`/`tiny` map onto it.
-        ("WhisperASR", "model") => Ours("model".into(), Value::from("tiny.en")),
+        // tiny.en and base ship (scripts/setup-speech.sh): their `base`/`base.en` become base,
+        // everything else (tiny, small, ...) the default tiny.en.
+        ("WhisperASR", "model") => {
+            let base = value.as_str().is_some_and(|m| m.trim().starts_with("base"));
+            Ours("model".into(), Value::from(if base { "base" } else { "tiny.en" }))
+        }
         (_, "use_cache") => Dropped("no model cache setting"),
         (_, "language_code") => Dropped("English only"),
         (_, "text_color" | "partial_color" | "delta_color") => Dropped("the studio log styles text itself"),

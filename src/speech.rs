@@ -9,7 +9,7 @@ pub enum SpeechCommand {
     /// Find the utterances in a WAV file and transcribe each.
     Transcribe {
         file: PathBuf,
-        /// Whisper model (tiny.en ships through scripts/setup-speech.sh).
+        /// Whisper model: tiny.en or base (both installed by scripts/setup-speech.sh).
         #[arg(long, default_value = "tiny.en")]
         model: String,
         /// Voice-activity threshold (0-1).

@@ -223,7 +223,7 @@ fn agent_studio_speech_preset_imports_into_a_working_chain() {
     let vad = preset.nodes.iter().find(|n| n.name == "VADFilter").unwrap();
     assert_eq!(vad.params["chunk"], 0.1, "1600 samples at 16 kHz = 0.1 s");
     let asr = preset.nodes.iter().find(|n| n.name == "WhisperASR").unwrap();
-    assert_eq!(asr.params["model"], "tiny.en");
+    assert_eq!(asr.params["model"], "base", "their base is shipped too");
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Measures Whisper's real-time factor and the VAD's cost per second of audio.
 //!
-//!     cargo run --release -p vela-speech --example speech_bench [RUNS]
+//!     cargo run --release -p vela-speech --example speech_bench [RUNS] [MODEL]
+//!
+//! MODEL is tiny.en (default) or base.
 //!
 //! Speech comes from espeak-ng (installed by scripts/setup-speech.sh).
 
@@ -16,6 +18,7 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
+    let name = std::env::args().nth(2).unwrap_or_else(|| "tiny.en".to_string());
     let dir = std::env::temp_dir().join(format!("vela-speech-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let commands = [
@@ -40,8 +43,8 @@ fn main() {
     }
 
     let t0 = Instant::now();
-    let model = vela_speech::asr::load_model("tiny.en").expect("run scripts/setup-speech.sh first");
-    println!("model load: {:.2} s", t0.elapsed().as_secs_f64());
+    let model = vela_speech::asr::load_model(&name).expect("run scripts/setup-speech.sh first");
+    println!("{name}: model load {:.2} s", t0.elapsed().as_secs_f64());
     let mut m = model.lock().unwrap();
     // Warm-up
     let _ = m.transcribe(&vec![0.0; 16000]).unwrap();

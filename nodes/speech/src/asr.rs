@@ -50,7 +50,16 @@ pub fn load_model(name: &str) -> Result<Shared, WhisperError> {
     if let Some(m) = c.get(name) {
         return Ok(m.clone());
     }
+    if !MODELS.contains(&name) {
+        return Err(WhisperError::Model(format!("unknown Whisper model '{name}' (known: {})", MODELS.join(", "))));
+    }
     let files = ModelFiles::locate(name);
+    if let Some(p) = files.missing() {
+        return Err(WhisperError::Model(format!(
+            "Whisper {name}: file {} is missing: run scripts/setup-speech.sh (or scripts/setup.sh)",
+            p.display()
+        )));
+    }
     let t0 = Instant::now();
     let m = Arc::new(Mutex::new(WhisperModel::load(name, &files, &device())?));
     tracing::info!(

@@ -9,7 +9,12 @@ use vela_speech::whisper::ModelFiles;
 /// The installed tiny.en files, or None (with a loud message) when setup-speech.sh has
 /// not run. Set VELA_REQUIRE_MODELS=1 to make their absence a failure instead.
 pub fn model_files() -> Option<ModelFiles> {
-    let files = ModelFiles::locate("tiny.en");
+    model_files_for("tiny.en")
+}
+
+/// [`model_files`] for another model (`base`).
+pub fn model_files_for(name: &str) -> Option<ModelFiles> {
+    let files = ModelFiles::locate(name);
     match files.missing() {
         None => Some(files),
         Some(p) => {

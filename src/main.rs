@@ -123,9 +123,27 @@ fn main() {
     let filter = EnvFilter::try_from_env("VELA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     if let Err(e) = real_main() {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", error_chain(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes, joined by ": " like anyhow's `{:#}`, but skipping a cause whose
+/// text is already there: our library errors print their source inside their own message
+/// (`dataset: {0}` with `#[from]`), and `{:#}` then said everything twice.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if out.contains(&s) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s);
+    }
+    out
 }
 
 fn real_main() -> Result<()> {
@@ -324,4 +342,23 @@ fn bench_runtime(messages: usize, out: Option<PathBuf>) -> Result<()> {
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    enum Lib {
+        #[error("dataset: {0}")]
+        Data(#[from] std::io::Error),
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let io = std::io::Error::other("episode 3 has no `intended_action` series");
+        let e = anyhow::Error::from(Lib::from(io)).context("training");
+        assert_eq!(super::error_chain(&e), "training: dataset: episode 3 has no `intended_action` series");
+        assert_eq!(format!("{e:#}").matches("intended_action").count(), 2, "what anyhow alone prints");
+        let plain = anyhow::anyhow!("outer").context("top");
+        assert_eq!(super::error_chain(&plain), "top: outer");
+    }
 }

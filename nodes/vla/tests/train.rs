@@ -249,11 +249,34 @@ fn augmentation_keeps_size_and_changes_pixels_deterministically() {
     let _ = DataOptions { camera: None, instruction: None, image_size: 28 };
 }
 
-fn tempdir(name: &str) -> std::path::PathBuf {
+/// A scratch folder that is removed when the test ends (each holds a few tiny checkpoints and
+/// datasets, tens of MB; left behind, CI machines filled their disks).
+struct Scratch(std::path::PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for Scratch {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir(name: &str) -> Scratch {
     let d = std::env::temp_dir().join(format!("vela-train-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    Scratch(d)
 }
 
 #[test]

@@ -14,6 +14,10 @@ stage_start "cargo test"
 cargo test --workspace
 stage_end
 
+# dora: the runner, codec and exporter, a real coordinator and daemon, and `vela bench --dora`
+# matching the in-process bench (a build of its own: dora-node-api is left out of the above).
+bash scripts/test-dora.sh
+
 # Bounded fuzzing of the RLDS decoder (cargo-fuzz installed once into the cache; stable rustc works).
 stage_start "fuzz"
 FUZZ_SECONDS="${FUZZ_SECONDS:-60}" bash scripts/fuzz.sh

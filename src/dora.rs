@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use vela_dora::launch::{self, LaunchOptions, Via};
 use vela_dora::ExportOptions;
-use vela_runtime::PresetStore;
+use vela_runtime::{GraphSpec, PresetStore};
 
 #[derive(clap::Subcommand)]
 pub enum DoraCommand {
@@ -70,15 +70,22 @@ pub struct Layout {
     /// Preset name (from the preset folder) or path to a preset file.
     #[arg(long)]
     preset: String,
+    #[command(flatten)]
+    placement: Placement,
+}
+
+/// Where an exported graph's nodes run, shared by `vela dora export/run` and `vela bench --dora`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct Placement {
     /// Put a node (or group) on a dora machine: NODE=MACHINE (the daemon's --machine-id).
     #[arg(long = "machine", value_name = "NODE=MACHINE")]
-    machines: Vec<String>,
+    pub machines: Vec<String>,
     /// Run several nodes in one process, edges between them in memory: NODE,NODE=GROUP.
     #[arg(long = "group", value_name = "NODE,NODE=GROUP")]
-    groups: Vec<String>,
+    pub groups: Vec<String>,
     /// The program dora runs for each node: a `vela` built with `--features dora`, or `vela-dora-node` (default: whichever is here).
     #[arg(long, value_name = "PATH")]
-    runner: Option<PathBuf>,
+    pub runner: Option<PathBuf>,
 }
 
 fn split_pair(s: &str, flag: &str) -> Result<(String, String)> {
@@ -88,13 +95,13 @@ fn split_pair(s: &str, flag: &str) -> Result<(String, String)> {
     }
 }
 
-impl Layout {
-    fn export(&self, store: &PresetStore) -> Result<(String, vela_dora::Dataflow)> {
-        let registry = registry();
-        let (preset, path, warnings) = store.load(&self.preset)?;
-        for w in &warnings {
-            tracing::warn!("{w}");
-        }
+impl Placement {
+    pub fn is_empty(&self) -> bool {
+        self.machines.is_empty() && self.groups.is_empty() && self.runner.is_none()
+    }
+
+    /// `graph` (named `name`) as a dora dataflow placed as the flags say.
+    pub fn export(&self, name: &str, graph: &GraphSpec) -> Result<vela_dora::Dataflow> {
         let (runner, runner_args) = runner(self.runner.as_ref())?;
         let mut opts = ExportOptions { runner, runner_args, log: std::env::var("VELA_LOG").ok(), ..Default::default() };
         for m in &self.machines {
@@ -105,8 +112,17 @@ impl Layout {
             let (nodes, group) = split_pair(g, "group")?;
             opts.groups.insert(group, nodes.split(',').map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect());
         }
-        let df = vela_dora::export(&preset.name, &preset.graph(), &registry, &opts)
-            .with_context(|| format!("exporting {}", path.display()))?;
+        Ok(vela_dora::export(name, graph, &registry(), &opts)?)
+    }
+}
+
+impl Layout {
+    fn export(&self, store: &PresetStore) -> Result<(String, vela_dora::Dataflow)> {
+        let (preset, path, warnings) = store.load(&self.preset)?;
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        let df = self.placement.export(&preset.name, &preset.graph()).with_context(|| format!("exporting {}", path.display()))?;
         Ok((preset.name, df))
     }
 }
@@ -123,8 +139,8 @@ fn runner(given: Option<&PathBuf>) -> Result<(PathBuf, Option<String>)> {
         None if cfg!(feature = "dora") => (exe, Some("dora node".into())),
         None if sibling.is_file() => (sibling, None),
         None => bail!(
-            "no dora runner: build `vela` with `--features dora`, or `cargo build --release -p vela-dora --features node` \
-             for vela-dora-node next to vela, or pass --runner PATH"
+            "no dora runner: build `vela` with `--features dora`, or `cargo build --release -p vela-dora --features sim` \
+             for vela-dora-node (built-in and simulator nodes) next to vela, or pass --runner PATH"
         ),
     })
 }
@@ -183,7 +199,7 @@ pub fn run(store: &PresetStore, command: DoraCommand) -> Result<()> {
 }
 
 /// Every node family plus the transport benchmark nodes.
-fn registry() -> vela_runtime::Registry {
+pub(crate) fn registry() -> vela_runtime::Registry {
     let mut r = crate::registry::build();
     vela_dora::probe::register(&mut r);
     r

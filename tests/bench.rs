@@ -147,13 +147,15 @@ fn interrupted_runs_resume_where_they_stopped() {
 fn bad_flags_and_missing_presets_give_clear_errors() {
     let dir = scratch("errors");
     let out = dir.join("x.json");
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["bench", "--preset", "no-such-preset"], "no-such-preset"),
         (&["bench", "--episodes", "3"], "--preset is required"),
         (&["bench", "--preset", "counter-demo"], "has no MimicGen node"),
         (&["bench", "--preset", "mimicgen-expert", "--parallel", "0"], "--parallel must be between 1 and 64"),
         (&["bench", "--preset", "mimicgen-expert", "--variant", "Stack_D9"], "environment"),
         (&["bench", "--preset", "mimicgen-expert", "--resume"], "--resume needs --save-stats"),
+        (&["bench", "--preset", "mimicgen-expert", "--dora", "--parallel", "2"], "--dora runs one environment"),
+        (&["bench", "--preset", "mimicgen-expert", "--machine", "sim=gpu"], "add --dora"),
     ];
     for (args, want) in cases {
         let o = vela(args);

@@ -184,6 +184,18 @@ fn coordinator_up(opts: &LaunchOptions) -> bool {
 /// Runs `yaml` (a file written by [`crate::Dataflow::to_yaml`]) until it ends, a node
 /// finishes the run, or the timeout passes.
 pub fn run(yaml: &Path, opts: &LaunchOptions) -> Result<RunReport, LaunchError> {
+    run_watched(yaml, opts, |_| None)
+}
+
+/// [`run`], calling `watch` with what has come in so far about every 50 ms, and once more
+/// with the final report (its answer then no longer matters). A driver such as
+/// `vela bench` follows results live through it, and ends the run early by returning the
+/// reason (a stalled node, Ctrl-C): the dataflow is then stopped as after a timeout.
+pub fn run_watched(
+    yaml: &Path,
+    opts: &LaunchOptions,
+    mut watch: impl FnMut(&RunReport) -> Option<String>,
+) -> Result<RunReport, LaunchError> {
     let events_dir = std::env::temp_dir().join(format!("vela-dora-{}-{}", std::process::id(), vela_runtime::now_ns()));
     fs::create_dir_all(&events_dir).map_err(|source| LaunchError::Io { path: events_dir.clone(), source })?;
     let env_arg = format!("{EVENTS_ENV}={}", events_dir.display());
@@ -218,9 +230,13 @@ pub fn run(yaml: &Path, opts: &LaunchOptions) -> Result<RunReport, LaunchError> 
     let t0 = Instant::now();
     let mut finish: Option<(String, Instant)> = None;
     let mut stop_sent = false;
+    let mut stopped_by_watch: Option<String> = None;
     let status = loop {
         if let Some(reason) = tail.poll(&mut report) {
             finish.get_or_insert((reason, Instant::now()));
+        }
+        if stopped_by_watch.is_none() && finish.is_none() {
+            stopped_by_watch = watch(&report);
         }
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),
@@ -232,7 +248,7 @@ pub fn run(yaml: &Path, opts: &LaunchOptions) -> Result<RunReport, LaunchError> 
         }
         let due = match &finish {
             Some((_, at)) => at.elapsed() >= DRAIN,
-            None => opts.timeout.is_some_and(|t| t0.elapsed() >= t),
+            None => stopped_by_watch.is_some() || opts.timeout.is_some_and(|t| t0.elapsed() >= t),
         };
         if due && !stop_sent {
             stop_sent = true;
@@ -251,8 +267,11 @@ pub fn run(yaml: &Path, opts: &LaunchOptions) -> Result<RunReport, LaunchError> 
         std::thread::sleep(Duration::from_millis(50));
     };
     tail.poll(&mut report);
+    // The last values came in after the finish request; the watcher sees them too.
+    let _ = watch(&report);
     report.ended = match (&finish, stop_sent) {
         (Some((reason, _)), _) => reason.clone(),
+        (None, true) if stopped_by_watch.is_some() => stopped_by_watch.clone().unwrap_or_default(),
         (None, true) => "timeout reached".into(),
         (None, false) => "all nodes ended".into(),
     };

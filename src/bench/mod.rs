@@ -5,6 +5,7 @@
 //! episode seeds. `--parallel N` runs N copies of the graph whose OpenVLA nodes share one
 //! model and batch their frames, so every seed is the same episode whatever N is.
 
+mod dora;
 pub mod report;
 pub mod stats;
 
@@ -84,6 +85,16 @@ pub struct RunArgs {
     /// 0 waits forever. Generous by default: a large model may load and compile for minutes.
     #[arg(long, default_value_t = 900, value_name = "SECONDS")]
     pub startup_timeout: u64,
+    /// Run the preset's graph as a dora-rs dataflow (one environment; the same seeds, hence the
+    /// same episodes, as in-process). Needs the dora CLI (scripts/setup-dora.sh) and a runner
+    /// that knows the preset's nodes (see --runner).
+    #[arg(long)]
+    pub dora: bool,
+    /// With --dora: a coordinator and daemon (`dora up/start`), or `dora run`.
+    #[arg(long, default_value = "coordinator", value_name = "coordinator|run")]
+    pub dora_via: vela_dora::launch::Via,
+    #[command(flatten)]
+    pub placement: crate::dora::Placement,
 }
 
 pub fn run(store: &PresetStore, args: BenchArgs) -> Result<()> {
@@ -134,6 +145,12 @@ fn plan(store: &PresetStore, registry: &Registry, args: &RunArgs) -> Result<Plan
     }
     if args.resume && args.save_stats.is_none() {
         bail!("--resume needs --save-stats FILE.json (the run to continue)");
+    }
+    if args.dora && args.parallel > 1 {
+        bail!("--dora runs one environment; run several benches with different --seed ranges instead of --parallel");
+    }
+    if !args.dora && !args.placement.is_empty() {
+        bail!("--machine, --group and --runner place nodes on dora: add --dora");
     }
     let (mut preset, path, warnings) = store.load(name).with_context(|| format!("preset '{name}'"))?;
     for w in &warnings {
@@ -339,12 +356,17 @@ pub fn run_bench(store: &PresetStore, args: RunArgs) -> Result<BenchStats> {
     }
     let finished: BTreeSet<u64> = done.iter().map(|e| e.index).collect();
     let todo: VecDeque<u64> = (0..args.episodes).filter(|i| !finished.contains(i)).collect();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let t0 = Instant::now();
-    let outcome = rt.block_on(drive(&registry, &plan, &args, todo, &mut done, rx, wall_before, t0));
-    // A node stuck in a blocking call (a policy that never returned from the GPU) would keep a
-    // plain drop of the runtime waiting forever, and the run would never report why it ended.
-    rt.shutdown_timeout(Duration::from_secs(10));
+    let outcome = if args.dora {
+        dora::run(&plan, &args, todo, &mut done, wall_before, t0)
+    } else {
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        let outcome = rt.block_on(drive(&registry, &plan, &args, todo, &mut done, rx, wall_before, t0));
+        // A node stuck in a blocking call (a policy that never returned from the GPU) would keep a
+        // plain drop of the runtime waiting forever, and the run would never report why it ended.
+        rt.shutdown_timeout(Duration::from_secs(10));
+        outcome
+    };
     let stats = BenchStats::new(plan.config.clone(), done, wall_before + t0.elapsed().as_secs_f64(), vela_runtime::bench::machine_description());
     if let Some(p) = &args.save_stats {
         stats.save(p)?;

@@ -1,7 +1,7 @@
 //! The dora node runner as a small binary of its own, so a dora deployment needs
 //! neither the studio nor every model back end: it carries the runtime's utility
 //! nodes, the benchmark nodes, and the node families enabled as features of this crate
-//! (`sim`). `vela dora node` (`vela` built with `--features dora`) is the same runner
+//! (`sim`: the simulator and AutoPrompt). `vela dora node` (`vela` built with `--features dora`) is the same runner
 //! with every node family.
 //!
 //! Started by dora without arguments. `vela-dora-node bench [--frames N] [--rate HZ]
@@ -18,7 +18,10 @@ fn registry() -> vela_runtime::Registry {
     let mut registry = vela_runtime::Registry::with_builtins();
     vela_dora::probe::register(&mut registry);
     #[cfg(feature = "sim")]
-    vela_sim::register(&mut registry);
+    {
+        vela_sim::register(&mut registry);
+        vela_prompt::register(&mut registry);
+    }
     registry
 }
 

@@ -207,6 +207,9 @@ pub struct MimicGenNode {
     /// Start the next episode by itself; off, an ended episode waits for `reset_episode`
     /// (a benchmark hands out seeds so parallel simulators run a fixed set of episodes).
     auto_reset: bool,
+    /// Episodes after which the node ends the run (0 = never). Lets a graph that runs without a
+    /// driver, e.g. on dora where no bench can send `reset_episode`, still run a fixed seed set.
+    episodes_limit: u64,
     on_instruction: OnInstruction,
     /// An instruction to apply right after the next reset (restart mode).
     pending_instruction: Option<String>,
@@ -265,6 +268,12 @@ impl MimicGenNode {
             .param(ParamSpec::new("seed", ParamKind::Int { min: Some(0), max: None }, 0, "seed of the first episode").startup_only())
             .param(ParamSpec::new("auto_reset", ParamKind::Bool, true, "start the next episode when one ends (off: wait for reset episode)"))
             .param(ParamSpec::new(
+                "episodes",
+                ParamKind::Int { min: Some(0), max: None },
+                0,
+                "end the run after this many episodes (0 = never); with auto_reset they use seeds seed, seed+1, ...",
+            ))
+            .param(ParamSpec::new(
                 "on_instruction",
                 ParamKind::Choice { options: vec!["redirect".into(), "restart".into()] },
                 "redirect",
@@ -317,6 +326,7 @@ impl MimicGenNode {
             render_ms: 0.0,
             last_instruction: String::new(),
             auto_reset: p.bool("auto_reset")?,
+            episodes_limit: p.u64("episodes")?,
             on_instruction: OnInstruction::parse(p.str("on_instruction")?)?,
             pending_instruction: None,
             seed,
@@ -460,6 +470,11 @@ impl MimicGenNode {
             ctx.publish(stats);
             self.needs_reset = true;
             self.waiting = !self.auto_reset;
+            if self.episodes_limit > 0 && self.finished >= self.episodes_limit {
+                // Hold still from here: a finished run must not start an episode it won't count.
+                self.waiting = true;
+                ctx.finish(format!("{} of {} episodes succeeded", self.successes, self.finished));
+            }
         }
         Ok(())
     }
@@ -542,6 +557,7 @@ impl Node for MimicGenNode {
             "repeat_actions" => self.repeat_actions = value.as_bool().unwrap_or(false),
             "motion" => self.motion = Motion::parse(value.as_str().unwrap_or(""))?,
             "auto_reset" => self.auto_reset = value.as_bool().unwrap_or(true),
+            "episodes" => self.episodes_limit = value.as_u64().unwrap_or(0),
             "on_instruction" => self.on_instruction = OnInstruction::parse(value.as_str().unwrap_or(""))?,
             _ => return Err(NodeError::param(name, "cannot change while running")),
         }

@@ -67,6 +67,50 @@ async fn expert_motion_stacks_and_counts_successes() {
     engine.stop().await;
 }
 
+/// `episodes` ends the run on its own after a fixed, seeded set of episodes: what a graph on
+/// dora (no bench to send `reset_episode`) relies on to run the same episodes as `vela bench`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_episode_limit_ends_the_run_after_consecutive_seeds() {
+    let engine = Engine::new(registry());
+    let graph = GraphSpec {
+        nodes: vec![NodeSpec::new("sim", "MimicGen")
+            .param("environment", "Stack_D0")
+            .param("motion", "expert")
+            .param("genlock", false)
+            .param("framerate", 0.0)
+            .param("width", 32)
+            .param("height", 32)
+            .param("seed", 5)
+            .param("episodes", 2)],
+        edges: vec![],
+    };
+    engine.load(&graph).await.unwrap();
+    let mut rx = engine.subscribe();
+    engine.start().await;
+    let mut seeds = Vec::new();
+    let mut reason = None;
+    let finished = wait_for(&mut rx, 240, |ev| match ev {
+        EngineEvent::Output { node, value } if node == "sim" => {
+            seeds.push(value["seed"].as_u64().unwrap());
+            false
+        }
+        EngineEvent::Finished { node, reason: r } if node == "sim" => {
+            reason = Some(r.clone());
+            true
+        }
+        _ => false,
+    })
+    .await;
+    assert!(finished, "the node ends the run: {seeds:?}");
+    assert_eq!(seeds, vec![5, 6]);
+    assert_eq!(reason.as_deref(), Some("2 of 2 episodes succeeded"));
+    // No third episode starts after the limit.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let s = engine.stats().await;
+    assert!(s["sim"].summary.contains("2/2"), "{}", s["sim"].summary);
+    engine.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn genlock_waits_for_actions_and_widget_commands_work() {
     let engine = Engine::new(registry());

@@ -4,14 +4,15 @@
 
 pub mod asr;
 pub mod assemble;
-pub mod ct2;
 pub mod mel;
 pub mod resample;
-pub mod tokenizer;
 pub mod transcribe;
 pub mod vad;
 pub mod wav;
 pub mod whisper;
+
+// The CT2 reader and the token table live in the converter's crate (setup builds it alone).
+pub use vela_speech_convert::{ct2, ggml, tokenizer};
 
 pub use asr::WhisperAsr;
 pub use vad::{VadConfig, VadCore, VadFilter, VadOutput};

@@ -38,6 +38,8 @@ pub struct ModelFiles {
     pub config_json: PathBuf,
     pub tokenizer_json: PathBuf,
     pub mel_filters: PathBuf,
+    /// The whisper.cpp file converted from `model_bin` by setup (`vela-speech-convert`).
+    pub ggml: PathBuf,
 }
 
 /// The directory setup-speech.sh fills: `$VELA_WHISPER_DIR`, else `${VELA_CACHE:-$HOME/.cache/vela}/whisper`.
@@ -66,10 +68,11 @@ impl ModelFiles {
             config_json: m.join("config.json"),
             tokenizer_json: m.join("tokenizer.json"),
             mel_filters: dir.join("mel_80.f32"),
+            ggml: m.join(vela_speech_convert::ggml::FILE_NAME),
         }
     }
 
-    /// The first missing file, if any.
+    /// The first file the candle backend needs that is missing, if any.
     pub fn missing(&self) -> Option<&Path> {
         [
             &self.model_bin,

@@ -67,7 +67,10 @@ impl Backend {
     /// The first file this backend needs for `files` that is missing, if any.
     pub fn missing<'a>(self, files: &'a ModelFiles) -> Option<&'a Path> {
         match self {
-            Backend::WhisperCpp => (!files.ggml.is_file()).then_some(files.ggml.as_path()),
+            Backend::WhisperCpp => [&files.ggml, &files.config_json]
+                .into_iter()
+                .find(|p| !p.is_file())
+                .map(|p| p.as_path()),
             Backend::Candle => files.missing(),
         }
     }
@@ -175,7 +178,7 @@ pub fn load(name: &str, backend: Backend) -> Result<Recognizer, WhisperError> {
             Recognizer::Candle(Arc::new(Mutex::new(WhisperModel::load(name, &files, &device())?)))
         }
         #[cfg(feature = "whisper-cpp")]
-        Backend::WhisperCpp => Recognizer::WhisperCpp(Arc::new(Mutex::new(WhisperCpp::load(name, &files.ggml)?))),
+        Backend::WhisperCpp => Recognizer::WhisperCpp(Arc::new(Mutex::new(WhisperCpp::load(name, &files)?))),
         #[cfg(not(feature = "whisper-cpp"))]
         Backend::WhisperCpp => {
             return Err(WhisperError::Model(

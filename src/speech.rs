@@ -12,6 +12,9 @@ pub enum SpeechCommand {
         /// Whisper model: tiny.en or base (both installed by scripts/setup-speech.sh).
         #[arg(long, default_value = "tiny.en")]
         model: String,
+        /// Engine: whisper.cpp or candle (default: whisper.cpp when built with it).
+        #[arg(long)]
+        backend: Option<String>,
         /// Voice-activity threshold (0-1).
         #[arg(long, default_value_t = 0.5)]
         threshold: f32,
@@ -20,11 +23,15 @@ pub enum SpeechCommand {
 
 pub fn run(cmd: SpeechCommand) -> Result<()> {
     match cmd {
-        SpeechCommand::Transcribe { file, model, threshold } => {
+        SpeechCommand::Transcribe { file, model, backend, threshold } => {
             anyhow::ensure!((0.0..=1.0).contains(&threshold), "--threshold must be between 0 and 1");
             let wav = vela_speech::wav::read_wav(&file).with_context(|| format!("reading {}", file.display()))?;
             let vad = vela_speech::VadConfig { threshold, ..Default::default() };
-            let segments = vela_speech::transcribe::transcribe_segments(&wav.samples, wav.sample_rate, wav.channels, &model, vad)?;
+            let backend = match backend {
+                Some(b) => vela_speech::recognizer::Backend::parse(&b)?,
+                None => vela_speech::recognizer::Backend::default_for_build(),
+            };
+            let segments = vela_speech::transcribe::transcribe_segments(&wav.samples, wav.sample_rate, wav.channels, &model, backend, vad)?;
             if segments.is_empty() {
                 println!("no speech found in {}", file.display());
             }

@@ -1,14 +1,15 @@
-//! Measures Whisper's real-time factor and the VAD's cost per second of audio.
+//! Measures Whisper's real-time factor on each backend and the VAD's cost per second of audio.
 //!
-//!     cargo run --release -p vela-speech --example speech_bench [RUNS] [MODEL]
+//!     cargo run --release -p vela-speech --example speech_bench [RUNS] [MODEL] [BACKEND]
 //!
-//! MODEL is tiny.en (default) or base.
+//! MODEL is tiny.en (default) or base; BACKEND is whisper.cpp, candle or all (default).
 //!
 //! Speech comes from espeak-ng (installed by scripts/setup-speech.sh).
 
 use std::process::Command;
 use std::time::Instant;
 
+use vela_speech::recognizer::Backend;
 use vela_speech::resample::resample;
 use vela_speech::vad::{VadConfig, VadCore};
 use vela_speech::wav::read_wav;
@@ -42,44 +43,69 @@ fn main() {
         clips.push((text, w));
     }
 
-    let t0 = Instant::now();
-    let model = vela_speech::asr::load_model(&name).expect("run scripts/setup-speech.sh first");
-    println!("{name}: model load {:.2} s", t0.elapsed().as_secs_f64());
-    let mut m = model.lock().unwrap();
-    // Warm-up
-    let _ = m.transcribe(&vec![0.0; 16000]).unwrap();
-    println!("| clip | audio s | compute s (median of {runs}) | RTFX | transcript |");
-    println!("|---|---|---|---|---|");
+    let backends: Vec<Backend> = match std::env::args().nth(3).as_deref() {
+        None | Some("all") => Backend::ALL.into_iter().filter(|b| b.built()).collect(),
+        Some(b) => vec![Backend::parse(b).expect("backend: whisper.cpp, candle or all")],
+    };
+    let mut models = Vec::new();
+    for backend in backends {
+        let t0 = Instant::now();
+        match vela_speech::recognizer::load(&name, backend) {
+            Ok(m) => {
+                println!("{name} on {backend}: model load {:.2} s", t0.elapsed().as_secs_f64());
+                // Warm-up
+                let _ = m.transcribe(&vec![0.0; 16000]).unwrap();
+                models.push((backend, m));
+            }
+            Err(e) => println!("{name} on {backend}: {e}"),
+        }
+    }
+    // The box is shared, so its load moves during a run: backends take turns on every clip
+    // and repetition, and each sees the same conditions.
+    let load = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average before: {}", load().trim());
+    println!("\n| clip | audio s | backend | compute s (median of {runs}) | RTFX | transcript |");
+    println!("|---|---|---|---|---|---|");
     for (text, w) in &clips {
         let audio = resample(&w.samples, w.sample_rate, 16000);
-        let mut times = Vec::new();
-        let mut out = String::new();
-        for _ in 0..runs {
-            let t = m.transcribe(&audio).unwrap();
-            times.push(t.compute_s);
-            out = t.text;
-        }
-        times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        let med = times[times.len() / 2];
         let secs = audio.len() as f64 / 16000.0;
+        let mut times = vec![Vec::new(); models.len()];
+        let mut outs = vec![String::new(); models.len()];
+        for _ in 0..runs {
+            for (i, (_, m)) in models.iter().enumerate() {
+                let t = m.transcribe(&audio).unwrap();
+                times[i].push(t.compute_s);
+                outs[i] = t.text;
+            }
+        }
+        for (i, (backend, _)) in models.iter().enumerate() {
+            let med = median(&mut times[i]);
+            println!(
+                "| {text:?} | {secs:.2} | {backend} | {med:.3} | {:.2} | {:?} |",
+                secs / med,
+                outs[i]
+            );
+        }
+    }
+    // Log-mel + encoder alone (fixed cost: every window is padded to 30 s).
+    let mut enc = vec![Vec::new(); models.len()];
+    for _ in 0..runs {
+        for (i, (_, m)) in models.iter().enumerate() {
+            enc[i].push(m.encode_window(&vec![0.0; 16000]).unwrap());
+        }
+    }
+    for (i, (backend, _)) in models.iter().enumerate() {
         println!(
-            "| {text:?} | {secs:.2} | {med:.3} | {:.2} | {out:?} |",
-            secs / med
+            "{name} on {backend}: log-mel + encoder (one 30 s window): {:.3} s median",
+            median(&mut enc[i])
         );
     }
-    // Encoder alone (fixed cost: every window is padded to 30 s).
-    let mut enc = Vec::new();
-    for _ in 0..runs {
+    println!("load average after: {}", load().trim());
+    if let Ok(m) = vela_speech::asr::load_model(&name) {
         let t = Instant::now();
-        let _ = m.encode(&vec![0.0; 16000]).unwrap();
-        enc.push(t.elapsed().as_secs_f64());
+        let _ = m.lock().unwrap().mel().log_mel(&vec![0.1; 16000 * 5]);
+        println!("log-mel of 5 s (ours, candle backend): {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
     }
-    enc.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    println!("encoder (30 s window): {:.3} s median", enc[enc.len() / 2]);
-    let t = Instant::now();
-    let _ = m.mel().log_mel(&vec![0.1; 16000 * 5]);
-    println!("log-mel of 5 s: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
-    drop(m);
 
     // VAD: 60 s of speech and silence, fed in 20 ms blocks, at 16 kHz and at 48 kHz.
     let mut audio16 = Vec::new();
@@ -118,4 +144,9 @@ fn main() {
             best * 1e3 / 60.0
         );
     }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
 }

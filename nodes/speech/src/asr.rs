@@ -8,11 +8,9 @@
 //! so an utterance is cut at the right sample even when the marker overtakes audio
 //! on the way (they travel on different edges).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use candle_core::Device;
 use serde_json::{json, Value};
 use vela_runtime::{
     AlertLevel, Context, DataType, Event, Message, Node, NodeDescriptor, NodeError, NodeInit,
@@ -22,68 +20,30 @@ use vela_runtime::{
 use crate::assemble::UtteranceAssembler;
 use crate::mel::SAMPLE_RATE;
 use crate::vad::END_OF_SPEECH;
-use crate::whisper::{ModelFiles, WhisperError, WhisperModel, MODELS};
+use crate::recognizer::{self, Backend, Recognizer};
+use crate::whisper::{WhisperError, WhisperModel, MODELS};
 
 /// Shortest audio worth a partial transcript.
 const MIN_PARTIAL_S: f64 = 0.3;
 
-type Shared = Arc<Mutex<WhisperModel>>;
-
-/// Loaded models, shared by every node (and kept across node restarts), like Agent
-/// Studio's model cache.
-fn cache() -> &'static Mutex<HashMap<String, Shared>> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Shared>>> = OnceLock::new();
-    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+/// The candle model by name (tests and tools reach into its encoder); nodes use
+/// [`recognizer::load`].
+pub fn load_model(name: &str) -> Result<Arc<Mutex<WhisperModel>>, WhisperError> {
+    recognizer::load_candle(name)
 }
 
-fn device() -> Device {
-    #[cfg(feature = "cuda")]
-    if let Ok(d) = Device::new_cuda(0) {
-        return d;
-    }
-    Device::Cpu
-}
-
-/// Loads (or reuses) a model by name.
-pub fn load_model(name: &str) -> Result<Shared, WhisperError> {
-    let mut c = cache().lock().unwrap();
-    if let Some(m) = c.get(name) {
-        return Ok(m.clone());
-    }
-    if !MODELS.contains(&name) {
-        return Err(WhisperError::Model(format!("unknown Whisper model '{name}' (known: {})", MODELS.join(", "))));
-    }
-    let files = ModelFiles::locate(name);
-    if let Some(p) = files.missing() {
-        return Err(WhisperError::Model(format!(
-            "Whisper {name}: file {} is missing: run scripts/setup-speech.sh (or scripts/setup.sh)",
-            p.display()
-        )));
-    }
-    let t0 = Instant::now();
-    let m = Arc::new(Mutex::new(WhisperModel::load(name, &files, &device())?));
-    tracing::info!(
-        "loaded Whisper {name} in {:.1}s",
-        t0.elapsed().as_secs_f64()
-    );
-    c.insert(name.to_string(), m.clone());
-    Ok(m)
-}
-
-/// Why WhisperASR cannot run here, if it cannot.
+/// Why WhisperASR cannot run here at all: neither backend has the default model's files.
 pub fn unavailable_reason() -> Option<String> {
-    let files = ModelFiles::locate(MODELS[0]);
-    files.missing().map(|p| {
-        format!(
-            "Whisper model file {} is missing: run scripts/setup-speech.sh (or scripts/setup.sh)",
-            p.display()
-        )
-    })
+    let default = Backend::default_for_build();
+    let reason = recognizer::unavailable_reason(default)?;
+    recognizer::unavailable_reason(Backend::Candle)?;
+    Some(reason)
 }
 
 pub struct WhisperAsr {
     model_name: String,
-    model: Option<Shared>,
+    backend: Backend,
+    model: Option<Recognizer>,
     partial_s: f64,
     audio: UtteranceAssembler,
     last_partial: Option<Instant>,
@@ -96,7 +56,7 @@ pub struct WhisperAsr {
 impl WhisperAsr {
     pub fn descriptor() -> NodeDescriptor {
         NodeDescriptor::new("WhisperASR", "Speech", "Whisper speech recognition")
-            .describe("Transcribes speech with OpenAI Whisper (run on candle): final text after each utterance, partial text while it goes on.")
+            .describe("Transcribes speech with OpenAI Whisper (on whisper.cpp or candle): final text after each utterance, partial text while it goes on.")
             .input("in", &[DataType::Audio, DataType::Event], "speech audio (any rate; 16 kHz mono is best) and end-of-speech markers")
             .output("final", DataType::Text, "the transcript of each utterance")
             .output("partial", DataType::Text, "transcripts of the utterance so far, while it goes on")
@@ -106,6 +66,15 @@ impl WhisperAsr {
                     ParamKind::Choice { options: MODELS.iter().map(|s| s.to_string()).collect() },
                     MODELS[0],
                     "Whisper model (installed by scripts/setup-speech.sh)",
+                )
+                .startup_only(),
+            )
+            .param(
+                ParamSpec::new(
+                    "backend",
+                    ParamKind::Choice { options: Backend::ALL.iter().map(|b| b.name().to_string()).collect() },
+                    Backend::default_for_build().name(),
+                    "engine: whisper.cpp (ggml f16, converted by setup) or candle (f32, from the CTranslate2 file)",
                 )
                 .startup_only(),
             )
@@ -125,8 +94,17 @@ impl WhisperAsr {
                 format!("unknown model (known: {})", MODELS.join(", ")),
             ));
         }
+        let backend = Backend::parse(init.params.str("backend")?)
+            .map_err(|e| NodeError::param("backend", e.to_string()))?;
+        if !backend.built() {
+            return Err(NodeError::param(
+                "backend",
+                format!("this build has no {backend} backend (vela-speech feature `whisper-cpp`)"),
+            ));
+        }
         Ok(WhisperAsr {
             model_name,
+            backend,
             model: None,
             partial_s: init.params.f64("partial_transcripts")?,
             audio: UtteranceAssembler::new(),
@@ -143,8 +121,7 @@ impl WhisperAsr {
             .model
             .as_ref()
             .ok_or_else(|| NodeError::msg("model not loaded"))?;
-        let mut m = model.lock().unwrap_or_else(|e| e.into_inner());
-        let t = m.transcribe(audio).map_err(NodeError::msg)?;
+        let t = model.transcribe(audio).map_err(NodeError::msg)?;
         self.last_compute_s = t.compute_s;
         Ok(t)
     }
@@ -209,10 +186,11 @@ impl WhisperAsr {
 
 impl Node for WhisperAsr {
     fn start(&mut self, ctx: &mut Context) -> Result<(), NodeError> {
-        let m = load_model(&self.model_name)
-            .map_err(|e| NodeError::msg(format!("cannot load Whisper {}: {e}", self.model_name)))?;
+        let m = recognizer::load(&self.model_name, self.backend).map_err(|e| {
+            NodeError::msg(format!("cannot load Whisper {} on {}: {e}", self.model_name, self.backend))
+        })?;
         self.model = Some(m);
-        ctx.publish(json!({"loaded": self.model_name}));
+        ctx.publish(json!({"loaded": self.model_name, "backend": self.backend.name()}));
         Ok(())
     }
 
@@ -269,7 +247,7 @@ impl Node for WhisperAsr {
     fn summary(&self) -> Option<String> {
         Some(if self.finals == 0 && self.last_rtfx == 0.0 {
             if self.model.is_some() {
-                format!("{} ready", self.model_name)
+                format!("{} on {} ready", self.model_name, self.backend)
             } else {
                 "loading".into()
             }

@@ -1,17 +1,22 @@
 //! Speech nodes of Vela: voice activity detection (`VADFilter`), Whisper speech
-//! recognition (`WhisperASR`, on candle, with weights from the CTranslate2 file that
-//! scripts/setup-speech.sh installs) and a WAV file player (`WavSource`).
+//! recognition (`WhisperASR`, on whisper.cpp through whisper-rs or on candle, both from the
+//! CTranslate2 models scripts/setup-speech.sh installs and converts) and a WAV file player
+//! (`WavSource`).
 
 pub mod asr;
 pub mod assemble;
-pub mod ct2;
 pub mod mel;
+pub mod recognizer;
 pub mod resample;
-pub mod tokenizer;
 pub mod transcribe;
 pub mod vad;
 pub mod wav;
 pub mod whisper;
+#[cfg(feature = "whisper-cpp")]
+pub mod whisper_cpp;
+
+// The CT2 reader and the token table live in the converter's crate (setup builds it alone).
+pub use vela_speech_convert::{ct2, ggml, tokenizer};
 
 pub use asr::WhisperAsr;
 pub use vad::{VadConfig, VadCore, VadFilter, VadOutput};

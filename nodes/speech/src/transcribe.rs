@@ -1,7 +1,7 @@
 //! Whole-file transcription: VAD segments, then Whisper on each (what a
 //! `vela speech transcribe FILE.wav` command needs).
 
-use crate::asr::load_model;
+use crate::recognizer::{load, Backend};
 use crate::vad::{Utterance, VadConfig, VadCore, VadOutput};
 use crate::whisper::WhisperError;
 
@@ -18,9 +18,10 @@ pub fn transcribe_segments(
     sample_rate: u32,
     channels: u16,
     model: &str,
+    backend: Backend,
     vad: VadConfig,
 ) -> Result<Vec<Segment>, WhisperError> {
-    let model = load_model(model)?;
+    let model = load(model, backend)?;
     let mut core = VadCore::new(vad);
     let block = (sample_rate as usize / 50).max(1) * channels.max(1) as usize;
     let mut outputs = Vec::new();
@@ -34,10 +35,7 @@ pub fn transcribe_segments(
         match o {
             VadOutput::Speech { samples, .. } => speech.extend(samples),
             VadOutput::End(Utterance { start_s, end_s, .. }) => {
-                let t = model
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .transcribe(&speech)?;
+                let t = model.transcribe(&speech)?;
                 speech.clear();
                 if !t.text.is_empty() {
                     segments.push(Segment {

@@ -38,6 +38,8 @@ pub struct ModelFiles {
     pub config_json: PathBuf,
     pub tokenizer_json: PathBuf,
     pub mel_filters: PathBuf,
+    /// The whisper.cpp file converted from `model_bin` by setup (`vela-speech-convert`).
+    pub ggml: PathBuf,
 }
 
 /// The directory setup-speech.sh fills: `$VELA_WHISPER_DIR`, else `${VELA_CACHE:-$HOME/.cache/vela}/whisper`.
@@ -66,10 +68,11 @@ impl ModelFiles {
             config_json: m.join("config.json"),
             tokenizer_json: m.join("tokenizer.json"),
             mel_filters: dir.join("mel_80.f32"),
+            ggml: m.join(vela_speech_convert::ggml::FILE_NAME),
         }
     }
 
-    /// The first missing file, if any.
+    /// The first file the candle backend needs that is missing, if any.
     pub fn missing(&self) -> Option<&Path> {
         [
             &self.model_bin,
@@ -247,6 +250,25 @@ fn convert_weights(
     Ok((w, config))
 }
 
+/// Tokens the CT2 `config.json` says a transcript never holds (`suppress_ids`: symbols and
+/// the like) and those never first (`suppress_ids_begin`: a blank, end of text). Both backends
+/// suppress the same ones, so they decode alike.
+pub fn read_suppress_ids(config_json: &Path) -> Result<(Vec<u32>, Vec<u32>), WhisperError> {
+    let read_err = |message: String| WhisperError::Read {
+        path: config_json.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(config_json).map_err(|e| read_err(e.to_string()))?;
+    let cfg: serde_json::Value = serde_json::from_str(&text).map_err(|e| read_err(e.to_string()))?;
+    let ids = |key: &str| -> Vec<u32> {
+        cfg.get(key)
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect())
+            .unwrap_or_default()
+    };
+    Ok((ids("suppress_ids"), ids("suppress_ids_begin")))
+}
+
 /// The result of one transcription.
 #[derive(Debug, Clone)]
 pub struct Transcript {
@@ -317,30 +339,10 @@ impl WhisperModel {
             prompt.extend([special("<|en|>")?, special(cw::TRANSCRIBE_TOKEN)?]);
         }
         prompt.push(no_timestamps);
-        let cfg_text =
-            std::fs::read_to_string(&files.config_json).map_err(|e| WhisperError::Read {
-                path: files.config_json.display().to_string(),
-                message: e.to_string(),
-            })?;
-        let cfg: serde_json::Value =
-            serde_json::from_str(&cfg_text).map_err(|e| WhisperError::Read {
-                path: files.config_json.display().to_string(),
-                message: e.to_string(),
-            })?;
-        let ids = |key: &str| -> Vec<u32> {
-            cfg.get(key)
-                .and_then(|v| v.as_array())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|x| x.as_u64())
-                        .map(|x| x as u32)
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
+        let (suppress_ids, suppress_begin_ids) = read_suppress_ids(&files.config_json)?;
         let vocab = config.vocab_size;
         let mut mask = vec![0f32; vocab];
-        for id in ids("suppress_ids") {
+        for id in suppress_ids {
             if (id as usize) < vocab {
                 mask[id as usize] = f32::NEG_INFINITY;
             }
@@ -352,7 +354,7 @@ impl WhisperModel {
             }
         }
         let mut begin = vec![0f32; vocab];
-        for id in ids("suppress_ids_begin") {
+        for id in suppress_begin_ids {
             if (id as usize) < vocab {
                 begin[id as usize] = f32::NEG_INFINITY;
             }

@@ -6,13 +6,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vela_runtime::*;
+use vela_speech::recognizer::Backend;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spoken_command_becomes_a_final_transcript() {
-    let Some(_) = common::model_files() else {
+async fn spoken_command_becomes_partials_and_a_final_on_whisper_cpp() {
+    spoken_command_becomes_partials_and_a_final(Backend::WhisperCpp).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoken_command_becomes_partials_and_a_final_on_candle() {
+    spoken_command_becomes_partials_and_a_final(Backend::Candle).await
+}
+
+async fn spoken_command_becomes_partials_and_a_final(backend: Backend) {
+    if !backend.built() {
+        eprintln!("SKIPPING: this build has no {backend} backend");
+        return;
+    }
+    let Some(_) = common::model_files_on("tiny.en", backend) else {
         return;
     };
-    let dir = common::temp_dir("graph");
+    let dir = common::temp_dir(&format!("graph-{backend}"));
     let speech = vela_speech::wav::read_wav(&common::speak(
         &dir,
         "cmd",
@@ -32,7 +46,7 @@ async fn spoken_command_becomes_a_final_transcript() {
 
     // Load the model first (the node shares the cache), so audio played in real time
     // meets a ready recogniser, as it would in a running studio.
-    vela_speech::asr::load_model("tiny.en").unwrap();
+    vela_speech::recognizer::load("tiny.en", backend).unwrap();
     let mut reg = Registry::with_builtins();
     vela_speech::register(&mut reg);
     let engine = Engine::new(Arc::new(reg));
@@ -42,7 +56,7 @@ async fn spoken_command_becomes_a_final_transcript() {
                 .param("path", path.display().to_string())
                 .param("realtime", true),
             NodeSpec::new("vad", "VADFilter"),
-            NodeSpec::new("asr", "WhisperASR"),
+            NodeSpec::new("asr", "WhisperASR").param("backend", backend.name()),
             NodeSpec::new("sink", "Collector"),
             NodeSpec::new("partials", "Collector"),
         ],
@@ -84,7 +98,7 @@ async fn spoken_command_becomes_a_final_transcript() {
     engine.stop().await;
     let transcript = outcome.expect("no transcript within 180 s").unwrap();
     eprintln!(
-        "transcript {transcript:?}; vad: {}; asr: {}; {} partials",
+        "{backend}: transcript {transcript:?}; vad: {}; asr: {}; {} partials",
         stats["vad"].summary, stats["asr"].summary, stats["partials"].received
     );
     let lower = transcript.to_lowercase();
@@ -104,7 +118,8 @@ async fn spoken_command_becomes_a_final_transcript() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_straight_into_whisper_is_transcribed_at_its_end() {
-    let Some(_) = common::model_files() else {
+    // The node's default backend (whisper.cpp in a default build).
+    let Some(_) = common::model_files_on("tiny.en", Backend::default_for_build()) else {
         return;
     };
     let dir = common::temp_dir("graph-direct");

@@ -224,6 +224,7 @@ fn transcribes_each_utterance_of_a_file() {
         a.sample_rate,
         2,
         "tiny.en",
+        vela_speech::recognizer::Backend::Candle,
         Default::default(),
     )
     .unwrap();

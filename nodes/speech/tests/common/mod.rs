@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use vela_speech::recognizer::Backend;
 use vela_speech::whisper::ModelFiles;
 
 /// The installed tiny.en files, or None (with a loud message) when setup-speech.sh has
@@ -14,8 +15,14 @@ pub fn model_files() -> Option<ModelFiles> {
 
 /// [`model_files`] for another model (`base`).
 pub fn model_files_for(name: &str) -> Option<ModelFiles> {
+    model_files_on(name, Backend::Candle)
+}
+
+/// The files `backend` needs for model `name` (for whisper.cpp, the converted ggml file
+/// too), or None with the same loud message.
+pub fn model_files_on(name: &str, backend: Backend) -> Option<ModelFiles> {
     let files = ModelFiles::locate(name);
-    match files.missing() {
+    match files.missing().or_else(|| backend.missing(&files)) {
         None => Some(files),
         Some(p) => {
             let msg = format!(

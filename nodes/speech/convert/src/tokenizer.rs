@@ -116,6 +116,16 @@ impl Tokenizer {
         id >= self.first_special
     }
 
+    /// The first special id (`<|endoftext|>`): every id below it is an ordinary token.
+    pub fn first_special(&self) -> u32 {
+        self.first_special
+    }
+
+    /// The bytes an ordinary token stands for (empty for special ids).
+    pub fn token_bytes(&self, id: u32) -> Option<&[u8]> {
+        self.bytes.get(id as usize).map(Vec::as_slice)
+    }
+
     pub fn vocab_len(&self) -> usize {
         self.bytes.len()
     }

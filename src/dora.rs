@@ -103,7 +103,13 @@ impl Placement {
     /// `graph` (named `name`) as a dora dataflow placed as the flags say.
     pub fn export(&self, name: &str, graph: &GraphSpec) -> Result<vela_dora::Dataflow> {
         let (runner, runner_args) = runner(self.runner.as_ref())?;
-        let mut opts = ExportOptions { runner, runner_args, log: std::env::var("VELA_LOG").ok(), ..Default::default() };
+        let mut opts = ExportOptions {
+            runner,
+            runner_args,
+            log: std::env::var("VELA_LOG").ok(),
+            workdir: std::env::current_dir().ok(),
+            ..Default::default()
+        };
         for m in &self.machines {
             let (node, machine) = split_pair(m, "machine")?;
             opts.machines.insert(node, machine);

@@ -37,12 +37,21 @@ fn scratch(name: &str) -> PathBuf {
 
 /// (seed, success, steps) per episode, by seed.
 fn outcomes(path: &Path) -> Vec<(u64, bool, u64)> {
+    trajectories(path).into_iter().map(|(s, ok, n, _)| (s, ok, n)).collect()
+}
+
+/// Outcomes plus where the gripper and cubes ended, bit-exact for equal trajectories.
+fn trajectories(path: &Path) -> Vec<(u64, bool, u64, String)> {
     let v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let mut o: Vec<_> = v["episodes"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["seed"].as_u64().unwrap(), e["success"].as_bool().unwrap(), e["steps"].as_u64().unwrap()))
+        .map(|e| {
+            let end = &e["final_positions"];
+            assert!(end["cube_a"].is_array(), "every episode records where it ended: {e}");
+            (e["seed"].as_u64().unwrap(), e["success"].as_bool().unwrap(), e["steps"].as_u64().unwrap(), end.to_string())
+        })
         .collect();
     o.sort();
     o
@@ -66,6 +75,7 @@ fn expert_episodes_on_dora_match_the_in_process_bench() {
     assert_eq!(a.iter().map(|e| e.0).collect::<Vec<_>>(), vec![21, 22, 23]);
     assert!(a.iter().filter(|e| e.1).count() >= 2, "the expert stacks: {a:?}");
     assert_eq!(a, b, "dora must run the same episodes as in-process");
+    assert_eq!(trajectories(&local), trajectories(&on_dora), "and end them in the same state");
     assert!(report.join("index.html").is_file(), "the report is written for dora runs too");
 }
 
@@ -84,7 +94,7 @@ fn lock_step_policy_across_dora_nodes_runs_the_same_episodes() {
     let o = bench("zeros.json", &extra, &on_dora);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(outcomes(&local), vec![(4, false, 12), (5, false, 12)]);
-    assert_eq!(outcomes(&local), outcomes(&on_dora));
+    assert_eq!(trajectories(&local), trajectories(&on_dora), "the same actions, so the same end state");
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&on_dora).unwrap()).unwrap();
     assert!(v["episodes"][0]["policy_ms_mean"].as_f64().unwrap() > 0.0, "the policy answered over dora: {v}");
 }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use vela_runtime::{validate, EdgePolicy, GraphError, GraphSpec, PortRef, Registry};
 
-use crate::{UnitSpec, UNIT_ENV};
+use crate::{UnitSpec, UNIT_ENV, WORKDIR_ENV};
 
 /// Queue length of a lossless edge, as in the in-process engine.
 pub const QUEUE_SIZE: usize = vela_runtime::engine::DEFAULT_QUEUE_CAPACITY;
@@ -48,6 +48,10 @@ pub struct ExportOptions {
     pub groups: BTreeMap<String, Vec<String>>,
     /// `RUST_LOG`-style filter handed to every runner (`VELA_LOG`).
     pub log: Option<String>,
+    /// Folder that relative paths in node parameters (a preset's `models/...`) mean; handed
+    /// to every runner, which works there when its machine has that folder. dora itself
+    /// starts nodes in a working directory of its own.
+    pub workdir: Option<PathBuf>,
 }
 
 /// One dora node of the exported dataflow.
@@ -67,6 +71,7 @@ pub struct Dataflow {
     pub runner: PathBuf,
     pub runner_args: Option<String>,
     pub log: Option<String>,
+    pub workdir: Option<PathBuf>,
     pub nodes: Vec<DoraNode>,
 }
 
@@ -167,6 +172,7 @@ pub fn export(name: &str, graph: &GraphSpec, registry: &Registry, opts: &ExportO
         runner: opts.runner.clone(),
         runner_args: opts.runner_args.clone(),
         log: opts.log.clone(),
+        workdir: opts.workdir.clone(),
         nodes,
     })
 }
@@ -195,6 +201,9 @@ impl Dataflow {
             let _ = writeln!(y, "      {UNIT_ENV}: {}", q(&unit));
             if let Some(log) = &self.log {
                 let _ = writeln!(y, "      VELA_LOG: {}", q(log));
+            }
+            if let Some(dir) = &self.workdir {
+                let _ = writeln!(y, "      {WORKDIR_ENV}: {}", q(&dir.to_string_lossy()));
             }
             if !n.inputs.is_empty() {
                 y.push_str("    inputs:\n");

@@ -35,6 +35,10 @@ pub const UNIT_ENV: &str = "VELA_UNIT";
 /// `vela dora run` can end the run and report like `vela run` does.
 pub const EVENTS_ENV: &str = "VELA_DORA_EVENTS";
 
+/// Environment variable naming the folder relative node parameters are resolved in (see
+/// [`ExportOptions::workdir`]).
+pub const WORKDIR_ENV: &str = "VELA_WORKDIR";
+
 /// What one dora node runs: one or more Vela nodes and how their ports map to dora
 /// inputs and outputs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

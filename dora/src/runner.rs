@@ -342,6 +342,14 @@ impl Unit {
 /// Entry point of `vela dora node`: reads the unit from the environment, connects to
 /// the dora daemon and runs until dora stops it.
 pub fn main(registry: &Registry) -> Result<(), RunnerError> {
+    if let Some(dir) = std::env::var_os(crate::WORKDIR_ENV) {
+        // The exporter's folder, so `models/...` in a preset means what it meant there; a
+        // machine without that folder keeps dora's and says so.
+        if let Err(e) = std::env::set_current_dir(&dir) {
+            tracing::warn!("cannot work in {} ({e}); relative paths in parameters resolve in {}", PathBuf::from(&dir).display(),
+                std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default());
+        }
+    }
     let text = std::env::var(UNIT_ENV).map_err(|_| RunnerError::NoUnit)?;
     let spec: UnitSpec = serde_json::from_str(&text).map_err(RunnerError::BadUnit)?;
     let (mut dora, mut events) = DoraNode::init_from_env().map_err(|e| RunnerError::Dora(e.to_string()))?;

@@ -96,6 +96,11 @@ pub(super) fn run(plan: &Plan, args: &RunArgs, todo: VecDeque<u64>, done: &mut V
             }
             seen = values.len();
         }
+        if !r.failed.is_empty() {
+            let detail: Vec<String> = r.failed.iter().map(|(n, e)| format!("{n}: {e}")).collect();
+            failure = Some(anyhow::anyhow!("nodes failed on dora: {}", detail.join("; ")));
+            return Some("a node failed".into());
+        }
         if interrupted.load(Ordering::SeqCst) {
             bar.println("interrupted: keeping the finished episodes");
             return Some("interrupted".into());

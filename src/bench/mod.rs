@@ -315,6 +315,7 @@ pub(crate) fn record(stats: &Value, index: u64, variant: &str) -> Result<Episode
         policy_ms_mean: f("policy_ms_mean"),
         policy_ms_p95: f("policy_ms_p95"),
         wall_s: f("wall_s").unwrap_or(0.0),
+        final_positions: stats.get("final").and_then(|v| serde_json::from_value(v.clone()).ok()),
     })
 }
 

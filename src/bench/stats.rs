@@ -26,6 +26,19 @@ pub struct EpisodeRecord {
     pub policy_ms_mean: Option<f64>,
     pub policy_ms_p95: Option<f64>,
     pub wall_s: f64,
+    /// Where the gripper and both cubes ended. Two runs of one seed that took the same
+    /// trajectory agree here to the last bit, which is how runs without frames (on dora)
+    /// are compared with in-process ones; absent in files from before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_positions: Option<FinalPositions>,
+}
+
+/// End-of-episode positions, metres in the world frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinalPositions {
+    pub eef: [f64; 3],
+    pub cube_a: [f64; 3],
+    pub cube_b: [f64; 3],
 }
 
 /// What was run, so a resumed run can refuse a different configuration.

@@ -464,6 +464,8 @@ impl MimicGenNode {
                 "policy_ms_p95": p95_ms,
                 "wall_s": self.counted_since.elapsed().as_secs_f64(),
                 "frame_ts": self.last_frame_ts,
+                // Bit-exact for equal trajectories: lets runs without frames be compared.
+                "final": { "eef": r.obs.eef.pos, "cube_a": r.obs.cube_a.pos, "cube_b": r.obs.cube_b.pos },
             });
             // Also on the events port, so a recorder gets it in order with the frames.
             ctx.send("events", Event::Custom { name: EPISODE_STATS.into(), data: stats.clone() })?;

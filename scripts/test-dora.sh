@@ -16,11 +16,13 @@ cargo test -p vela-dora --features sim --no-run
 cargo build -p vela-dora --features sim --bin vela-dora-node
 stage_end
 
+# One test at a time: the end-to-end tests each bring up dora coordinators and daemons, whose
+# zenoh discovery and ports collide when two run at once (seen failing in one CI run in two).
 stage_start "dora tests"
-cargo test -p vela-dora --features sim
+cargo test -p vela-dora --features sim -- --test-threads=1
 stage_end
 
 # tests/dora_bench.rs is ignored in the plain test run (it needs the runner built above).
 stage_start "vela bench on dora"
-VELA_DORA_RUNNER="$CARGO_TARGET_DIR/debug/vela-dora-node" cargo test --test dora_bench -- --ignored
+VELA_DORA_RUNNER="$CARGO_TARGET_DIR/debug/vela-dora-node" cargo test --test dora_bench -- --ignored --test-threads=1
 stage_end

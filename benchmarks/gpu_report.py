@@ -8,13 +8,14 @@ import json
 import sys
 from pathlib import Path
 
-MODES = ["fp16", "q8f16", "q4f16"]
+# Each mode replays recorded CUDA graphs; "-eager" launches every op from the host.
+MODES = ["fp16-eager", "fp16", "q8f16-eager", "q8f16", "q4f16-eager", "q4f16"]
 
 
 def main():
     d = Path(sys.argv[1])
     rows, bars = [], []
-    header = ("| card | set | mode | vision ms | projector ms | prefill ms | ms/token | total ms (p50 / p95) "
+    header = ("| card | set | mode | preprocess ms | vision ms | projector ms | prefill ms | ms/token | total ms (p50 / p95) "
               "| floor ms | ratio | PyTorch eager ms | speed-up | torch.compile ms | GPU memory GiB |")
     rows.append(header)
     rows.append("|" + "---|" * (header.count("|") - 1))
@@ -33,7 +34,7 @@ def main():
             mem = r.get("gpu_memory") or {}
             sp = f"{t_ms / tot:.2f}×" if t_ms else "-"
             rows.append(
-                f"| {r['card']} | {set_} | {mode} | {r['vision_ms']['p50']:.2f} | {r['projector_ms']['p50']:.2f} "
+                f"| {r['card']} | {set_} | {mode} | {r.get('preprocess_ms', {}).get('p50', 0):.2f} | {r['vision_ms']['p50']:.2f} | {r['projector_ms']['p50']:.2f} "
                 f"| {r['prefill_ms']['p50']:.2f} | {r['decode_token_ms']['p50']:.2f} | {tot:.2f} / {r['total_ms']['p95']:.2f} "
                 f"| {r['floor']['total_ms']:.2f} | {r['ratio']:.2f} | {f'{t_ms:.2f}' if t_ms else '-'} | {sp} "
                 f"| {f'{tc_ms:.2f}' if tc_ms else '-'} | {mem.get('peak_bytes', 0) / 2**30:.2f} |")
@@ -57,7 +58,7 @@ def main():
     fig, ax = plt.subplots(figsize=(8, 4.5))
     labels = []
     for i, (name, r, t_ms) in enumerate(seven):
-        parts = [("vision", r["vision_ms"]["p50"]), ("projector", r["projector_ms"]["p50"]),
+        parts = [("preprocess", r.get("preprocess_ms", {}).get("p50", 0)), ("vision", r["vision_ms"]["p50"]), ("projector", r["projector_ms"]["p50"]),
                  ("prefill", r["prefill_ms"]["p50"]), ("decode (6 tokens)", 6 * r["decode_token_ms"]["p50"])]
         left = 0
         for j, (lab, v) in enumerate(parts):

@@ -4,6 +4,8 @@
 # benchmarks/openvla_torch.py in .gpu/, which the device tool carries.
 #
 # Usage (in the device command): bash .gpu/gpu-bench.sh [small|7b|all|compile-small|compile-7b]
+# (EAGER=0 skips the --eager run of each mode, TORCH=0 the PyTorch reference, MODES="fp16 q4f16"
+# picks the 7B modes)
 # (checkpoints stay in $WORK, so a compile-* call on the same warm machine reuses them)
 # Writes JSON reports and logs into $OUT/results-<what>.tar.gz (default OUT=/tmp/vela-gpu-out). Random-weight checkpoints are made
 # here (7B weights cannot be carried): make-checkpoint, then quantize to q8f16/q4f16.
@@ -41,7 +43,14 @@ bench_set() { # name config modes...
         [ "$mode" = fp16 ] && dump=(--dump "$WORK/$name-dump.safetensors")
         "$VELA" vla bench --model "$dir" --quantization "$mode" --device cuda --iters "$ITERS" \
             --save "$OUT/vela-$name-$mode.json" "${dump[@]}"
+        # The same mode with every op launched from the host (no recorded CUDA graphs).
+        if [ "${EAGER:-1}" = 1 ]; then
+            log "vela bench $name $mode --eager"
+            "$VELA" vla bench --model "$dir" --quantization "$mode" --device cuda --iters "$ITERS" \
+                --eager --save "$OUT/vela-$name-$mode-eager.json"
+        fi
     done
+    [ "${TORCH:-1}" = 1 ] || return 0
     log "torch reference $name"
     python3 "$G/openvla_torch.py" --model "$dir" --dump "$WORK/$name-dump.safetensors" --iters "$ITERS" \
         ${TORCH_COMPILE:+--compile} --save "$OUT/torch-$name.json" > "$OUT/torch-$name.log" 2>&1 \
@@ -60,7 +69,7 @@ torch_compile() { # name: torch.compile timings on a checkpoint an earlier call 
 
 case "$WHAT" in
     small) bench_set small small fp16 q8f16 q4f16 ;;
-    7b) bench_set 7b 7b-shape fp16 q8f16 q4f16 ;;
+    7b) bench_set 7b 7b-shape ${MODES:-fp16 q8f16 q4f16} ;;
     all) bench_set small small fp16 q4f16; bench_set 7b 7b-shape fp16 q8f16 q4f16 ;;
     compile-small) torch_compile small ;;
     compile-7b) torch_compile 7b ;;

@@ -76,6 +76,10 @@ pub enum VlaCommand {
         /// reference in benchmarks/openvla_torch.py.
         #[arg(long)]
         dump: Option<PathBuf>,
+        /// Launch every op from the host as plain candle does, instead of replaying each stage
+        /// as a recorded CUDA graph (the default on CUDA), to measure what recording saves.
+        #[arg(long)]
+        eager: bool,
     },
 }
 
@@ -140,8 +144,8 @@ pub fn run(cmd: VlaCommand) -> Result<()> {
             println!("wrote {} ({} bytes)", r.out_file.display(), r.bytes);
         }
         VlaCommand::Eval(args) => eval(*args)?,
-        VlaCommand::Bench { model, quantization, device, dtype, iters, warmup, save, dump } => {
-            let r = vela_vla::cli::bench(&model, &quantization, &device, dtype.as_deref(), iters, warmup, dump.as_deref())?;
+        VlaCommand::Bench { model, quantization, device, dtype, iters, warmup, save, dump, eager } => {
+            let r = vela_vla::cli::bench(&model, &quantization, &device, dtype.as_deref(), iters, warmup, dump.as_deref(), eager)?;
             println!("{}", vela_vla::bench::summary(&r));
             if let Some(path) = save {
                 let json = serde_json::to_string_pretty(&r)?;

@@ -42,6 +42,8 @@ pub struct BenchOptions {
     pub warmup: usize,
     /// Also write the fixed input set's intermediate values here ([`dump_reference`]).
     pub dump: Option<std::path::PathBuf>,
+    /// Replay recorded CUDA graphs (model/replay.rs) where the device has them.
+    pub replay: bool,
 }
 
 /// Median, 95th percentile, mean and minimum of a set of timings (ms).
@@ -115,6 +117,9 @@ pub struct BenchReport {
     pub iters: usize,
     pub warmup: usize,
     pub load_s: f64,
+    /// Host-side crop and resize plus the upload (the PyTorch reference is handed finished
+    /// pixel values, so its times have no such stage).
+    pub preprocess_ms: Stat,
     pub vision_ms: Stat,
     pub projector_ms: Stat,
     pub prefill_ms: Stat,
@@ -132,6 +137,9 @@ pub struct BenchReport {
     pub ratio: f64,
     pub gpu_memory: Option<GpuMemory>,
     pub tokens: Vec<u32>,
+    /// Whether the timed predictions replayed recorded CUDA graphs (false on the CPU, with
+    /// `--eager`, or if recording failed; the log says why then).
+    pub cuda_graphs: bool,
 }
 
 /// Deterministic test image `i` (smooth gradients plus noise, so no two patches match).
@@ -159,6 +167,7 @@ pub fn run(model_dir: &Path, opts: &BenchOptions) -> Result<BenchReport> {
     let t = Instant::now();
     let load = LoadOptions { quantization: opts.quantization, device: dev.clone(), dtype: opts.dtype };
     let m = OpenVla::load(model_dir, &load)?;
+    m.set_replay(opts.replay && dev.is_cuda());
     dev.synchronize()?;
     let load_s = t.elapsed().as_secs_f64();
     let after_load = memory_in_use(dev)?;
@@ -200,6 +209,7 @@ pub fn run(model_dir: &Path, opts: &BenchOptions) -> Result<BenchReport> {
     let decode_tokens: Vec<f64> = runs.iter().flat_map(|r| r.token_ms.iter().copied()).collect();
     let total_ms = Stat::of(&total);
 
+    let cuda_graphs = m.replay_enabled();
     let ceilings = measure_ceilings(dev, opts.dtype)?;
     let cfg = &m.config;
     let prefill_len = runs[0].prefill_len;
@@ -240,11 +250,12 @@ pub fn run(model_dir: &Path, opts: &BenchOptions) -> Result<BenchReport> {
         iters: opts.iters,
         warmup: opts.warmup,
         load_s,
+        preprocess_ms: col(&|r| r.preprocess_ms),
         vision_ms: col(&|r| r.vision_ms),
         projector_ms: col(&|r| r.projector_ms),
         prefill_ms: col(&|r| r.prefill_ms),
         decode_token_ms: Stat::of(&decode_tokens),
-        staged_total_ms: col(&|r| r.vision_ms + r.projector_ms + r.prefill_ms + r.token_ms.iter().sum::<f64>()),
+        staged_total_ms: col(&|r| r.preprocess_ms + r.vision_ms + r.projector_ms + r.prefill_ms + r.token_ms.iter().sum::<f64>()),
         tokens_per_s: ACTION_TOKENS as f64 / total_ms.p50 * 1e3,
         actions_per_s: 1e3 / total_ms.p50,
         ratio: total_ms.p50 / floor.total_ms,
@@ -253,6 +264,7 @@ pub fn run(model_dir: &Path, opts: &BenchOptions) -> Result<BenchReport> {
         floor,
         gpu_memory,
         tokens: runs[0].tokens.clone(),
+        cuda_graphs,
     };
     if let Some(path) = &opts.dump {
         dump_reference(&m, path)?;
@@ -358,12 +370,14 @@ pub fn summary(r: &BenchReport) -> String {
         .map(|g| format!("{:.2} GiB peak", g.peak_bytes as f64 / (1u64 << 30) as f64))
         .unwrap_or_else(|| "-".into());
     format!(
-        "{card} {mode} ({dtype}): vision {v:.2} ms, projector {p:.2} ms, prefill {pf:.2} ms ({len} positions), \
+        "{card} {mode} ({dtype}{graphs}): preprocess {pre:.2} ms, vision {v:.2} ms, projector {p:.2} ms, prefill {pf:.2} ms ({len} positions), \
          {tok:.2} ms/token, total p50 {t:.2} ms / p95 {t95:.2} ms ({aps:.1} actions/s, {tps:.0} tokens/s)\n\
          floor {fl:.2} ms (decode {fd:.2} ms at {bw:.0} GB/s, prompt {fp:.2} ms at {tf:.0} TFLOP/s): ratio {ratio:.2}; memory {mem}; tokens {tokens:?}",
         card = r.card,
         mode = r.mode,
         dtype = r.dtype,
+        graphs = if r.cuda_graphs { ", CUDA graphs" } else { "" },
+        pre = r.preprocess_ms.p50,
         v = r.vision_ms.p50,
         p = r.projector_ms.p50,
         pf = r.prefill_ms.p50,

@@ -70,8 +70,9 @@ pub fn predict(
 }
 
 /// `vela vla bench --model DIR --quantization q4f16|q8f16|fp16 --device cpu|cuda --iters N
-/// [--dtype f32|bf16|f16] [--dump FILE]`: times predictions and, with `dump`, writes the fixed
+/// [--dtype f32|bf16|f16] [--dump FILE] [--eager]`: times predictions and, with `dump`, writes the fixed
 /// input set's intermediate values for benchmarks/openvla_torch.py to compare against.
+#[allow(clippy::too_many_arguments)] // one per CLI flag
 pub fn bench(
     model: &Path,
     quantization: &str,
@@ -80,6 +81,7 @@ pub fn bench(
     iters: usize,
     warmup: usize,
     dump: Option<&Path>,
+    eager: bool,
 ) -> Result<crate::bench::BenchReport> {
     let device = crate::device::parse_device(device)?;
     let dtype = match dtype {
@@ -87,6 +89,6 @@ pub fn bench(
         None => crate::device::default_dtype(&device),
     };
     let quantization = Quantization::parse_opt(quantization)?;
-    let opts = crate::bench::BenchOptions { quantization, device, dtype, iters, warmup, dump: dump.map(Path::to_path_buf) };
+    let opts = crate::bench::BenchOptions { quantization, device, dtype, iters, warmup, dump: dump.map(Path::to_path_buf), replay: !eager };
     crate::bench::run(model, &opts)
 }

@@ -121,11 +121,48 @@ pub struct KvCache {
     layers: Vec<Option<(Tensor, Tensor)>>,
     /// Number of positions already in the cache.
     pub pos: usize,
+    /// `Some(capacity)` when the layers are preallocated buffers written in place.
+    capacity: Option<usize>,
 }
 
 impl KvCache {
     pub fn new(n_layers: usize) -> Self {
-        Self { layers: vec![None; n_layers], pos: 0 }
+        Self { layers: vec![None; n_layers], pos: 0, capacity: None }
+    }
+
+    /// A cache of `capacity` positions allocated up front: appending writes into it and
+    /// attention reads a view of its first positions. No step then allocates memory that a
+    /// later step reads, which is what replaying captured CUDA graphs needs (each captured
+    /// step must find the keys of the earlier ones at the addresses it was recorded with).
+    pub fn preallocated(cfg: &TextConfig, batch: usize, capacity: usize, dtype: DType, dev: &Device) -> Result<Self> {
+        let shape = (batch, cfg.kv_heads(), capacity, cfg.head_dim());
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|_| Ok(Some((Tensor::zeros(shape, dtype, dev)?, Tensor::zeros(shape, dtype, dev)?))))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { layers, pos: 0, capacity: Some(capacity) })
+    }
+
+    /// Appends `k`, `v` (`[B, kvH, T, hd]`) for layer `li` at positions `start..start+T` and
+    /// returns every position's keys and values so far.
+    fn append(&mut self, li: usize, start: usize, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
+        let t = k.dim(2)?;
+        let kv = match (self.capacity, &self.layers[li]) {
+            (Some(cap), Some((ck, cv))) => {
+                if start + t > cap {
+                    return Err(crate::VlaError::Input(format!(
+                        "preallocated KV cache holds {cap} positions, asked for {}",
+                        start + t
+                    )));
+                }
+                ck.slice_set(&k.contiguous()?, 2, start)?;
+                cv.slice_set(&v.contiguous()?, 2, start)?;
+                return Ok((ck.narrow(2, 0, start + t)?, cv.narrow(2, 0, start + t)?));
+            }
+            (None, Some((pk, pv))) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
+            (_, None) => (k, v),
+        };
+        self.layers[li] = Some(kv.clone());
+        Ok(kv)
     }
 }
 
@@ -256,6 +293,9 @@ impl Llama {
                 self.cfg.max_position_embeddings
             )));
         }
+        if x.device().is_cuda() {
+            crate::model::replay::note_eager_pass();
+        }
         let mask = if t > 1 { Some(causal_mask(t, start, x.dtype(), x.device())?) } else { None };
         let mut x = x.clone();
         for (li, layer) in self.layers.iter().enumerate() {
@@ -269,14 +309,7 @@ impl Llama {
             let q = self.rotary.apply_scaled(&q, start)?;
             let k = self.rotary.apply(&k, start)?;
             let (k, v) = match cache.as_deref_mut() {
-                Some(cache) => {
-                    let kv = match &cache.layers[li] {
-                        Some((pk, pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
-                        None => (k, v),
-                    };
-                    cache.layers[li] = Some(kv.clone());
-                    kv
-                }
+                Some(cache) => cache.append(li, start, k, v)?,
                 None => (k, v),
             };
             let k = repeat_kv(k, heads / kvh)?;
@@ -302,12 +335,18 @@ impl Llama {
 }
 
 /// `[T, start+T]` additive mask: query i may see keys 0..=start+i.
+///
+/// Built on the device from two position ranges rather than uploaded: the ranges are a few
+/// hundred bytes, which candle can keep resident for CUDA graph capture, while a host-built
+/// `T × (start+T)` mask is too large for that and would have to be uploaded at every replay.
 pub fn causal_mask(t: usize, start: usize, dtype: DType, dev: &Device) -> Result<Tensor> {
     let total = start + t;
-    let v: Vec<f32> = (0..t)
-        .flat_map(|i| (0..total).map(move |j| if j > start + i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    Ok(Tensor::from_vec(v, (t, total), dev)?.to_dtype(dtype)?)
+    let query = Tensor::arange(start as u32, total as u32, dev)?.reshape((t, 1))?;
+    let key = Tensor::arange(0u32, total as u32, dev)?.reshape((1, total))?;
+    let hidden = key.broadcast_gt(&query)?;
+    let neg = Tensor::new(f32::NEG_INFINITY, dev)?.to_dtype(dtype)?.broadcast_as((t, total))?;
+    let zero = Tensor::zeros((), dtype, dev)?.broadcast_as((t, total))?;
+    Ok(hidden.where_cond(&neg, &zero)?)
 }
 
 fn repeat_kv(x: Tensor, n: usize) -> Result<Tensor> {

@@ -17,6 +17,7 @@ use crate::weights::{parse_torch_dtype, GgufStore, ProgressStore, SafetensorsSto
 use crate::{Result, VlaError};
 
 mod batch;
+pub(crate) mod replay;
 
 /// Pseudo action space that skips un-normalisation and returns values in [-1, 1].
 pub const NORMALIZED: &str = "normalized";
@@ -60,7 +61,9 @@ pub struct ActionPrediction {
 /// Per-stage wall times of [`OpenVla::predict_timed`], device synchronised in between.
 #[derive(Clone, Debug, Default)]
 pub struct StageTimes {
-    /// Preprocessing and both vision towers.
+    /// Host-side preprocessing (crop, resize) and the upload of the result.
+    pub preprocess_ms: f64,
+    /// Both vision towers (with replays also the pixel scaling, which runs on the device there).
     pub vision_ms: f64,
     pub projector_ms: f64,
     /// The prompt pass through the LLM plus the first token's argmax.
@@ -84,6 +87,8 @@ pub struct OpenVla {
     device: Device,
     /// How the weights were stored (for `--verbose` / stats).
     pub weights_kind: String,
+    /// The recorded plan of the latest prompt (CUDA graphs; see `replay.rs`).
+    replays: std::sync::Mutex<replay::ReplayCache>,
 }
 
 /// The inference prompt, without the trailing space the training text had.
@@ -153,6 +158,7 @@ impl OpenVla {
             dtype,
             device: w.device().clone(),
             weights_kind: "memory".into(),
+            replays: std::sync::Mutex::new(replay::ReplayCache::new(replay::default_enabled(w.device()))),
             config,
         })
     }
@@ -181,11 +187,14 @@ impl OpenVla {
     /// augmentation (`vela_center_crop` in config.json) look at the centre crop of the same
     /// area, as OpenVLA evaluates its augmented fine-tunes; others at the whole frame.
     pub fn pixel_values(&self, img: &RgbImage) -> Result<Tensor> {
+        crate::preprocess::pixel_values(&self.framed(img), &self.towers, self.dtype, &self.device)
+    }
+
+    /// The frame the towers see before resizing: the centre crop for augmented models.
+    fn framed<'a>(&self, img: &'a RgbImage) -> std::borrow::Cow<'a, RgbImage> {
         match self.config.vela_center_crop {
-            Some(area) if area < 1.0 => {
-                crate::preprocess::pixel_values(&crate::preprocess::center_crop(img, area), &self.towers, self.dtype, &self.device)
-            }
-            _ => crate::preprocess::pixel_values(img, &self.towers, self.dtype, &self.device),
+            Some(area) if area < 1.0 => std::borrow::Cow::Owned(crate::preprocess::center_crop(img, area)),
+            _ => std::borrow::Cow::Borrowed(img),
         }
     }
 
@@ -211,8 +220,18 @@ impl OpenVla {
         img: &RgbImage,
         instruction: &str,
         action_space: &str,
-        on_token: impl FnMut(&PartialAction),
+        mut on_token: impl FnMut(&PartialAction),
     ) -> Result<ActionPrediction> {
+        if self.replay_enabled() {
+            if action_space != NORMALIZED {
+                // An unknown action space is the caller's error, not the replay's.
+                self.config.action_stats(action_space)?;
+            }
+            match self.predict_replayed(img, instruction, action_space, &mut on_token) {
+                Ok(p) => return Ok(p),
+                Err(e) => self.replay_failed(e),
+            }
+        }
         let t0 = Instant::now();
         let patches = self.encode_image(img)?;
         let vision_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -292,11 +311,20 @@ impl OpenVla {
     /// wall time is its own (on CUDA the ops only queue work; unsynchronised stage times
     /// would show launch cost, not GPU time). Decodes in the `normalized` space.
     pub fn predict_timed(&self, img: &RgbImage, instruction: &str) -> Result<StageTimes> {
+        if self.replay_enabled() {
+            match self.predict_timed_replayed(img, instruction) {
+                Ok(t) => return Ok(t),
+                Err(e) => self.replay_failed(e),
+            }
+        }
         let sync = || self.device.synchronize();
         let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
         sync()?;
         let t = Instant::now();
         let px = self.pixel_values(img)?;
+        sync()?;
+        let preprocess_ms = ms(t);
+        let t = Instant::now();
         let feats = self.backbone.forward(&px)?;
         sync()?;
         let vision_ms = ms(t);
@@ -319,7 +347,7 @@ impl OpenVla {
             tokens.push(argmax(&logits)?);
             token_ms.push(ms(t));
         }
-        Ok(StageTimes { vision_ms, projector_ms, prefill_ms, token_ms, tokens, prefill_len })
+        Ok(StageTimes { preprocess_ms, vision_ms, projector_ms, prefill_ms, token_ms, tokens, prefill_len })
     }
 
     /// Bytes of weights one decode step reads (every decoder matrix, norms and `lm_head`; the

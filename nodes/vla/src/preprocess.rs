@@ -18,12 +18,25 @@ pub fn resize(img: &RgbImage, size: usize) -> RgbImage {
     image::imageops::resize(img, size as u32, size as u32, FilterType::CatmullRom)
 }
 
+/// `img` resized once per distinct tower size (OpenVLA's two towers both read 224 px, and a
+/// resize costs milliseconds on the host).
+pub fn resized_per_size(img: &RgbImage, towers: &[VitConfig]) -> Vec<(usize, RgbImage)> {
+    let mut out: Vec<(usize, RgbImage)> = Vec::new();
+    for t in towers {
+        if !out.iter().any(|(s, _)| *s == t.image_size) {
+            out.push((t.image_size, resize(img, t.image_size)));
+        }
+    }
+    out
+}
+
 /// `[1, 3·T, S, S]` pixel values in `dtype`.
 pub fn pixel_values(img: &RgbImage, towers: &[VitConfig], dtype: DType, dev: &Device) -> Result<Tensor> {
+    let resized = resized_per_size(img, towers);
     let mut chans = Vec::new();
     for t in towers {
         let s = t.image_size;
-        let r = resize(img, s);
+        let r = &resized.iter().find(|(size, _)| *size == s).expect("one per size").1;
         let mut data = vec![0f32; 3 * s * s];
         for (x, y, p) in r.enumerate_pixels() {
             for c in 0..3 {
@@ -32,6 +45,22 @@ pub fn pixel_values(img: &RgbImage, towers: &[VitConfig], dtype: DType, dev: &De
             }
         }
         chans.push(Tensor::from_vec(data, (1, 3, s, s), dev)?);
+    }
+    Ok(Tensor::cat(&chans, 1)?.to_dtype(dtype)?)
+}
+
+/// Raw `[S, S, 3]` u8 frames (one per distinct size, as [`resized_per_size`] makes them) →
+/// the pixel values [`pixel_values`] computes on the host, with the same f32 arithmetic, on
+/// the frames' device. Replayed CUDA graphs take the bytes as input: an eighth of the upload,
+/// and the scaling runs on the card.
+pub fn normalize_on_device(frames: &[(usize, Tensor)], towers: &[VitConfig], dtype: DType) -> Result<Tensor> {
+    let mut chans = Vec::new();
+    for t in towers {
+        let f = &frames.iter().find(|(s, _)| *s == t.image_size).ok_or_else(|| crate::VlaError::Input(format!("no {} px frame", t.image_size)))?.1;
+        let dev = f.device();
+        let stat = |v: [f32; 3]| Tensor::new(&v, dev)?.reshape((3, 1, 1));
+        let x = f.to_dtype(DType::F32)?.permute((2, 0, 1))?.broadcast_div(&Tensor::new(255f32, dev)?)?;
+        chans.push(x.broadcast_sub(&stat(t.image_mean)?)?.broadcast_div(&stat(t.image_std)?)?.unsqueeze(0)?);
     }
     Ok(Tensor::cat(&chans, 1)?.to_dtype(dtype)?)
 }

@@ -80,7 +80,7 @@ fn cpu_bench_of_a_tiny_checkpoint_reports_every_stage() {
     let _ = std::fs::remove_dir_all(&dir);
     let cfg = OpenVlaConfig::preset(Preset::Tiny);
     make_checkpoint_with(&cfg, &dir, &MakeOptions { seed: 5, max_shard_bytes: None, tokenizer: TokenizerSource::None }).unwrap();
-    let opts = BenchOptions { quantization: None, device: Device::Cpu, dtype: DType::F32, iters: 3, warmup: 1, dump: Some(dir.join("dump.safetensors")) };
+    let opts = BenchOptions { quantization: None, device: Device::Cpu, dtype: DType::F32, iters: 3, warmup: 1, dump: Some(dir.join("dump.safetensors")), replay: false };
     let r = bench::run(&dir, &opts).unwrap();
     assert_eq!(r.tokens.len(), 7);
     assert_eq!(r.decode_token_ms.n, 3 * 6);

@@ -140,6 +140,14 @@ pub struct BenchReport {
     /// Whether the timed predictions replayed recorded CUDA graphs (false on the CPU, with
     /// `--eager`, or if recording failed; the log says why then).
     pub cuda_graphs: bool,
+    /// Whether the decoder ran the fused kernels (fused.rs; CUDA with replays).
+    pub fused_kernels: bool,
+    /// With replays: on how many of the fixed inputs ([`INSTRUCTIONS`] with [`bench_image`])
+    /// the replayed prediction decoded the same 7 tokens as the eager, unfused path.
+    pub replay_matches_eager: Option<(usize, usize)>,
+    /// With `VELA_PROFILE_DECODE=1`: (op, total ms over six decode steps, calls) from
+    /// [`OpenVla::profile_decode`].
+    pub decode_profile: Option<Vec<(String, f64, usize)>>,
 }
 
 /// Deterministic test image `i` (smooth gradients plus noise, so no two patches match).
@@ -210,6 +218,16 @@ pub fn run(model_dir: &Path, opts: &BenchOptions) -> Result<BenchReport> {
     let total_ms = Stat::of(&total);
 
     let cuda_graphs = m.replay_enabled();
+    let replay_matches_eager = if cuda_graphs { Some(replay_agreement(&m)?) } else { None };
+    let decode_profile = if std::env::var("VELA_PROFILE_DECODE").is_ok_and(|v| v == "1") {
+        let rows = m.profile_decode(&img, instruction)?;
+        for (op, ms, n) in &rows {
+            tracing::info!(op = %op, ms = format!("{ms:.3}"), calls = n, "decode profile");
+        }
+        Some(rows)
+    } else {
+        None
+    };
     let ceilings = measure_ceilings(dev, opts.dtype)?;
     let cfg = &m.config;
     let prefill_len = runs[0].prefill_len;
@@ -265,11 +283,32 @@ pub fn run(model_dir: &Path, opts: &BenchOptions) -> Result<BenchReport> {
         gpu_memory,
         tokens: runs[0].tokens.clone(),
         cuda_graphs,
+        fused_kernels: cuda_graphs && crate::fused::enabled(),
+        replay_matches_eager,
+        decode_profile,
     };
     if let Some(path) = &opts.dump {
         dump_reference(&m, path)?;
     }
     Ok(report)
+}
+
+/// Replayed vs eager greedy tokens on the fixed input set: (equal, inputs).
+fn replay_agreement(m: &OpenVla) -> Result<(usize, usize)> {
+    let mut equal = 0;
+    for (k, instruction) in INSTRUCTIONS.iter().enumerate() {
+        let img = bench_image(k);
+        let replayed = m.predict_action_stream(&img, instruction, crate::model::NORMALIZED, |_| {})?.tokens;
+        m.set_replay(false);
+        let eager = m.predict_action_stream(&img, instruction, crate::model::NORMALIZED, |_| {});
+        m.set_replay(true);
+        if replayed == eager?.tokens {
+            equal += 1;
+        } else {
+            tracing::warn!(input = k, "replayed tokens differ from the eager path's");
+        }
+    }
+    Ok((equal, INSTRUCTIONS.len()))
 }
 
 fn median_ms(dev: &Device, reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
@@ -372,7 +411,7 @@ pub fn summary(r: &BenchReport) -> String {
     format!(
         "{card} {mode} ({dtype}{graphs}): preprocess {pre:.2} ms, vision {v:.2} ms, projector {p:.2} ms, prefill {pf:.2} ms ({len} positions), \
          {tok:.2} ms/token, total p50 {t:.2} ms / p95 {t95:.2} ms ({aps:.1} actions/s, {tps:.0} tokens/s)\n\
-         floor {fl:.2} ms (decode {fd:.2} ms at {bw:.0} GB/s, prompt {fp:.2} ms at {tf:.0} TFLOP/s): ratio {ratio:.2}; memory {mem}; tokens {tokens:?}",
+         floor {fl:.2} ms (decode {fd:.2} ms at {bw:.0} GB/s, prompt {fp:.2} ms at {tf:.0} TFLOP/s): ratio {ratio:.2}; memory {mem}; tokens {tokens:?}{agree}",
         card = r.card,
         mode = r.mode,
         dtype = r.dtype,
@@ -394,5 +433,6 @@ pub fn summary(r: &BenchReport) -> String {
         tf = r.ceilings.matmul_tflop_s,
         ratio = r.ratio,
         tokens = r.tokens,
+        agree = r.replay_matches_eager.map(|(a, n)| format!("; replay = eager on {a}/{n} inputs")).unwrap_or_default(),
     )
 }

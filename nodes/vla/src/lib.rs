@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod device;
 pub mod eval;
+pub mod fused;
 pub mod llama;
 pub mod model;
 pub mod node;

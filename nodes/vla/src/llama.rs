@@ -296,6 +296,12 @@ impl Llama {
         if x.device().is_cuda() {
             crate::model::replay::note_eager_pass();
         }
+        #[cfg(feature = "cuda")]
+        if let Some(c) = cache.as_deref_mut() {
+            if self.can_fuse(x, c) {
+                return self.run_layers_fused(x, c);
+            }
+        }
         let mask = if t > 1 { Some(causal_mask(t, start, x.dtype(), x.device())?) } else { None };
         let mut x = x.clone();
         for (li, layer) in self.layers.iter().enumerate() {
@@ -331,6 +337,91 @@ impl Llama {
             c.pos += t;
         }
         Ok(x)
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl Llama {
+    /// The fused kernels' preconditions: bf16 on CUDA, one sequence, a preallocated cache,
+    /// fused qkv and gate/up projections, inference only.
+    fn can_fuse(&self, x: &Tensor, cache: &KvCache) -> bool {
+        crate::fused::enabled()
+            && x.device().is_cuda()
+            && x.dtype() == DType::BF16
+            && x.dim(0).is_ok_and(|b| b == 1)
+            // The attention kernel's limits: 16-byte row loads, one block per head, scores in
+            // shared memory.
+            && cache.capacity.is_some_and(|c| c <= 8192)
+            && !x.track_op()
+            && { let hd = self.cfg.head_dim(); hd % 8 == 0 && hd <= 256 && 1024 % (hd / 2) == 0 }
+            && self.layers.iter().all(|l| matches!((&l.qkv, &l.gate_up), (Parallel::Fused { .. }, Parallel::Fused { .. })))
+    }
+
+    /// [`Self::run_layers`] with the fused kernels (see fused.rs): about nine launches per
+    /// layer instead of twenty. The residual add of each sublayer is fused into the next norm.
+    fn run_layers_fused(&self, x: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        use crate::fused;
+        let (_, t, h) = x.dims3()?;
+        let heads = self.cfg.num_attention_heads;
+        let kvh = self.cfg.kv_heads();
+        let hd = self.cfg.head_dim();
+        let start = cache.pos;
+        let mask = if t > 1 { Some(causal_mask(t, start, x.dtype(), x.device())?) } else { None };
+        let r = &self.rotary;
+        let tables = [&r.cos_scaled, &r.sin_scaled, &r.cos, &r.sin];
+        let dev = x.device();
+        let p = |op: &'static str, f: &mut dyn FnMut() -> Result<Tensor>| fused::profile::timed(dev, op, f);
+        let p2 = |op: &'static str, f: &mut dyn FnMut() -> Result<(Tensor, Tensor)>| fused::profile::timed(dev, op, f);
+        let mut resid = x.clone();
+        let mut n = p("rmsnorm", &mut || self.layers[0].input_norm.forward(x))?;
+        for (li, layer) in self.layers.iter().enumerate() {
+            let qkv = p("qkv", &mut || Ok(fused_lin(&layer.qkv)?.forward(&n)?))?;
+            let (kc, vc) = cache.layers[li].as_ref().expect("preallocated cache has every layer");
+            let q = p("rope_kv", &mut || Ok(fused::rope_kv(&qkv.contiguous()?, tables, kc, vc, heads, kvh, hd, start)?))?;
+            let y = if t == 1 {
+                p("attention", &mut || Ok(fused::decode_attention(&q, kc, vc, start + 1)?))?
+            } else {
+                p("attention", &mut || {
+                    let k = repeat_kv(kc.narrow(2, 0, start + t)?, heads / kvh)?;
+                    let v = repeat_kv(vc.narrow(2, 0, start + t)?, heads / kvh)?;
+                    let mut att = q.matmul(&k.t()?)?;
+                    if let Some(m) = &mask {
+                        att = att.broadcast_add(m)?;
+                    }
+                    Ok(crate::ops::softmax_last_dim(&att)?.matmul(&v)?.transpose(1, 2)?.reshape((1, t, h))?)
+                })?
+            };
+            let o = p("o", &mut || Ok(layer.o.forward(&y)?))?;
+            let (r2, n2) = p2("add_rmsnorm", &mut || Ok(fused::add_rms_norm(&o, &resid, &layer.post_norm.weight, layer.post_norm.eps)?))?;
+            let gu = p("gate_up", &mut || Ok(fused_lin(&layer.gate_up)?.forward(&n2)?))?;
+            let d = match &layer.down {
+                Lin::Dense(l) if l.bias().is_none() && fused::gemv_silu_applies(&gu, l.weight()) => {
+                    p("silu_mul+down", &mut || Ok(fused::gemv_silu(&gu, l.weight())?))?
+                }
+                down => {
+                    let a = p("silu_mul", &mut || Ok(fused::silu_mul(&gu)?))?;
+                    p("down", &mut || Ok(down.forward(&a)?))?
+                }
+            };
+            match self.layers.get(li + 1) {
+                Some(next) => {
+                    let (r3, n3) = p2("add_rmsnorm", &mut || Ok(fused::add_rms_norm(&d, &r2, &next.input_norm.weight, next.input_norm.eps)?))?;
+                    resid = r3;
+                    n = n3;
+                }
+                None => resid = (r2 + d)?,
+            }
+        }
+        cache.pos += t;
+        Ok(resid)
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn fused_lin(p: &Parallel) -> Result<&Lin> {
+    match p {
+        Parallel::Fused { lin, .. } => Ok(lin),
+        Parallel::Split(_) => Err(crate::VlaError::Input("fused decoder needs fused projections".into())),
     }
 }
 

@@ -294,6 +294,40 @@ impl OpenVla {
         })
     }
 
+    /// Where a decode step's GPU time goes: builds the plan for this prompt without recording
+    /// it, runs the prompt stages, then the six decode steps eagerly with the device waited
+    /// for around every op of the fused decoder (`fused::profile`). Rows: op, total ms over
+    /// the six steps, calls; then the steps' total and what lies outside the layers (final
+    /// norm, `lm_head`, argmax, embedding). Sync overhead inflates small ops by a few µs each.
+    pub fn profile_decode(&self, img: &RgbImage, instruction: &str) -> Result<Vec<(String, f64, usize)>> {
+        let frames = self.frames(img);
+        let ids = self.prompt_ids(instruction);
+        let mut plan = StaticPlan::new(self, &frames, &ids, 7)?;
+        plan.load_frames(&frames)?;
+        for s in 0..=PREFILL {
+            plan.stage(self, s)?;
+        }
+        self.device.synchronize()?;
+        crate::fused::profile::start();
+        let mut steps_ms = 0.0;
+        let run = (|| -> Result<()> {
+            for s in PREFILL + 1..plan.n_stages() {
+                let t = Instant::now();
+                plan.stage(self, s)?;
+                self.device.synchronize()?;
+                steps_ms += t.elapsed().as_secs_f64() * 1e3;
+            }
+            Ok(())
+        })();
+        let ops = crate::fused::profile::finish();
+        run?;
+        let inside: f64 = ops.iter().map(|o| o.1).sum();
+        let mut rows: Vec<(String, f64, usize)> = ops.into_iter().map(|(k, ms, n)| (k.to_string(), ms, n)).collect();
+        rows.push(("decode steps (total)".into(), steps_ms, plan.n_stages() - PREFILL - 1));
+        rows.push(("outside the layers".into(), steps_ms - inside, plan.n_stages() - PREFILL - 1));
+        Ok(rows)
+    }
+
     /// [`OpenVla::predict_timed`] through the plan: each recorded stage launched and waited
     /// for on its own. The first call for a prompt records the plan before timing.
     pub(crate) fn predict_timed_replayed(&self, img: &RgbImage, instruction: &str) -> Result<StageTimes> {

@@ -1,0 +1,432 @@
+//! Fused CUDA kernels for the Llama decoder (src/kernels/fused.cu).
+//!
+//! Replayed as CUDA graphs, a decode step costs the HBM traffic of its weights plus about
+//! 2–3 µs of GPU time per kernel, however small the kernel. candle's generic ops spend about
+//! twenty kernels per layer; four fused ones bring that to nine:
+//! - rotary embedding of q and k read straight out of the fused qkv projection, with k and v
+//!   written into the preallocated KV cache (was: three copies, two rotations, two cache writes);
+//! - attention of one new position over the cache (was: two matmuls and a softmax);
+//! - `silu(gate) * up` out of the fused gate/up projection (was: two strided element-wise ops);
+//! - residual add + RMSNorm (was: two ops).
+//!
+//! A fifth, a bf16 matrix-vector product, replaces cuBLAS for the one-row matmuls of decoding:
+//! cuBLAS streamed the 7B weights at about 2.2 TB/s of the H100's 3.0.
+//!
+//! They run only on CUDA in bf16 with batch 1 and a preallocated cache (the replayed plan);
+//! everything else, the CPU and training included, keeps candle's ops.
+
+#[cfg(feature = "cuda")]
+pub use imp::*;
+
+/// Per-op GPU times of the fused decoder, for finding where a decode step's time goes: while
+/// switched on (on this thread), every op of [`crate::llama::Llama`]'s fused path waits for the
+/// device before and after it runs. Never on during CUDA graph capture (waiting is illegal
+/// there); `OpenVla::profile_decode` runs a plan eagerly for it.
+pub mod profile {
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+    use std::time::Instant;
+
+    thread_local! {
+        static TABLE: RefCell<Option<BTreeMap<&'static str, (f64, usize)>>> = const { RefCell::new(None) };
+    }
+
+    pub fn start() {
+        TABLE.with(|t| *t.borrow_mut() = Some(BTreeMap::new()));
+    }
+
+    /// Stops recording and returns `(op, total ms, calls)`.
+    pub fn finish() -> Vec<(&'static str, f64, usize)> {
+        TABLE.with(|t| t.borrow_mut().take()).unwrap_or_default().into_iter().map(|(k, (ms, n))| (k, ms, n)).collect()
+    }
+
+    pub fn timed<T, E: From<candle_core::Error>>(dev: &candle_core::Device, op: &'static str, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        if !TABLE.with(|t| t.borrow().is_some()) {
+            return f();
+        }
+        dev.synchronize()?;
+        let t0 = Instant::now();
+        let out = f()?;
+        dev.synchronize()?;
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        TABLE.with(|t| {
+            if let Some(m) = t.borrow_mut().as_mut() {
+                let e = m.entry(op).or_insert((0.0, 0));
+                e.0 += ms;
+                e.1 += 1;
+            }
+        });
+        Ok(out)
+    }
+}
+
+/// Whether the decoder may use the fused kernels: CUDA builds, unless `VELA_FUSED_KERNELS=0`
+/// (for measuring what they save).
+pub fn enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    cfg!(feature = "cuda") && *ON.get_or_init(|| std::env::var("VELA_FUSED_KERNELS").map_or(true, |v| v != "0"))
+}
+
+#[cfg(feature = "cuda")]
+mod imp {
+    use candle_core::backend::BackendStorage;
+    use candle_core::cuda_backend::cudarc::driver::{DevicePtr, LaunchConfig, PushKernelArg};
+    use candle_core::cuda_backend::{CudaStorage, WrapErr};
+    use candle_core::{CpuStorage, CudaDevice, CustomOp1, DType, Layout, Shape, Storage, Tensor};
+    use half::bf16;
+
+    const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"));
+    const MODULE: &str = "vela_fused";
+
+    /// Device address (bytes) of a contiguous bf16 tensor's first element, and the guard that
+    /// must outlive the launch.
+    struct Ptr<'a> {
+        addr: u64,
+        _storage: candle_core::StorageRef<'a>,
+    }
+
+    fn ptr(t: &Tensor) -> candle_core::Result<Ptr<'_>> {
+        let (storage, layout) = t.storage_and_layout();
+        let (o1, _) = layout.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("fused kernel: input not contiguous".into()))?;
+        let addr = match &*storage {
+            Storage::Cuda(cs) => {
+                let s = cs.as_cuda_slice::<bf16>()?;
+                let (p, _sync) = s.device_ptr(s.stream());
+                p + (o1 * 2) as u64
+            }
+            _ => candle_core::bail!("fused kernel: tensor not on CUDA"),
+        };
+        Ok(Ptr { addr, _storage: storage })
+    }
+
+    fn check_bf16(ts: &[&Tensor]) -> candle_core::Result<()> {
+        for t in ts {
+            if t.dtype() != DType::BF16 || !t.is_contiguous() {
+                candle_core::bail!("fused kernel: needs contiguous bf16, got {:?} {:?}", t.dtype(), t.shape());
+            }
+        }
+        Ok(())
+    }
+
+    fn src_addr(s: &CudaStorage, l: &Layout) -> candle_core::Result<u64> {
+        let (o1, _) = l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("fused kernel: input not contiguous".into()))?;
+        let sl = s.as_cuda_slice::<bf16>()?;
+        let (p, _sync) = sl.device_ptr(sl.stream());
+        Ok(p + (o1 * 2) as u64)
+    }
+
+    /// A kernel argument, owned here so the launch builder can borrow it.
+    enum Arg {
+        Ptr(u64),
+        I32(i32),
+        F32(f32),
+    }
+
+    fn launch(dev: &CudaDevice, name: &str, cfg: LaunchConfig, args: &[Arg]) -> candle_core::Result<()> {
+        let f = dev.get_or_load_custom_func(name, MODULE, PTX)?;
+        let mut b = f.builder();
+        for a in args {
+            match a {
+                Arg::Ptr(p) => b.arg(p),
+                Arg::I32(i) => b.arg(i),
+                Arg::F32(x) => b.arg(x),
+            };
+        }
+        // SAFETY: every pointer argument addresses a live bf16 buffer of the size the kernel
+        // indexes (checked by the callers), and the guards keeping them alive outlive the launch.
+        unsafe { b.launch(cfg) }.w()?;
+        Ok(())
+    }
+
+    fn cpu_only(name: &str) -> candle_core::Result<(CpuStorage, Shape)> {
+        candle_core::bail!("{name} is a CUDA kernel")
+    }
+
+    struct RopeKv<'a> {
+        tables: [&'a Tensor; 4],
+        k_cache: &'a Tensor,
+        v_cache: &'a Tensor,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        start: usize,
+    }
+
+    impl CustomOp1 for RopeKv<'_> {
+        fn name(&self) -> &'static str {
+            "vela-rope-kv"
+        }
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+            cpu_only(self.name())
+        }
+        fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+            let (b, t, width) = l.shape().dims3()?;
+            let (h, kvh, d) = (self.heads, self.kv_heads, self.head_dim);
+            if b != 1 || width != (h + 2 * kvh) * d {
+                candle_core::bail!("vela-rope-kv: qkv {:?} for {h}+2x{kvh} heads of {d}", l.shape());
+            }
+            let cap = self.k_cache.dim(2)?;
+            if self.start + t > cap || self.tables[0].dim(0)? < self.start + t {
+                candle_core::bail!("vela-rope-kv: positions {}..{} beyond the cache ({cap}) or tables", self.start, self.start + t);
+            }
+            let dev = s.device().clone();
+            let qkv = src_addr(s, l)?;
+            let [cq, sq, ck, sk] = self.tables;
+            let (cq, sq, ck, sk) = (ptr(cq)?, ptr(sq)?, ptr(ck)?, ptr(sk)?);
+            let (kc, vc) = (ptr(self.k_cache)?, ptr(self.v_cache)?);
+            // SAFETY: written in full by the kernel before anything reads it.
+            let out = unsafe { dev.alloc::<bf16>(h * t * d)? };
+            let (q, _sync) = out.device_ptr(out.stream());
+            let cfg = LaunchConfig { grid_dim: (t as u32, (h + kvh) as u32, 1), block_dim: ((d / 2) as u32, 1, 1), shared_mem_bytes: 0 };
+            let mut args: Vec<Arg> = [qkv, cq.addr, sq.addr, ck.addr, sk.addr, q, kc.addr, vc.addr].map(Arg::Ptr).into();
+            args.extend([t, h, kvh, d, cap, self.start].map(|i| Arg::I32(i as i32)));
+            launch(&dev, "vela_rope_kv_bf16", cfg, &args)?;
+            drop(_sync);
+            Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from((1, h, t, d))))
+        }
+    }
+
+    /// Rotates q and k of `qkv` (`[1, T, (H + 2·KVH)·D]`) at positions `start..start+T`, writes
+    /// k and v into the caches (`[1, KVH, cap, D]`) and returns q as `[1, H, T, D]`. `tables`:
+    /// cos, sin for q (scaled by 1/√D), then for k, each `[max_pos, D/2]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope_kv(
+        qkv: &Tensor,
+        tables: [&Tensor; 4],
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        start: usize,
+    ) -> candle_core::Result<Tensor> {
+        check_bf16(&[qkv, tables[0], tables[1], tables[2], tables[3], k_cache, v_cache])?;
+        qkv.apply_op1_no_bwd(&RopeKv { tables, k_cache, v_cache, heads, kv_heads, head_dim, start })
+    }
+
+    struct SiluMul;
+
+    impl CustomOp1 for SiluMul {
+        fn name(&self) -> &'static str {
+            "vela-silu-mul"
+        }
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+            cpu_only(self.name())
+        }
+        fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+            let dims = l.shape().dims();
+            let two_i = *dims.last().unwrap_or(&0);
+            if two_i % 2 != 0 {
+                candle_core::bail!("vela-silu-mul: odd last dimension {two_i}");
+            }
+            let i = two_i / 2;
+            let rows = l.shape().elem_count() / two_i.max(1);
+            let dev = s.device().clone();
+            let src = src_addr(s, l)?;
+            // SAFETY: written in full by the kernel.
+            let out = unsafe { dev.alloc::<bf16>(rows * i)? };
+            let (o, _sync) = out.device_ptr(out.stream());
+            let n = rows * i;
+            let blocks = n.div_ceil(256).min(65_535) as u32;
+            let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+            launch(&dev, "vela_silu_mul_bf16", cfg, &[Arg::Ptr(src), Arg::Ptr(o), Arg::I32(rows as i32), Arg::I32(i as i32)])?;
+            drop(_sync);
+            let mut shape = dims.to_vec();
+            *shape.last_mut().expect("rank ≥ 1") = i;
+            Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from(shape)))
+        }
+    }
+
+    /// `silu(gu[.., :I]) * gu[.., I:]` for the fused gate/up output `gu` (`[.., 2I]`).
+    pub fn silu_mul(gu: &Tensor) -> candle_core::Result<Tensor> {
+        check_bf16(&[gu])?;
+        gu.apply_op1_no_bwd(&SiluMul)
+    }
+
+    struct AddRmsNorm<'a> {
+        residual: &'a Tensor,
+        weight: &'a Tensor,
+        eps: f32,
+    }
+
+    impl CustomOp1 for AddRmsNorm<'_> {
+        fn name(&self) -> &'static str {
+            "vela-add-rmsnorm"
+        }
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+            cpu_only(self.name())
+        }
+        fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+            let n = *l.shape().dims().last().unwrap_or(&0);
+            if l.shape() != self.residual.shape() || self.weight.dims() != [n] {
+                candle_core::bail!("vela-add-rmsnorm: {:?} + {:?} with weight {:?}", l.shape(), self.residual.shape(), self.weight.shape());
+            }
+            let rows = l.shape().elem_count() / n.max(1);
+            let dev = s.device().clone();
+            let x = src_addr(s, l)?;
+            let (r, w) = (ptr(self.residual)?, ptr(self.weight)?);
+            // SAFETY: both halves written in full by the kernel.
+            let out = unsafe { dev.alloc::<bf16>(2 * rows * n)? };
+            let (o, _sync) = out.device_ptr(out.stream());
+            let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (1024.min(n.next_multiple_of(32)) as u32, 1, 1), shared_mem_bytes: 0 };
+            let args = [Arg::Ptr(x), Arg::Ptr(r.addr), Arg::Ptr(w.addr), Arg::Ptr(o), Arg::I32(rows as i32), Arg::I32(n as i32), Arg::F32(self.eps)];
+            launch(&dev, "vela_add_rmsnorm_bf16", cfg, &args)?;
+            drop(_sync);
+            let mut shape = vec![2];
+            shape.extend_from_slice(l.shape().dims());
+            Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from(shape)))
+        }
+    }
+
+    /// `(x + residual, rmsnorm(x + residual) · weight)`, both shaped like `x`, from one kernel.
+    pub fn add_rms_norm(x: &Tensor, residual: &Tensor, weight: &Tensor, eps: f32) -> candle_core::Result<(Tensor, Tensor)> {
+        check_bf16(&[x, residual, weight])?;
+        let both = x.apply_op1_no_bwd(&AddRmsNorm { residual, weight, eps })?;
+        Ok((both.get(0)?, both.get(1)?))
+    }
+
+    struct DecodeAttn<'a> {
+        k_cache: &'a Tensor,
+        v_cache: &'a Tensor,
+        n: usize,
+    }
+
+    const ATTN_THREADS: usize = 1024;
+    /// Shared memory the attention kernel declares statically (bytes), and the default limit.
+    const ATTN_STATIC_SHARED: usize = (32 + 256 + 2048) * 4;
+    const SHARED_LIMIT: usize = 48 * 1024;
+
+    impl CustomOp1 for DecodeAttn<'_> {
+        fn name(&self) -> &'static str {
+            "vela-decode-attn"
+        }
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+            cpu_only(self.name())
+        }
+        fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+            let (b, h, t, d) = l.shape().dims4()?;
+            let (_, kvh, cap, kd) = self.k_cache.dims4()?;
+            if b != 1 || t != 1 || kd != d || h % kvh != 0 || self.n == 0 || self.n > cap {
+                candle_core::bail!("vela-decode-attn: q {:?} over cache {:?} at {}", l.shape(), self.k_cache.shape(), self.n);
+            }
+            if d % 8 != 0 || d > 256 || ATTN_THREADS % (d / 2) != 0 {
+                candle_core::bail!("vela-decode-attn: head dim {d} unsupported");
+            }
+            if ATTN_STATIC_SHARED + 4 * self.n > SHARED_LIMIT {
+                candle_core::bail!("vela-decode-attn: {} positions exceed the kernel's shared memory", self.n);
+            }
+            let dev = s.device().clone();
+            let q = src_addr(s, l)?;
+            let (kc, vc) = (ptr(self.k_cache)?, ptr(self.v_cache)?);
+            // SAFETY: written in full by the kernel.
+            let out = unsafe { dev.alloc::<bf16>(h * d)? };
+            let (o, _sync) = out.device_ptr(out.stream());
+            let cfg = LaunchConfig { grid_dim: (h as u32, 1, 1), block_dim: (ATTN_THREADS as u32, 1, 1), shared_mem_bytes: (self.n * 4) as u32 };
+            let mut args: Vec<Arg> = [q, kc.addr, vc.addr, o].map(Arg::Ptr).into();
+            args.extend([h, kvh, d, cap, self.n].map(|i| Arg::I32(i as i32)));
+            launch(&dev, "vela_decode_attn_bf16", cfg, &args)?;
+            drop(_sync);
+            Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from((1, 1, h * d))))
+        }
+    }
+
+    struct Gemv<'a> {
+        weight: &'a Tensor,
+        /// x is `[2K]` gate/up, multiplied as `silu(gate) * up` on load.
+        silu: bool,
+    }
+
+    const GEMV_THREADS: usize = 256;
+
+    impl CustomOp1 for Gemv<'_> {
+        fn name(&self) -> &'static str {
+            "vela-gemv"
+        }
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+            cpu_only(self.name())
+        }
+        fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+            let (n, k) = self.weight.dims2()?;
+            let dims = l.shape().dims();
+            let xk = if self.silu { 2 * k } else { k };
+            if dims.last() != Some(&xk) || l.shape().elem_count() != xk || !gemv_shapes_ok(l.start_offset(), k) {
+                candle_core::bail!("vela-gemv: x {:?} for weight {:?}", l.shape(), self.weight.shape());
+            }
+            let dev = s.device().clone();
+            let x = src_addr(s, l)?;
+            let w = ptr(self.weight)?;
+            // SAFETY: written in full by the kernel.
+            let out = unsafe { dev.alloc::<bf16>(n)? };
+            let (y, _sync) = out.device_ptr(out.stream());
+            let rows_per_block = GEMV_THREADS / 32;
+            let cfg = LaunchConfig {
+                grid_dim: (n.div_ceil(rows_per_block) as u32, 1, 1),
+                block_dim: (GEMV_THREADS as u32, 1, 1),
+                shared_mem_bytes: (k * 2) as u32,
+            };
+            let name = if self.silu { "vela_gemv_silu_bf16" } else { "vela_gemv_bf16" };
+            launch(&dev, name, cfg, &[Arg::Ptr(w.addr), Arg::Ptr(x), Arg::Ptr(y), Arg::I32(n as i32), Arg::I32(k as i32)])?;
+            drop(_sync);
+            let mut shape = dims.to_vec();
+            *shape.last_mut().expect("rank ≥ 1") = n;
+            Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from(shape)))
+        }
+    }
+
+    /// Rows of 16-byte loads (K % 8), x in the kernel's shared memory (K ≤ 16384), and an x
+    /// that starts on a 16-byte boundary.
+    fn gemv_shapes_ok(x_offset: usize, k: usize) -> bool {
+        k % 8 == 0 && k <= 16_384 && x_offset % 8 == 0
+    }
+
+    /// Whether [`gemv`] can compute `x · weightᵀ`: CUDA, bf16, one row, inference.
+    pub fn gemv_applies(x: &Tensor, weight: &Tensor) -> bool {
+        super::enabled()
+            && x.device().is_cuda()
+            && x.dtype() == DType::BF16
+            && weight.dtype() == DType::BF16
+            && weight.rank() == 2
+            && weight.is_contiguous()
+            && weight.layout().start_offset() % 8 == 0
+            && x.is_contiguous()
+            && !x.track_op()
+            && !weight.track_op()
+            && x.dims().last().is_some_and(|&k| k == x.elem_count() && weight.dim(1).is_ok_and(|wk| wk == k))
+            && gemv_shapes_ok(x.layout().start_offset(), x.elem_count())
+    }
+
+    /// `x · weightᵀ` for a one-row `x` (`[.., K]`) and a Linear weight `[N, K]`.
+    pub fn gemv(x: &Tensor, weight: &Tensor) -> candle_core::Result<Tensor> {
+        x.apply_op1_no_bwd(&Gemv { weight, silu: false })
+    }
+
+    /// `(silu(gu[..K]) * gu[K..]) · weightᵀ` for one row of the fused gate/up output `gu`
+    /// (`[.., 2K]`): the MLP's down projection without the intermediate tensor.
+    pub fn gemv_silu(gu: &Tensor, weight: &Tensor) -> candle_core::Result<Tensor> {
+        check_bf16(&[gu, weight])?;
+        gu.apply_op1_no_bwd(&Gemv { weight, silu: true })
+    }
+
+    /// Whether [`gemv_silu`] applies to `gu` and `weight` (as [`gemv_applies`], for the
+    /// halved input).
+    pub fn gemv_silu_applies(gu: &Tensor, weight: &Tensor) -> bool {
+        let k = gu.elem_count() / 2;
+        super::enabled()
+            && gu.device().is_cuda()
+            && gu.dtype() == DType::BF16
+            && weight.dtype() == DType::BF16
+            && weight.dims() == [weight.dim(0).unwrap_or(0), k]
+            && weight.is_contiguous()
+            && weight.layout().start_offset() % 8 == 0
+            && gu.is_contiguous()
+            && gu.dims().last() == Some(&(2 * k))
+            && gemv_shapes_ok(gu.layout().start_offset(), k)
+    }
+
+    /// Softmax attention of `q` (`[1, H, 1, D]`, already scaled) over the first `n` positions
+    /// of the caches (`[1, KVH, cap, D]`), as `[1, 1, H·D]` (ready for `o_proj`).
+    pub fn decode_attention(q: &Tensor, k_cache: &Tensor, v_cache: &Tensor, n: usize) -> candle_core::Result<Tensor> {
+        check_bf16(&[q, k_cache, v_cache])?;
+        q.apply_op1_no_bwd(&DecodeAttn { k_cache, v_cache, n })
+    }
+}

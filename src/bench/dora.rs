@@ -19,8 +19,9 @@ use vela_dora::launch::{self, LaunchOptions};
 
 use super::{progress_bar, record, update_bar, BenchStats, EpisodeRecord, Plan, RunArgs};
 
-/// How often the simulator's stats come in from its runner (about once a second); a stalled
-/// dataflow is noticed from those.
+/// The simulator's latest `sent` count (from the stats its runner writes about once a second),
+/// when it last changed, and whether it ever did: the watchdog's start-up and stall limits
+/// are measured from these.
 struct Progress {
     sent: u64,
     since: Instant,

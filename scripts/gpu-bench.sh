@@ -31,6 +31,10 @@ df -h "$WORK" | tail -1
 bench_set() { # name config modes...
     local name=$1 cfg=$2; shift 2
     local dir="$WORK/$name"
+    if [ "$name" = 7b ]; then
+        log "fused kernels against candle's ops"
+        "$VELA" vla check-fused --device cuda --save "$OUT/check-fused.json" || echo "check-fused FAILED"
+    fi
     log "make-checkpoint $cfg"
     time "$VELA" vla make-checkpoint --config "$cfg" --out "$dir"
     for mode in "$@"; do

@@ -51,6 +51,15 @@ pub enum VlaCommand {
     /// per step over the action space's q01..q99 range, latency, and with --eval-model the
     /// error between two models' predictions (e.g. INT4 vs FP16).
     Eval(Box<EvalArgs>),
+    /// Check every fused CUDA kernel against the candle ops it replaces, on random inputs at
+    /// the 7B decoder's shapes (needs a CUDA build; CI has no GPU). Exits non-zero on a miss.
+    CheckFused {
+        #[arg(long, default_value = "cuda")]
+        device: String,
+        /// Write the results as JSON here.
+        #[arg(long)]
+        save: Option<PathBuf>,
+    },
     /// Time predict_action stage by stage (vision, projector, prefill, per token) and compare
     /// with the floor the device allows (measured copy bandwidth and matmul rate).
     Bench {
@@ -144,6 +153,7 @@ pub fn run(cmd: VlaCommand) -> Result<()> {
             println!("wrote {} ({} bytes)", r.out_file.display(), r.bytes);
         }
         VlaCommand::Eval(args) => eval(*args)?,
+        VlaCommand::CheckFused { device, save } => check_fused(&device, save.as_deref())?,
         VlaCommand::Bench { model, quantization, device, dtype, iters, warmup, save, dump, eager } => {
             let r = vela_vla::cli::bench(&model, &quantization, &device, dtype.as_deref(), iters, warmup, dump.as_deref(), eager)?;
             println!("{}", vela_vla::bench::summary(&r));
@@ -233,3 +243,26 @@ fn eval(a: EvalArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(feature = "cuda")]
+fn check_fused(device: &str, save: Option<&Path>) -> Result<()> {
+    let dev = vela_vla::parse_device(device)?;
+    let rows = vela_vla::fused::self_check(&dev)?;
+    println!("{:<22} {:<24} {:>10} {:>10}  ok", "kernel", "shape", "rel L2", "max abs");
+    for r in &rows {
+        println!("{:<22} {:<24} {:>10.2e} {:>10.2e}  {}", r.kernel, r.shape, r.rel_l2, r.max_abs, if r.passed { "yes" } else { "NO" });
+    }
+    if let Some(path) = save {
+        std::fs::write(path, serde_json::to_string_pretty(&rows)?).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let failed = rows.iter().filter(|r| !r.passed).count();
+    anyhow::ensure!(failed == 0, "{failed} of {} fused-kernel checks above rel. L2 {}", rows.len(), vela_vla::fused::CHECK_TOLERANCE);
+    Ok(())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn check_fused(device: &str, _save: Option<&Path>) -> Result<()> {
+    vela_vla::parse_device(device)?;
+    anyhow::bail!("the fused kernels are CUDA code: build vela with scripts/build-cuda.sh to check them")
+}
+

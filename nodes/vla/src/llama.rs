@@ -349,11 +349,11 @@ impl Llama {
             && x.device().is_cuda()
             && x.dtype() == DType::BF16
             && x.dim(0).is_ok_and(|b| b == 1)
-            // The attention kernel's limits: 16-byte row loads, one block per head, scores in
-            // shared memory.
-            && cache.capacity.is_some_and(|c| c <= 8192)
+            // The attention kernel's limits: 16-byte row loads, a pair of dimensions per
+            // thread of a 256-thread block.
+            && cache.capacity.is_some()
             && !x.track_op()
-            && { let hd = self.cfg.head_dim(); hd % 8 == 0 && hd <= 256 && 1024 % (hd / 2) == 0 }
+            && { let hd = self.cfg.head_dim(); hd % 8 == 0 && hd <= 256 && 256 % (hd / 2) == 0 }
             && self.layers.iter().all(|l| matches!((&l.qkv, &l.gate_up), (Parallel::Fused { .. }, Parallel::Fused { .. })))
     }
 

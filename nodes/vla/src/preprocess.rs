@@ -76,3 +76,93 @@ pub fn center_crop(img: &RgbImage, area: f32) -> RgbImage {
     let crop = image::imageops::crop_imm(img, (w - cw) / 2, (h - ch) / 2, cw, ch).to_image();
     image::imageops::resize(&crop, w, h, FilterType::Triangle)
 }
+
+/// One axis of `image`'s Catmull-Rom resize, precomputed: per output index the first input
+/// index, the number of inputs that contribute, where its weights start in `weights`, and the
+/// normalised weights. The arithmetic is image 0.25's (`vertical_sample` / `horizontal_sample`
+/// with `FilterType::CatmullRom`) step for step, so replaying it — [`resize_replayed`] here,
+/// the CUDA kernels of `fused.rs` on the card — reproduces [`resize`] bit for bit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResizeAxis {
+    pub left: Vec<u32>,
+    pub count: Vec<u32>,
+    pub offset: Vec<u32>,
+    pub weights: Vec<f32>,
+}
+
+fn catmull_rom(x: f32) -> f32 {
+    let (b, c) = (0.0f32, 0.5f32);
+    let a = x.abs();
+    let k = if a < 1.0 {
+        (12.0 - 9.0 * b - 6.0 * c) * a.powi(3) + (-18.0 + 12.0 * b + 6.0 * c) * a.powi(2) + (6.0 - 2.0 * b)
+    } else if a < 2.0 {
+        (-b - 6.0 * c) * a.powi(3) + (6.0 * b + 30.0 * c) * a.powi(2) + (-12.0 * b - 48.0 * c) * a + (8.0 * b + 24.0 * c)
+    } else {
+        0.0
+    };
+    k / 6.0
+}
+
+/// The weights that resample `src` samples to `dst` (see [`ResizeAxis`]).
+pub fn resize_axis(src: u32, dst: u32) -> ResizeAxis {
+    let ratio = src as f32 / dst as f32;
+    let sratio = if ratio < 1.0 { 1.0 } else { ratio };
+    let support = 2.0 * sratio;
+    let mut axis = ResizeAxis { left: Vec::new(), count: Vec::new(), offset: Vec::new(), weights: Vec::new() };
+    for out in 0..dst {
+        let input = (out as f32 + 0.5) * ratio;
+        let left = ((input - support).floor() as i64).clamp(0, src as i64 - 1);
+        let right = ((input + support).ceil() as i64).clamp(left + 1, src as i64);
+        let input = input - 0.5;
+        let start = axis.weights.len();
+        let mut sum = 0.0f32;
+        for i in left..right {
+            let w = catmull_rom((i as f32 - input) / sratio);
+            axis.weights.push(w);
+            sum += w;
+        }
+        for w in &mut axis.weights[start..] {
+            *w /= sum;
+        }
+        axis.left.push(left as u32);
+        axis.count.push((right - left) as u32);
+        axis.offset.push(start as u32);
+    }
+    axis
+}
+
+/// [`resize`] replayed from [`resize_axis`] weights: rows first into f32, then columns,
+/// rounded to the nearest byte (what the CUDA resize computes).
+pub fn resize_replayed(img: &RgbImage, size: usize) -> RgbImage {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    if w == size && h == size {
+        return img.clone();
+    }
+    let (rows, cols) = (resize_axis(h as u32, size as u32), resize_axis(w as u32, size as u32));
+    let src = img.as_raw();
+    let mut tmp = vec![0f32; size * w * 3];
+    for oy in 0..size {
+        let (l, n, o) = (rows.left[oy] as usize, rows.count[oy] as usize, rows.offset[oy] as usize);
+        for x in 0..w * 3 {
+            let mut t = 0.0f32;
+            for i in 0..n {
+                t += src[(l + i) * w * 3 + x] as f32 * rows.weights[o + i];
+            }
+            tmp[oy * w * 3 + x] = t;
+        }
+    }
+    let mut out = vec![0u8; size * size * 3];
+    for y in 0..size {
+        for ox in 0..size {
+            let (l, n, o) = (cols.left[ox] as usize, cols.count[ox] as usize, cols.offset[ox] as usize);
+            for c in 0..3 {
+                let mut t = 0.0f32;
+                for i in 0..n {
+                    t += tmp[(y * w + l + i) * 3 + c] * cols.weights[o + i];
+                }
+                out[(y * size + ox) * 3 + c] = t.clamp(0.0, 255.0).round() as u8;
+            }
+        }
+    }
+    RgbImage::from_raw(size as u32, size as u32, out).expect("size·size·3 bytes")
+}

@@ -78,3 +78,21 @@ fn pixels_scaled_on_the_device_equal_the_host_preprocessing() {
         assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "{dtype:?}");
     }
 }
+
+#[test]
+fn the_replayed_resize_matches_the_image_crate_bit_for_bit() {
+    use vela_vla::preprocess::{resize, resize_replayed};
+    let mut rng = 0x1234_5678u64;
+    let mut byte = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng >> 24) as u8
+    };
+    // Shrinking (a 256 px camera, a wide frame), enlarging, and the sim's own size.
+    for (w, h, size) in [(256u32, 256u32, 224usize), (320, 240, 224), (100, 90, 224), (224, 224, 224), (640, 480, 112)] {
+        // Noise plus a smooth ramp: both flat and busy areas, and values near 0 and 255.
+        let img = RgbImage::from_fn(w, h, |x, y| image::Rgb([byte(), ((x * 255) / w) as u8, if (x + y) % 7 == 0 { 255 } else { (y % 256) as u8 }]));
+        assert_eq!(resize_replayed(&img, size).as_raw(), resize(&img, size).as_raw(), "{w}x{h} -> {size}");
+    }
+}

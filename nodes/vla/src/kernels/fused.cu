@@ -102,24 +102,27 @@ extern "C" __global__ void vela_add_rmsnorm_bf16(const bf16* x, const bf16* r, c
         norm[c] = __float2bfloat16(ld(sum + c) * scale * ld(w + c));
 }
 
-// Attention of one new position over the first n cached ones. q: [H, D] (already scaled);
-// caches: [KVH, cap, D]; out: [H * D]. One block of 1024 threads per head: scores one
-// position per thread (16-byte loads along the row), then each group of D/2 threads sums a
-// stripe of positions for every pair of dimensions. Dynamic shared memory holds n scores.
-// Needs D % 8 == 0, D <= 256 and 1024 % (D / 2) == 0 (checked by the caller).
-extern "C" __global__ void vela_decode_attn_bf16(const bf16* q, const bf16* k_cache, const bf16* v_cache,
-                                                 bf16* out, int H, int KVH, int D, int cap, int n) {
-    extern __shared__ float scores[];
+// Attention of one new position over the first n cached ones, split over the positions so
+// that 32 heads still fill the card (one block per head left 100 of 132 SMs idle and took
+// about 15 us a layer). q: [H, D] (already scaled); caches: [KVH, cap, D]. Pass 1: block
+// (h, s) takes positions [s*chunk, min(n, (s+1)*chunk)), chunk <= blockDim = 256, and writes
+// part[h][s] = (sum of exp(score - m) * v over its positions [D], m, sum of exp(score - m)).
+// Needs D % 8 == 0, D <= 256 and 256 % (D / 2) == 0 (checked by the caller).
+extern "C" __global__ void vela_decode_attn_part_bf16(const bf16* q, const bf16* k_cache, const bf16* v_cache,
+                                                      float* part, int H, int KVH, int D, int cap, int n, int chunk) {
+    __shared__ float scores[256];
     __shared__ float red[32];
     __shared__ float qs[256];
-    __shared__ float acc[2048];
-    int h = blockIdx.x, kh = h / (H / KVH), tid = threadIdx.x;
+    __shared__ float acc[1024];
+    int h = blockIdx.x, s = blockIdx.y, kh = h / (H / KVH), tid = threadIdx.x;
+    int j0 = s * chunk, len = min(n - j0, chunk);
     for (int d = tid; d < D; d += blockDim.x) qs[d] = ld(q + (size_t)h * D + d);
     __syncthreads();
-    const bf16* kb = k_cache + (size_t)kh * cap * D;
-    const bf16* vb = v_cache + (size_t)kh * cap * D;
-    for (int j = tid; j < n; j += blockDim.x) {
-        const uint4* kj = (const uint4*)(kb + (size_t)j * D);
+    const bf16* kb = k_cache + ((size_t)kh * cap + j0) * D;
+    const bf16* vb = v_cache + ((size_t)kh * cap + j0) * D;
+    float score = -INFINITY;
+    if (tid < len) {
+        const uint4* kj = (const uint4*)(kb + (size_t)tid * D);
         float dot = 0.f;
 #pragma unroll 4
         for (int c = 0; c < D / 8; c++) {
@@ -131,84 +134,146 @@ extern "C" __global__ void vela_decode_attn_bf16(const bf16* q, const bf16* k_ca
                 dot += qs[c * 8 + 2 * e] * f.x + qs[c * 8 + 2 * e + 1] * f.y;
             }
         }
-        scores[j] = dot;
+        score = dot;
     }
-    __syncthreads();
-    float m = -INFINITY;
-    for (int j = tid; j < n; j += blockDim.x) m = fmaxf(m, scores[j]);
-    m = block_max(m, red);
-    float s = 0.f;
-    for (int j = tid; j < n; j += blockDim.x) {
-        float e = expf(scores[j] - m);
-        scores[j] = e;
-        s += e;
-    }
-    s = block_sum(s, red);
+    float m = block_max(score, red);
+    float e = tid < len ? expf(score - m) : 0.f;
+    if (tid < 256) scores[tid] = e;
+    float l = block_sum(e, red);
     int pairs = D / 2, stripes = blockDim.x / pairs, pd = tid % pairs, stripe = tid / pairs;
     float a0 = 0.f, a1 = 0.f;
-    if (stripe < stripes) {
-#pragma unroll 4
-        for (int j = stripe; j < n; j += stripes) {
-            float2 f = __bfloat1622float2(((const __nv_bfloat162*)(vb + (size_t)j * D))[pd]);
-            float p = scores[j];
-            a0 += p * f.x;
-            a1 += p * f.y;
-        }
-        acc[stripe * D + 2 * pd] = a0;
-        acc[stripe * D + 2 * pd + 1] = a1;
+    for (int j = stripe; j < len; j += stripes) {
+        float2 f = __bfloat1622float2(((const __nv_bfloat162*)(vb + (size_t)j * D))[pd]);
+        float p = scores[j];
+        a0 += p * f.x;
+        a1 += p * f.y;
     }
+    acc[stripe * D + 2 * pd] = a0;
+    acc[stripe * D + 2 * pd + 1] = a1;
     __syncthreads();
+    float* dst = part + ((size_t)h * gridDim.y + s) * (D + 2);
     for (int d = tid; d < D; d += blockDim.x) {
         float t = 0.f;
         for (int k = 0; k < stripes; k++) t += acc[k * D + d];
-        out[(size_t)h * D + d] = __float2bfloat16(t / s);
+        dst[d] = t;
     }
+    if (tid == 0) {
+        dst[D] = m;
+        dst[D + 1] = l;
+    }
+}
+
+// Pass 2: merges the S parts of each head into the attention output [H * D]. Grid H, D threads.
+extern "C" __global__ void vela_decode_attn_merge_bf16(const float* part, bf16* out, int S, int D) {
+    int h = blockIdx.x, d = threadIdx.x;
+    const float* p = part + (size_t)h * S * (D + 2);
+    float m = -INFINITY;
+    for (int s = 0; s < S; s++) m = fmaxf(m, p[s * (D + 2) + D]);
+    float l = 0.f, o = 0.f;
+    for (int s = 0; s < S; s++) {
+        float w = expf(p[s * (D + 2) + D] - m);
+        l += p[s * (D + 2) + D + 1] * w;
+        o += p[s * (D + 2) + d] * w;
+    }
+    if (d < D) out[(size_t)h * D + d] = __float2bfloat16(o / l);
 }
 
 // y = W x for one input row: W [N, K] row-major (a Linear weight), x [K], y [N]. Decoding
 // reads every weight once per token, so this is a pure streaming kernel: x sits in shared
-// memory, each warp streams one row with 16-byte loads (eight in flight), f32 accumulation,
-// one bf16 rounding. One row per warp keeps 4096-row layers at 512 blocks: with two rows per
-// warp they ran at two thirds of the bandwidth of the wide ones. Grid: ceil(N / warps per
-// block); dynamic shared memory: K * 2 bytes. Needs K % 8 == 0 and 16-byte aligned rows.
+// memory, each warp streams R rows with 16-byte loads (eight in flight per lane), f32
+// accumulation, one bf16 rounding. R is a launch choice (fused.rs): more rows per warp share
+// each x load, one row per warp (the default, measured fastest) gives 4096-row layers more
+// blocks. Grid: ceil(N / (R * warps
+// per block)); dynamic shared memory: K * 2 bytes. Needs K % 8 == 0 and 16-byte aligned rows.
+template <int R>
 __device__ __forceinline__ void gemv_rows(const bf16* w, const uint4* xs, bf16* y, int N, int K) {
     int kv = K / 8, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int row = blockIdx.x * (blockDim.x >> 5) + warp;
-    if (row >= N) return;
-    const uint4* wr = (const uint4*)(w + (size_t)row * K);
-    float a = 0.f;
-#pragma unroll 8
-    for (int c = lane; c < kv; c += 32) {
-        uint4 xr = xs[c], r = wr[c];
-        const __nv_bfloat162* xp = (const __nv_bfloat162*)&xr;
-        const __nv_bfloat162* p = (const __nv_bfloat162*)&r;
+    int row0 = (blockIdx.x * (blockDim.x >> 5) + warp) * R;
+    if (row0 >= N) return;
+    const uint4* wr[R];
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-            float2 xf = __bfloat1622float2(xp[e]), f = __bfloat1622float2(p[e]);
-            a += xf.x * f.x + xf.y * f.y;
+    for (int r = 0; r < R; r++) wr[r] = (const uint4*)(w + (size_t)min(row0 + r, N - 1) * K);
+    float a[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) a[r] = 0.f;
+#pragma unroll(8 / R)
+    for (int c = lane; c < kv; c += 32) {
+        uint4 xr = xs[c];
+        const __nv_bfloat162* xp = (const __nv_bfloat162*)&xr;
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            uint4 v = wr[r][c];
+            const __nv_bfloat162* p = (const __nv_bfloat162*)&v;
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float2 xf = __bfloat1622float2(xp[e]), f = __bfloat1622float2(p[e]);
+                a[r] += xf.x * f.x + xf.y * f.y;
+            }
         }
     }
-    for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffff, a, o);
-    if (lane == 0) y[row] = __float2bfloat16(a);
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        for (int o = 16; o > 0; o >>= 1) a[r] += __shfl_xor_sync(0xffffffff, a[r], o);
+        if (lane == 0 && row0 + r < N) y[row0 + r] = __float2bfloat16(a[r]);
+    }
 }
 
-extern "C" __global__ void vela_gemv_bf16(const bf16* w, const bf16* x, bf16* y, int N, int K) {
-    extern __shared__ uint4 xs[];
+__device__ __forceinline__ void load_x(const bf16* x, uint4* xs, int K) {
     const uint4* xv = (const uint4*)x;
     for (int c = threadIdx.x; c < K / 8; c += blockDim.x) xs[c] = xv[c];
     __syncthreads();
-    gemv_rows(w, xs, y, N, K);
 }
 
 // The down projection of the MLP with silu(gate) * up computed while x is loaded (gu:
 // [2K], gate then up; the same roundings as vela_silu_mul_bf16): one kernel instead of two.
-extern "C" __global__ void vela_gemv_silu_bf16(const bf16* w, const bf16* gu, bf16* y, int N, int K) {
-    extern __shared__ uint4 xs[];
+__device__ __forceinline__ void load_silu_x(const bf16* gu, uint4* xs, int K) {
     bf16* xb = (bf16*)xs;
     for (int i = threadIdx.x; i < K; i += blockDim.x) {
         float g = ld(gu + i), u = ld(gu + K + i);
         xb[i] = __float2bfloat16(round_bf16(g / (1.f + expf(-g))) * u);
     }
     __syncthreads();
-    gemv_rows(w, xs, y, N, K);
+}
+
+#define GEMV(R)                                                                                   \
+    extern "C" __global__ void vela_gemv##R##_bf16(const bf16* w, const bf16* x, bf16* y, int N, int K) { \
+        extern __shared__ uint4 xs[];                                                             \
+        load_x(x, xs, K);                                                                         \
+        gemv_rows<R>(w, xs, y, N, K);                                                             \
+    }                                                                                             \
+    extern "C" __global__ void vela_gemv_silu##R##_bf16(const bf16* w, const bf16* gu, bf16* y, int N, int K) { \
+        extern __shared__ uint4 xs[];                                                             \
+        load_silu_x(gu, xs, K);                                                                   \
+        gemv_rows<R>(w, xs, y, N, K);                                                             \
+    }
+GEMV(1)
+GEMV(2)
+GEMV(4)
+
+// Catmull-Rom resize of an RGB u8 frame, replaying preprocess::resize_axis weights in the
+// image crate's order (rows into f32, then columns, round to the nearest byte). __fmul_rn /
+// __fadd_rn keep the compiler from contracting to FMAs, whose single rounding would differ
+// from the host's. rows: src [H, W*3] -> tmp [OH, W*3]; cols: tmp [OH, W, 3] -> out [OH, OW, 3].
+extern "C" __global__ void vela_resize_rows_u8(const uint8_t* src, float* tmp, const uint32_t* left, const uint32_t* count,
+                                               const uint32_t* offset, const float* w, int rowlen, int oh) {
+    size_t n = (size_t)oh * rowlen;
+    for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < n; idx += (size_t)gridDim.x * blockDim.x) {
+        int oy = idx / rowlen, x = idx % rowlen;
+        uint32_t l = left[oy], c = count[oy], o = offset[oy];
+        float t = 0.f;
+        for (uint32_t i = 0; i < c; i++) t = __fadd_rn(t, __fmul_rn((float)src[(size_t)(l + i) * rowlen + x], w[o + i]));
+        tmp[idx] = t;
+    }
+}
+
+extern "C" __global__ void vela_resize_cols_u8(const float* tmp, uint8_t* out, const uint32_t* left, const uint32_t* count,
+                                               const uint32_t* offset, const float* w, int width, int ow, int oh) {
+    size_t n = (size_t)oh * ow * 3;
+    for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < n; idx += (size_t)gridDim.x * blockDim.x) {
+        int y = idx / (ow * 3), r = idx % (ow * 3), ox = r / 3, ch = r % 3;
+        uint32_t l = left[ox], c = count[ox], o = offset[ox];
+        float t = 0.f;
+        for (uint32_t i = 0; i < c; i++) t = __fadd_rn(t, __fmul_rn(tmp[((size_t)y * width + l + i) * 3 + ch], w[o + i]));
+        out[idx] = (uint8_t)roundf(fminf(fmaxf(t, 0.f), 255.f));
+    }
 }

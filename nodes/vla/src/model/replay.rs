@@ -7,8 +7,8 @@
 //! CUDA graph and replaying it leaves the host nine launches per action.
 //!
 //! A recorded graph replays the exact addresses it was recorded with, so everything one stage
-//! hands to the next lives in [`StaticPlan`]'s buffers: pixels, tower features, projected
-//! patches, a preallocated KV cache and the decoded token ids. Each stage reads and writes only
+//! hands to the next lives in [`StaticPlan`]'s buffers: the camera frame's bytes (resized and
+//! scaled on the card inside the vision stage), tower features, projected patches, a preallocated KV cache and the decoded token ids. Each stage reads and writes only
 //! those, and the greedy token of one step feeds the next on the device (no host round trip
 //! between tokens). The plan also runs eagerly, on any device: the CPU tests check it against
 //! the ordinary decoding path, and on CUDA the eager run is the warm-up before recording.
@@ -48,8 +48,11 @@ pub(crate) struct StaticPlan {
     /// `[1, 1]` and `[1, L-1]` prompt ids: BOS goes before the patches, the rest after.
     head: Tensor,
     tail: Option<Tensor>,
-    /// `[S, S, 3]` u8 per distinct tower size.
-    frames: Vec<(usize, Tensor)>,
+    /// The camera frame, `[H, W, 3]` u8, as it arrives (after the centre crop of augmented
+    /// models).
+    frame: Tensor,
+    /// How the frame becomes each distinct tower size.
+    sizes: Vec<(usize, Resizer)>,
     feats: Tensor,
     patches: Tensor,
     /// `[dims]` u32, written one greedy token per stage.
@@ -58,9 +61,9 @@ pub(crate) struct StaticPlan {
 }
 
 impl StaticPlan {
-    /// Allocates the buffers for prompt `ids` and frames like `frames`; runs the towers once
-    /// to learn the feature shapes.
-    fn new(m: &OpenVla, frames: &[(usize, RgbImage)], ids: &[u32], dims: usize) -> Result<Self> {
+    /// Allocates the buffers for prompt `ids` and frames shaped like `frame`; runs the towers
+    /// once to learn the feature shapes.
+    fn new(m: &OpenVla, frame: &RgbImage, ids: &[u32], dims: usize) -> Result<Self> {
         if ids.is_empty() {
             return Err(VlaError::Input("empty prompt".into()));
         }
@@ -68,8 +71,14 @@ impl StaticPlan {
             return Err(VlaError::Input("an action needs at least one dimension".into()));
         }
         let dev = &m.device;
-        let frames = frames.iter().map(|(s, f)| Ok((*s, upload(f, dev)?))).collect::<Result<Vec<_>>>()?;
-        let px = crate::preprocess::normalize_on_device(&frames, &m.towers, m.dtype)?;
+        let mut sizes: Vec<(usize, Resizer)> = Vec::new();
+        for t in &m.towers {
+            if !sizes.iter().any(|(s, _)| *s == t.image_size) {
+                sizes.push((t.image_size, Resizer::new(frame, t.image_size, dev)?));
+            }
+        }
+        let frame = upload(frame, dev)?;
+        let px = pixels(&frame, &sizes, m)?;
         let feats = m.backbone.forward(&px)?.contiguous()?;
         let patches = m.projector.forward(&feats)?.contiguous()?;
         let prefill_len = ids.len() + patches.dim(1)?;
@@ -81,7 +90,8 @@ impl StaticPlan {
             prefill_len,
             head: Tensor::new(&ids[..1], dev)?.unsqueeze(0)?,
             tail: if ids.len() > 1 { Some(Tensor::new(&ids[1..], dev)?.unsqueeze(0)?) } else { None },
-            frames,
+            frame,
+            sizes,
             feats,
             patches,
             tokens: Tensor::zeros(dims, DType::U32, dev)?,
@@ -93,25 +103,19 @@ impl StaticPlan {
         PREFILL + self.dims
     }
 
-    fn matches(&self, frames: &[(usize, RgbImage)], ids: &[u32], dims: usize) -> bool {
-        self.ids == ids
-            && self.dims == dims
-            && self.frames.len() == frames.len()
-            && self.frames.iter().zip(frames).all(|((s, t), (hs, h))| s == hs && t.dims() == [h.height() as usize, h.width() as usize, 3])
+    fn matches(&self, frame: &RgbImage, ids: &[u32], dims: usize) -> bool {
+        self.ids == ids && self.dims == dims && self.frame.dims() == [frame.height() as usize, frame.width() as usize, 3]
     }
 
-    fn load_frames(&self, frames: &[(usize, RgbImage)]) -> Result<()> {
-        for ((_, dst), (_, f)) in self.frames.iter().zip(frames) {
-            dst.slice_set(&upload(f, dst.device())?, 0, 0)?;
-        }
-        Ok(())
+    fn load_frame(&self, frame: &RgbImage) -> Result<()> {
+        Ok(self.frame.slice_set(&upload(frame, self.frame.device())?, 0, 0)?)
     }
 
     /// Runs stage `s` eagerly (or, inside a capture, records it).
     fn stage(&mut self, m: &OpenVla, s: usize) -> Result<()> {
         match s {
             VISION => {
-                let px = crate::preprocess::normalize_on_device(&self.frames, &m.towers, m.dtype)?;
+                let px = pixels(&self.frame, &self.sizes, m)?;
                 let f = m.backbone.forward(&px)?;
                 self.feats.slice_set(&f.contiguous()?, 0, 0)?;
             }
@@ -159,10 +163,10 @@ pub(crate) struct Replay {
 }
 
 impl Replay {
-    fn build(m: &OpenVla, frames: &[(usize, RgbImage)], ids: &[u32], dims: usize) -> Result<Self> {
+    fn build(m: &OpenVla, frame: &RgbImage, ids: &[u32], dims: usize) -> Result<Self> {
         let t = Instant::now();
         #[allow(unused_mut)]
-        let mut plan = StaticPlan::new(m, frames, ids, dims)?;
+        let mut plan = StaticPlan::new(m, frame, ids, dims)?;
         #[cfg(feature = "cuda")]
         let graphs = match &m.device {
             candle_core::Device::Cuda(d) => Some(cuda::record(d, &mut plan, m)?),
@@ -198,16 +202,63 @@ impl ReplayCache {
         Self { enabled, current: None }
     }
 
-    fn get(&mut self, m: &OpenVla, frames: &[(usize, RgbImage)], ids: &[u32], dims: usize) -> Result<&mut Replay> {
+    fn get(&mut self, m: &OpenVla, frame: &RgbImage, ids: &[u32], dims: usize) -> Result<&mut Replay> {
         let epoch = EAGER_EPOCH.load(Ordering::SeqCst);
-        let fresh = self.current.as_ref().is_some_and(|r| r.epoch == epoch && r.plan.matches(frames, ids, dims));
+        let fresh = self.current.as_ref().is_some_and(|r| r.epoch == epoch && r.plan.matches(frame, ids, dims));
         if !fresh {
             // Free the old plan's buffers (and graphs) before allocating the new ones.
             self.current = None;
-            self.current = Some(Replay::build(m, frames, ids, dims)?);
+            self.current = Some(Replay::build(m, frame, ids, dims)?);
         }
         Ok(self.current.as_mut().expect("set above"))
     }
+}
+
+/// How the plan's frame becomes one tower size: as it is, on the card (the image crate's
+/// resize replayed by `fused::resize`), or on the host for eager CPU plans.
+enum Resizer {
+    Same,
+    Host(usize),
+    #[cfg(feature = "cuda")]
+    Device(crate::fused::AxisTensors, crate::fused::AxisTensors),
+}
+
+impl Resizer {
+    fn new(frame: &RgbImage, size: usize, dev: &Device) -> Result<Self> {
+        let (w, h) = frame.dimensions();
+        if (w as usize, h as usize) == (size, size) {
+            return Ok(Self::Same);
+        }
+        #[cfg(feature = "cuda")]
+        if dev.is_cuda() {
+            use crate::preprocess::resize_axis;
+            let rows = crate::fused::AxisTensors::new(&resize_axis(h, size as u32), dev)?;
+            let cols = crate::fused::AxisTensors::new(&resize_axis(w, size as u32), dev)?;
+            return Ok(Self::Device(rows, cols));
+        }
+        let _ = dev;
+        Ok(Self::Host(size))
+    }
+
+    fn apply(&self, frame: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Same => Ok(frame.clone()),
+            Self::Host(size) => {
+                let (h, w, _) = frame.dims3()?;
+                let img = RgbImage::from_raw(w as u32, h as u32, frame.flatten_all()?.to_vec1::<u8>()?)
+                    .ok_or_else(|| VlaError::Input("frame buffer of the wrong size".into()))?;
+                upload(&crate::preprocess::resize_replayed(&img, *size), frame.device())
+            }
+            #[cfg(feature = "cuda")]
+            Self::Device(rows, cols) => Ok(crate::fused::resize(frame, rows, cols)?),
+        }
+    }
+}
+
+/// The frame → every tower's pixel values, `[1, 3·T, S, S]`.
+fn pixels(frame: &Tensor, sizes: &[(usize, Resizer)], m: &OpenVla) -> Result<Tensor> {
+    let frames = sizes.iter().map(|(s, r)| Ok((*s, r.apply(frame)?))).collect::<Result<Vec<_>>>()?;
+    crate::preprocess::normalize_on_device(&frames, &m.towers, m.dtype)
 }
 
 /// `[S, S, 3]` u8 on `dev`.
@@ -223,11 +274,6 @@ pub(crate) fn default_enabled(dev: &candle_core::Device) -> bool {
 }
 
 impl OpenVla {
-    /// The frame resized once per tower size (after the centre crop, if the model uses one).
-    fn frames(&self, img: &RgbImage) -> Vec<(usize, RgbImage)> {
-        crate::preprocess::resized_per_size(&self.framed(img), &self.towers)
-    }
-
     /// Turns replayed predictions on or off (see the module docs). On the CPU they run the
     /// same static-buffer plan eagerly, which tests use to check it.
     pub fn set_replay(&self, on: bool) {
@@ -262,13 +308,13 @@ impl OpenVla {
         let stats = if action_space == NORMALIZED { None } else { Some(self.config.action_stats(action_space)?.clone()) };
         let dims = stats.as_ref().map(|s| s.q01.len()).unwrap_or(7);
         let t0 = Instant::now();
-        let frames = self.frames(img);
+        let frame = self.framed(img);
         let ids = self.prompt_ids(instruction);
         let vision_ms = t0.elapsed().as_secs_f64() * 1e3;
         let t1 = Instant::now();
         let mut cache = self.replays.lock().unwrap_or_else(|e| e.into_inner());
-        let r = cache.get(self, &frames, &ids, dims)?;
-        r.plan.load_frames(&frames)?;
+        let r = cache.get(self, &frame, &ids, dims)?;
+        r.plan.load_frame(&frame)?;
         for s in 0..r.plan.n_stages() {
             r.stage(self, s)?;
         }
@@ -300,10 +346,10 @@ impl OpenVla {
     /// the six steps, calls; then the steps' total and what lies outside the layers (final
     /// norm, `lm_head`, argmax, embedding). Sync overhead inflates small ops by a few µs each.
     pub fn profile_decode(&self, img: &RgbImage, instruction: &str) -> Result<Vec<(String, f64, usize)>> {
-        let frames = self.frames(img);
+        let frame = self.framed(img);
         let ids = self.prompt_ids(instruction);
-        let mut plan = StaticPlan::new(self, &frames, &ids, 7)?;
-        plan.load_frames(&frames)?;
+        let mut plan = StaticPlan::new(self, &frame, &ids, 7)?;
+        plan.load_frame(&frame)?;
         for s in 0..=PREFILL {
             plan.stage(self, s)?;
         }
@@ -335,12 +381,12 @@ impl OpenVla {
         let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
         let ids = self.prompt_ids(instruction);
         let mut cache = self.replays.lock().unwrap_or_else(|e| e.into_inner());
-        cache.get(self, &self.frames(img), &ids, 7)?;
+        cache.get(self, &self.framed(img), &ids, 7)?;
         sync()?;
         let t = Instant::now();
-        let frames = self.frames(img);
-        let r = cache.get(self, &frames, &ids, 7)?;
-        r.plan.load_frames(&frames)?;
+        let frame = self.framed(img);
+        let r = cache.get(self, &frame, &ids, 7)?;
+        r.plan.load_frame(&frame)?;
         sync()?;
         let preprocess_ms = ms(t);
         let t = Instant::now();

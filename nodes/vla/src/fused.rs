@@ -86,17 +86,7 @@ mod imp {
     }
 
     fn ptr(t: &Tensor) -> candle_core::Result<Ptr<'_>> {
-        let (storage, layout) = t.storage_and_layout();
-        let (o1, _) = layout.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("fused kernel: input not contiguous".into()))?;
-        let addr = match &*storage {
-            Storage::Cuda(cs) => {
-                let s = cs.as_cuda_slice::<bf16>()?;
-                let (p, _sync) = s.device_ptr(s.stream());
-                p + (o1 * 2) as u64
-            }
-            _ => candle_core::bail!("fused kernel: tensor not on CUDA"),
-        };
-        Ok(Ptr { addr, _storage: storage })
+        ptr_of::<bf16>(t)
     }
 
     /// [`ptr`] for any element type.

@@ -183,6 +183,14 @@ impl OpenVla {
         prompt_ids(self.tokenizer.as_ref(), instruction)
     }
 
+    /// The statistics that un-normalise actions in `action_space` (none for `normalized`) and
+    /// the number of action dimensions, i.e. tokens to decode.
+    fn space_stats(&self, action_space: &str) -> Result<(Option<crate::config::Stats>, usize)> {
+        let stats = if action_space == NORMALIZED { None } else { Some(self.config.action_stats(action_space)?.clone()) };
+        let dims = stats.as_ref().map(|s| s.q01.len()).unwrap_or(7);
+        Ok((stats, dims))
+    }
+
     /// Pixel values as the model was trained to see them: models trained with random-crop
     /// augmentation (`vela_center_crop` in config.json) look at the centre crop of the same
     /// area, as OpenVLA evaluates its augmented fine-tunes; others at the whole frame.
@@ -284,8 +292,7 @@ impl OpenVla {
         if ids.is_empty() {
             return Err(VlaError::Input("empty prompt".into()));
         }
-        let stats = if action_space == NORMALIZED { None } else { Some(self.config.action_stats(action_space)?.clone()) };
-        let dims = stats.as_ref().map(|s| s.q01.len()).unwrap_or(7);
+        let (stats, dims) = self.space_stats(action_space)?;
         let t0 = Instant::now();
         // [BOS] + image patches + rest of the prompt, positions 0..L-1 over the whole sequence.
         let emb = Tensor::cat(&[&self.llm.embed(&ids[..1])?, patches, &self.llm.embed(&ids[1..])?], 1)?;

@@ -7,7 +7,7 @@ use std::time::Instant;
 use candle_core::{Tensor, D};
 use image::RgbImage;
 
-use super::{ActionPrediction, OpenVla, NORMALIZED};
+use super::{ActionPrediction, OpenVla};
 use crate::action::unnormalize;
 use crate::llama::KvCache;
 use crate::Result;
@@ -44,8 +44,7 @@ impl OpenVla {
 
     /// Greedy decoding of `rows` (prompts of equal length) as one batch.
     fn decode_rows(&self, patches: &Tensor, ids: &[Vec<u32>], rows: &[usize], action_space: &str) -> Result<Vec<ActionPrediction>> {
-        let stats = if action_space == NORMALIZED { None } else { Some(self.config.action_stats(action_space)?.clone()) };
-        let dims = stats.as_ref().map(|s| s.q01.len()).unwrap_or(7);
+        let (stats, dims) = self.space_stats(action_space)?;
         let t0 = Instant::now();
         let embeds = rows
             .iter()

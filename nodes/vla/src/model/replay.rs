@@ -19,7 +19,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor, D};
 use image::RgbImage;
 
-use super::{ActionPrediction, OpenVla, PartialAction, StageTimes, NORMALIZED};
+use super::{ActionPrediction, OpenVla, PartialAction, StageTimes};
 use crate::action::unnormalize;
 use crate::llama::KvCache;
 use crate::{Result, VlaError};
@@ -305,8 +305,7 @@ impl OpenVla {
         action_space: &str,
         mut on_token: impl FnMut(&PartialAction),
     ) -> Result<ActionPrediction> {
-        let stats = if action_space == NORMALIZED { None } else { Some(self.config.action_stats(action_space)?.clone()) };
-        let dims = stats.as_ref().map(|s| s.q01.len()).unwrap_or(7);
+        let (stats, dims) = self.space_stats(action_space)?;
         let t0 = Instant::now();
         let frame = self.framed(img);
         let ids = self.prompt_ids(instruction);

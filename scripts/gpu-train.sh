@@ -28,7 +28,9 @@
 #    TRAIN_BATCH, TRAIN_EXTRA (default "--image-aug --no-colour-jitter --action-labels intended"),
 #    TRAIN_BF16=1|0|auto (auto: an 80-step probe of each), BENCH_EPISODES, DATAGEN_PROCS,
 #    DATAGEN_SEED=offset for fresh demos on a second lease, BENCH_TAGS=d2-fp16,d1-fp16 for a subset,
-#    PROBE_BATCHES=128,512 for a profiled step-time breakdown at each batch size before training)
+#    PROBE_BATCHES=128,512 for a profiled step-time breakdown at each batch size before training,
+#    DAGGER_EPISODES, DAGGER_PROCS, DAGGER_WORKERS, DAGGER_BETA, DAGGER_MIN, DAGGER_MODEL: DAgger
+#    rollouts labelled by the scripted expert, made while datagen runs; see the _all stage)
 set -euo pipefail
 G=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$G/.." && pwd)
@@ -70,11 +72,34 @@ _all)
             pids+=($!)
         done
     done
+    # DAGGER_EPISODES=N: at the same time, DAGGER_PROCS processes roll the TRAIN_FROM model out in
+    # Stack_D4 and Stack_Lang (N episodes per task each, at most DAGGER_MIN minutes per task) with
+    # the scripted expert labelling every state (`vela dagger`); their files join the training data.
+    dpids=()
+    if [ "${DAGGER_EPISODES:-0}" -gt 0 ]; then
+        rm -rf "$WORK/dagger-model" && cp -r "$ROOT/${DAGGER_MODEL:-${TRAIN_FROM:?DAGGER_EPISODES needs TRAIN_FROM or DAGGER_MODEL}}" "$WORK/dagger-model"
+        log "dagger: ${DAGGER_PROCS:-8} processes x ${DAGGER_WORKERS:-4} simulators, $DAGGER_EPISODES episodes per task each, beta ${DAGGER_BETA:-0.3}"
+        for i in $(seq 1 "${DAGGER_PROCS:-8}"); do
+            "$VELA" dagger --model "$WORK/dagger-model" --device "$DEV" --tasks Stack_D4,Stack_Lang --episodes "$DAGGER_EPISODES" \
+                --beta "${DAGGER_BETA:-0.3}" --workers "${DAGGER_WORKERS:-4}" --output "$WORK/data/dagger-$i" \
+                --seed $(( ${DATAGEN_SEED:-0} + 5000 + i )) --time-limit "${DAGGER_MIN:-2.5}" --overwrite > "$WORK/dagger-$i.log" 2>&1 &
+            dpids+=($!)
+        done
+    fi
     # A process that wrote its report finished its file: NVIDIA's EGL can segfault at exit.
     for p in "${pids[@]}"; do wait "$p" || log "a datagen process exited non-zero"; done
+    for p in "${dpids[@]}"; do wait "$p" || log "a dagger process exited non-zero"; done
+    for i in $(seq 1 "${#dpids[@]}"); do
+        if grep -q "dagger_report.json" "$WORK/dagger-$i.log"; then
+            grep -E "^Stack_" "$WORK/dagger-$i.log" | sed "s/^/dagger-$i: /"
+        else
+            log "dagger-$i failed; its files are left out"; tail -n 5 "$WORK/dagger-$i.log"; rm -rf "$WORK/data/dagger-$i"
+        fi
+    done
+    [ ${#dpids[@]} = 0 ] || cat "$WORK"/data/dagger-*/dagger_report.json > "$WORK/out/dagger_reports.json" 2>/dev/null || true
     for f in "$WORK"/datagen-*.log; do grep -q "datagen_report.json" "$f" || { log "datagen failed: $f"; tail -n 20 "$f"; exit 1; }; done
     log "datagen done: $(find "$WORK/data" -name '*.hdf5' | wc -l) files, $(du -sh "$WORK/data" | cut -f1)"
-    cat "$WORK"/data/*/datagen_report.json > "$WORK/out/datagen_reports.json"
+    cat "$WORK"/data/*/datagen_report.json > "$WORK/out/datagen_reports.json" 2>/dev/null || true
     datasets=$(find "$WORK/data" -name '*.hdf5' | sort | paste -sd, -)
     out="$WORK/runs/shipped"
     mkdir -p "$WORK/runs"
@@ -197,6 +222,7 @@ follow)
     grep -v '^\s*$' "$WORK/all.log" | tail -n 20
     [ -f "$WORK/runs/shipped.log" ] && sed 's/\x1b\[[0-9;]*m//g' "$WORK/runs/shipped.log" | tr '\r' '\n' \
         | grep -E 'time budget|validation|dataset ready|step=[0-9]*000 ' | cut -c1-250 | tail -n 8
+    for f in "$WORK"/dagger-*.log; do [ -f "$f" ] && echo "$(basename "$f"): $(tr '\r' '\n' < "$f" | grep -v '^\s*$' | tail -n 1 | cut -c1-160)"; done 2>/dev/null | tail -n 2
     for f in "$WORK"/datagen-*.log; do [ -f "$f" ] && echo "$(basename "$f"): $(tr '\r' '\n' < "$f" | grep -v '^\s*$' | tail -n 1 | cut -c1-160)"; done 2>/dev/null | tail -n 4 # (head would end the script: SIGPIPE under pipefail)
     if [ -n "${OUT:-}" ] && [ -d "$WORK/out" ]; then
         # Benches may still be writing: GNU tar then exits 1 ("file changed as we read it") but

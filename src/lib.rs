@@ -2,6 +2,7 @@
 //! end-to-end tests can run the server in-process.
 
 pub mod bench;
+pub mod dagger;
 pub mod datagen;
 pub mod dora;
 pub mod dataset;

@@ -1,6 +1,6 @@
 //! `vela`: the command-line front door to the studio, graphs and tools.
 
-use vela::{bench, dataset, datagen, dora, presets, registry, run, sim, speech, studio, train, vla};
+use vela::{bench, dagger, dataset, datagen, dora, presets, registry, run, sim, speech, studio, train, vla};
 
 use std::path::PathBuf;
 
@@ -70,6 +70,9 @@ enum Command {
     /// MimicGen-style data generation: source demos from the scripted expert, then
     /// new successful demos in randomised scenes, written as robomimic HDF5.
     Datagen(datagen::DatagenArgs),
+    /// DAgger rollouts: a trained policy drives the simulator and the scripted expert labels
+    /// every state it reaches; written as robomimic HDF5 for `vela train`.
+    Dagger(dagger::DaggerArgs),
     /// Train or LoRA-fine-tune an OpenVLA-family model on a dataset (OpenVLA's finetune.py).
     Train(Box<train::TrainArgs>),
     /// Datasets: convert robomimic HDF5 <-> RLDS, info, action statistics, conversion benchmark.
@@ -190,6 +193,7 @@ fn real_main() -> Result<()> {
         Command::Dora { command } => dora::run(&store, command),
         Command::Vla { command } => vla::run(command),
         Command::Datagen(args) => datagen::run(args),
+        Command::Dagger(args) => dagger::run(args),
         Command::Train(args) => train::run(*args),
         Command::Dataset { command } => dataset::run(command),
         Command::Sim { command } => sim::run(command),

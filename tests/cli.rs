@@ -412,3 +412,58 @@ fn vla_eval_scores_a_model_against_recorded_actions() {
     assert!(!o.status.success() && text(&o).contains("nope.hdf5 not found"), "{}", text(&o));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn dagger_rolls_the_policy_out_and_labels_with_the_expert() {
+    use vela_data::EpisodeReader as _;
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/models/openvla-small-mimicgen");
+    let dir = scratch("dagger");
+    let out = dir.to_str().unwrap();
+    // beta 1 without noise: the expert drives, so what ran is exactly its label, and it stacks.
+    let o = vela(&[
+        "dagger", "--model", model, "--tasks", "Stack_D2", "--episodes", "1", "--max-steps", "200", "--beta", "1",
+        "--action-noise", "0", "--output", out, "--camera-width", "32", "--camera-height", "32", "--workers", "1",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut reader = vela_data::robomimic::RobomimicReader::open(dir.join("Stack_D2.hdf5")).unwrap();
+    let ep = reader.read(0).unwrap();
+    assert!(*ep.dones.last().unwrap() && ep.rewards.last() == Some(&1.0), "the expert stacks within 200 steps");
+    let labels = &ep.low_dim[vela_data::INTENDED_ACTION_KEY];
+    for (t, a) in ep.actions.iter().enumerate() {
+        let l: Vec<f32> = labels.row(t).iter().map(|&x| x as f32).collect();
+        assert_eq!(&a[..], &l[..], "step {t}");
+    }
+    assert_eq!(ep.images["agentview"].len(), ep.len());
+    assert_eq!(reader.meta().env_args["datagen"]["method"], "dagger");
+
+    // beta 0: the policy drives for the whole (short) episode; the labels are the expert's own.
+    let o = vela(&[
+        "dagger", "--model", model, "--tasks", "Stack_Lang", "--episodes", "2", "--max-steps", "6", "--output", out,
+        "--camera-width", "32", "--camera-height", "32", "--workers", "2", "--seed", "3",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("dagger_report.json")).unwrap()).unwrap();
+    assert_eq!(report["tasks"][0]["episodes"], 2);
+    assert_eq!(report["tasks"][0]["steps"], 12);
+    assert_eq!(report["tasks"][0]["expert_steps"], 0);
+    let mut reader = vela_data::robomimic::RobomimicReader::open(dir.join("Stack_Lang.hdf5")).unwrap();
+    assert_eq!(reader.len(), 2);
+    let ep = reader.read(1).unwrap();
+    assert_eq!(ep.len(), 6);
+    let labels = &ep.low_dim[vela_data::INTENDED_ACTION_KEY];
+    assert!(
+        (0..6).any(|t| ep.actions[t].iter().zip(labels.row(t)).any(|(&a, &l)| (a as f64 - l).abs() > 1e-3)),
+        "the policy's actions were executed, not the expert's"
+    );
+    // The expert opens its gripper while it approaches the first cube.
+    assert!((0..6).all(|t| labels.row(t)[6] < 0.0));
+
+    // Bad flags fail before any work.
+    let o = vela(&["dagger", "--model", out, "--output", out]);
+    assert!(!o.status.success() && text(&o).contains("config.json"), "{}", text(&o));
+    let o = vela(&["dagger", "--model", model, "--output", out, "--beta", "1.5", "--overwrite"]);
+    assert!(!o.status.success() && text(&o).contains("beta"), "{}", text(&o));
+    let o = vela(&["dagger", "--model", model, "--output", out, "--tasks", "Stack_Lang"]);
+    assert!(!o.status.success() && text(&o).contains("--overwrite"), "{}", text(&o));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

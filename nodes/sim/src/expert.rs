@@ -129,13 +129,20 @@ impl Expert {
 
     /// The next action for the env's current state.
     pub fn act(&mut self, env: &StackEnv) -> [f32; 7] {
-        let mut a = self.act_clean(env);
+        self.act_labelled(env).0
+    }
+
+    /// The next action with its noise and without: the second is the label a learner should
+    /// copy in this state (DAgger relabelling, DART-style noise injection).
+    pub fn act_labelled(&mut self, env: &StackEnv) -> ([f32; 7], [f32; 7]) {
+        let clean = self.act_clean(env);
+        let mut a = clean;
         if self.cfg.action_noise > 0.0 {
             for v in a.iter_mut().take(6) {
                 *v = (*v as f64 + self.cfg.action_noise * math::gaussian(&mut self.rng)).clamp(-1.0, 1.0) as f32;
             }
         }
-        a
+        (a, clean)
     }
 
 

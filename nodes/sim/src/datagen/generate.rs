@@ -81,6 +81,21 @@ impl GenConfig {
     /// config: the robosuite keys robomimic reads (env name, type 1 =
     /// robosuite, OSC_POSE controller, cameras) plus the generation settings.
     pub fn env_args(&self, sources: &SourceSet) -> serde_json::Value {
+        self.env_args_with(json!({
+            "source_demos": sources.demos.len(),
+            "source_demo_seeds": sources.demos.iter().map(|d| d.seed).collect::<Vec<_>>(),
+            "action_noise": self.action_noise,
+            "num_interpolation_steps": self.interpolation_steps,
+            "nn_k": self.nearest_k,
+            "subtask_term_offset_range": [self.subtask_offset.0, self.subtask_offset.1],
+            "settle_steps": self.settle_steps,
+            "select_src_per_subtask": true,
+            "cube_symmetric_frames": true,
+        }))
+    }
+
+    /// [`Self::env_args`] with `datagen` describing how the episodes were made.
+    pub fn env_args_with(&self, datagen: serde_json::Value) -> serde_json::Value {
         let cameras: Vec<&str> = if self.images { vec![self.camera.name()] } else { vec![] };
         json!({
             "env_name": self.variant.name(),
@@ -108,17 +123,7 @@ impl GenConfig {
                 "reward_shaping": false,
                 "ignore_done": true,
             },
-            "datagen": {
-                "source_demos": sources.demos.len(),
-                "source_demo_seeds": sources.demos.iter().map(|d| d.seed).collect::<Vec<_>>(),
-                "action_noise": self.action_noise,
-                "num_interpolation_steps": self.interpolation_steps,
-                "nn_k": self.nearest_k,
-                "subtask_term_offset_range": [self.subtask_offset.0, self.subtask_offset.1],
-                "settle_steps": self.settle_steps,
-                "select_src_per_subtask": true,
-                "cube_symmetric_frames": true,
-            },
+            "datagen": datagen,
         })
     }
 }
@@ -331,7 +336,7 @@ impl Generator {
 
 /// Collects the per-step series of an episode (observations before each action).
 #[derive(Default)]
-struct Recorder {
+pub(crate) struct Recorder {
     ep: Episode,
     eef_pos: Vec<f64>,
     eef_quat: Vec<f64>,
@@ -343,7 +348,7 @@ struct Recorder {
 }
 
 impl Recorder {
-    fn observe(&mut self, env: &StackEnv) {
+    pub(crate) fn observe(&mut self, env: &StackEnv) {
         let eef = env.eef_pose();
         self.eef_pos.extend_from_slice(&eef.pos);
         self.eef_quat.extend_from_slice(&eef.quat_xyzw());
@@ -355,7 +360,7 @@ impl Recorder {
         self.ep.instructions.push(env.instruction().to_string());
     }
 
-    fn after(&mut self, action: [f32; 7], intended: [f32; 7], success: bool) {
+    pub(crate) fn after(&mut self, action: [f32; 7], intended: [f32; 7], success: bool) {
         self.ep.actions.push(action);
         self.intended.extend(intended.iter().map(|&x| x as f64));
         self.ep.rewards.push(if success { 1.0 } else { 0.0 });
@@ -363,7 +368,7 @@ impl Recorder {
     }
 
     /// robomimic `done_mode` 2: done on success and on the last step.
-    fn finish(mut self) -> Episode {
+    pub(crate) fn finish(mut self) -> Episode {
         if let Some(d) = self.ep.dones.last_mut() {
             *d = true;
         }

@@ -8,6 +8,7 @@
 //! the OSC_POSE controller with action noise. Only successful trials become
 //! episodes. This is the algorithm of NVlabs' MimicGen (`DataGenerator`),
 //! not a replay of the expert.
+pub mod dagger;
 pub mod generate;
 pub mod pose;
 pub mod source;
@@ -19,6 +20,7 @@ use std::time::Instant;
 
 use vela_data::Episode;
 
+pub use dagger::{DaggerConfig, DaggerEpisode, DaggerRollout};
 pub use generate::{replay, GenConfig, Generator, Trial};
 pub use pose::Transform;
 pub use source::{record_source_demos, SourceDemo, SourceSet, SourceStep};

@@ -1,0 +1,149 @@
+//! DAgger rollouts: a policy drives the arm and the scripted expert labels every state it
+//! reaches.
+//!
+//! A policy cloned from MimicGen data only ever saw states near successful trajectories; once
+//! its own small errors take it elsewhere (hovering beside a cube, a grasp a centimetre off)
+//! nothing in its data says how to recover. Here the policy's own actions are executed (or,
+//! with probability `beta` per step, the expert's noisy one, so rollouts also reach the later
+//! subtasks), while the expert, which tracks its phase from the state and runs alongside,
+//! records what it would do as the episode's intended action. Training on these labels
+//! (`vela train --action-labels intended`) is Ross et al.'s DAgger with a scripted expert.
+//! The policy enters as a closure, so this crate stays free of the model code.
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+use vela_data::{Episode, Frame};
+
+use crate::datagen::generate::{GenConfig, Recorder};
+use crate::env::{EnvConfig, RgbImage, StackEnv};
+use crate::error::{Result, SimError};
+use crate::expert::{Expert, ExpertConfig};
+use crate::variant::{Camera, Variant};
+
+/// How rollouts are run.
+#[derive(Clone, Debug)]
+pub struct DaggerConfig {
+    pub variant: Variant,
+    pub camera: Camera,
+    pub width: u32,
+    pub height: u32,
+    /// An episode ends on success or after this many steps.
+    pub max_steps: u32,
+    /// Per-step probability of executing the expert's action instead of the policy's.
+    pub beta: f64,
+    /// Noise on the expert's executed actions (never on its labels).
+    pub action_noise: f64,
+}
+
+impl Default for DaggerConfig {
+    fn default() -> Self {
+        Self {
+            variant: Variant::D4,
+            camera: Camera::Agentview,
+            width: 224,
+            height: 224,
+            max_steps: 200,
+            beta: 0.0,
+            action_noise: 0.05,
+        }
+    }
+}
+
+impl DaggerConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |name, reason: String| Err(SimError::InvalidParam { name, reason });
+        if !(self.beta.is_finite() && (0.0..=1.0).contains(&self.beta)) {
+            return bad("beta", format!("{} is outside 0..=1", self.beta));
+        }
+        if !(self.action_noise.is_finite() && (0.0..=1.0).contains(&self.action_noise)) {
+            return bad("action noise", format!("{} is outside 0..=1", self.action_noise));
+        }
+        if self.max_steps == 0 {
+            return bad("max steps", "must be at least 1".into());
+        }
+        EnvConfig { width: self.width, height: self.height, ..Default::default() }.validate()
+    }
+
+    /// robomimic `env_args` for a dataset of these rollouts.
+    pub fn env_args(&self, policy: &str) -> serde_json::Value {
+        GenConfig { variant: self.variant, camera: self.camera, width: self.width, height: self.height, images: true, ..Default::default() }
+            .env_args_with(json!({
+                "method": "dagger",
+                "policy": policy,
+                "labels": "scripted expert, before noise (obs/intended_actions)",
+                "beta": self.beta,
+                "action_noise": self.action_noise,
+                "max_steps": self.max_steps,
+            }))
+    }
+}
+
+/// One rollout: the episode (executed actions, expert labels, frames) and what happened.
+pub struct DaggerEpisode {
+    pub episode: Episode,
+    pub success: bool,
+    pub steps: u32,
+    /// Steps that executed the expert's action (the `beta` share).
+    pub expert_steps: u32,
+}
+
+/// One env and one expert (the env is not `Send`: one per worker thread).
+pub struct DaggerRollout {
+    cfg: DaggerConfig,
+    env: StackEnv,
+    expert: Expert,
+}
+
+impl DaggerRollout {
+    pub fn new(cfg: DaggerConfig) -> Result<Self> {
+        cfg.validate()?;
+        let env = StackEnv::new(EnvConfig {
+            variant: cfg.variant,
+            camera: cfg.camera,
+            width: cfg.width,
+            height: cfg.height,
+            horizon: u32::MAX,
+            seed: 0,
+            render: true,
+        })?;
+        let expert = Expert::new(ExpertConfig { action_noise: cfg.action_noise, ..Default::default() });
+        Ok(Self { cfg, env, expert })
+    }
+
+    /// Runs the episode of `scene_seed`; `mix_seed` draws which steps the expert executes.
+    /// `policy` maps the frame and instruction to an action in the env's convention
+    /// (gripper -1 open, 1 closed).
+    pub fn run<F>(&mut self, scene_seed: u64, mix_seed: u64, mut policy: F) -> Result<DaggerEpisode>
+    where
+        F: FnMut(&RgbImage, &str) -> std::result::Result<[f32; 7], String>,
+    {
+        let mut obs = self.env.reset(scene_seed)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(mix_seed);
+        let mut rec = Recorder::default();
+        let mut frames = Vec::with_capacity(self.cfg.max_steps as usize);
+        let (mut success, mut expert_steps, mut steps) = (false, 0, 0);
+        while steps < self.cfg.max_steps && !success {
+            let img = obs.image.take().ok_or(SimError::RenderUnavailable)?;
+            let (noisy, label) = self.expert.act_labelled(&self.env);
+            let action = if self.cfg.beta > 0.0 && rng.random::<f64>() < self.cfg.beta {
+                expert_steps += 1;
+                noisy
+            } else {
+                policy(&img, self.env.instruction()).map_err(|e| SimError::Output(format!("policy at step {steps}: {e}")))?
+            };
+            if action.iter().any(|v| !v.is_finite()) {
+                return Err(SimError::Output(format!("policy at step {steps} gave a non-finite action {action:?}")));
+            }
+            frames.push(Frame { width: img.width, height: img.height, rgb: img.data });
+            rec.observe(&self.env);
+            let r = self.env.step(&action)?;
+            rec.after(action, label, r.success);
+            success = r.success;
+            obs = r.obs;
+            steps += 1;
+        }
+        let mut episode = rec.finish();
+        episode.images.insert(self.cfg.camera.name().to_string(), frames);
+        Ok(DaggerEpisode { episode, success, steps, expert_steps })
+    }
+}

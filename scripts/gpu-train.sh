@@ -80,10 +80,12 @@ _all)
         rm -rf "$WORK/dagger-model" && cp -r "$ROOT/${DAGGER_MODEL:-${TRAIN_FROM:?DAGGER_EPISODES needs TRAIN_FROM or DAGGER_MODEL}}" "$WORK/dagger-model"
         log "dagger: ${DAGGER_PROCS:-8} processes x ${DAGGER_WORKERS:-4} simulators, $DAGGER_EPISODES episodes per task each, beta ${DAGGER_BETA:-0.3}"
         for i in $(seq 1 "${DAGGER_PROCS:-8}"); do
-            "$VELA" dagger --model "$WORK/dagger-model" --device "$DEV" --tasks Stack_D4,Stack_Lang --episodes "$DAGGER_EPISODES" \
+            # A process stuck at start-up (see the benches below) must not hold up the lease.
+            timeout "${DAGGER_TIMEOUT:-480}" "$VELA" dagger --model "$WORK/dagger-model" --device "$DEV" --tasks Stack_D4,Stack_Lang --episodes "$DAGGER_EPISODES" \
                 --beta "${DAGGER_BETA:-0.3}" --workers "${DAGGER_WORKERS:-4}" --output "$WORK/data/dagger-$i" \
                 --seed $(( ${DATAGEN_SEED:-0} + 5000 + i )) --time-limit "${DAGGER_MIN:-2.5}" --overwrite > "$WORK/dagger-$i.log" 2>&1 &
             dpids+=($!)
+            sleep 3
         done
     fi
     # A process that wrote its report finished its file: NVIDIA's EGL can segfault at exit.

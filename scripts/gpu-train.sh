@@ -29,8 +29,9 @@
 #    TRAIN_BF16=1|0|auto (auto: an 80-step probe of each), BENCH_EPISODES, DATAGEN_PROCS,
 #    DATAGEN_SEED=offset for fresh demos on a second lease, BENCH_TAGS=d2-fp16,d1-fp16 for a subset,
 #    PROBE_BATCHES=128,512 for a profiled step-time breakdown at each batch size before training,
-#    DAGGER_EPISODES, DAGGER_PROCS, DAGGER_WORKERS, DAGGER_BETA, DAGGER_MIN, DAGGER_MODEL: DAgger
-#    rollouts labelled by the scripted expert, made while datagen runs; see the _all stage)
+#    DAGGER_EPISODES, DAGGER_PROCS, DAGGER_WORKERS, DAGGER_BETA, DAGGER_MIN, DAGGER_MODEL,
+#    DAGGER_LABELS=expert|executed, DAGGER_KEEP=all|successes: policy rollouts made while datagen
+#    runs (`vela dagger`), labelled by the scripted expert or kept as executed; see the _all stage)
 set -euo pipefail
 G=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$G/.." && pwd)
@@ -83,7 +84,8 @@ _all)
             # A process stuck at start-up (see the benches below) must not hold up the lease.
             timeout "${DAGGER_TIMEOUT:-480}" "$VELA" dagger --model "$WORK/dagger-model" --device "$DEV" --tasks Stack_D4,Stack_Lang --episodes "$DAGGER_EPISODES" \
                 --beta "${DAGGER_BETA:-0.3}" --workers "${DAGGER_WORKERS:-4}" --output "$WORK/data/dagger-$i" \
-                --seed $(( ${DATAGEN_SEED:-0} + 5000 + i )) --time-limit "${DAGGER_MIN:-2.5}" --overwrite > "$WORK/dagger-$i.log" 2>&1 &
+                --seed $(( ${DATAGEN_SEED:-0} + 5000 + i )) --time-limit "${DAGGER_MIN:-2.5}" \
+                --labels "${DAGGER_LABELS:-expert}" --keep "${DAGGER_KEEP:-all}" --overwrite > "$WORK/dagger-$i.log" 2>&1 &
             dpids+=($!)
             sleep 3
         done

@@ -67,6 +67,15 @@ pub struct DaggerArgs {
     /// gzip level for camera frames.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=9))]
     gzip_level: u8,
+    /// What the episodes' intended actions (the training labels) hold: `expert`, what the
+    /// scripted expert would do in each state (DAgger), or `executed`, what was done (with
+    /// `--keep successes`: filtered behaviour cloning on expert-assisted rollouts, whose labels
+    /// stay mostly in the policy's own style).
+    #[arg(long, default_value = "expert", value_parser = ["expert", "executed"])]
+    labels: String,
+    /// Which rollouts go into the file: `all` or only `successes`.
+    #[arg(long, default_value = "all", value_parser = ["all", "successes"])]
+    keep: String,
     /// Start no new rollout after this many minutes (per task); the finished ones are kept.
     /// For leased machines, where a fixed time matters more than a fixed count.
     #[arg(long, value_name = "MIN")]
@@ -82,6 +91,9 @@ struct TaskReport {
     task: String,
     episodes: u64,
     successes: u64,
+    /// Episodes written (all, or the successes with `--keep successes`).
+    kept: u64,
+    labels: String,
     success_rate: f64,
     steps: u64,
     expert_steps: u64,
@@ -123,11 +135,12 @@ pub fn run(args: DaggerArgs) -> Result<()> {
         let cfg = DaggerConfig { variant, ..base.clone() };
         let r = run_task(&cfg, path, &args, quantization)?;
         println!(
-            "{}: {} episodes, policy succeeded in {} ({:.1} %), {} steps ({:.0} % by the expert), {:.1} s, {:.0} steps/s -> {}",
+            "{}: {} episodes, policy succeeded in {} ({:.1} %), {} kept, {} steps ({:.0} % by the expert), {:.1} s, {:.0} steps/s -> {}",
             r.task,
             r.episodes,
             r.successes,
             100.0 * r.success_rate,
+            r.kept,
             r.steps,
             100.0 * r.expert_steps as f64 / r.steps.max(1) as f64,
             r.wall_s,
@@ -153,7 +166,10 @@ pub fn run(args: DaggerArgs) -> Result<()> {
 }
 
 fn run_task(cfg: &DaggerConfig, path: &std::path::Path, args: &DaggerArgs, quantization: Option<vela_vla::Quantization>) -> Result<TaskReport> {
-    let meta = DatasetMeta { name: cfg.variant.name().to_string(), env_args: cfg.env_args(&args.model.display().to_string()) };
+    let mut env_args = cfg.env_args(&args.model.display().to_string());
+    env_args["datagen"]["labels"] = serde_json::json!(if args.labels == "executed" { "executed actions (obs/intended_action = actions)" } else { "scripted expert, before noise (obs/intended_action)" });
+    env_args["datagen"]["keep"] = serde_json::json!(args.keep);
+    let meta = DatasetMeta { name: cfg.variant.name().to_string(), env_args };
     let mut writer: Box<dyn EpisodeWriter> = Box::new(RobomimicWriter::create(path, &meta)?.with_gzip_level(args.gzip_level));
     let bar = ProgressBar::new(args.episodes).with_prefix(cfg.variant.name());
     bar.set_style(
@@ -165,7 +181,7 @@ fn run_task(cfg: &DaggerConfig, path: &std::path::Path, args: &DaggerArgs, quant
     let stop = AtomicBool::new(false);
     let workers = args.workers.min(args.episodes as usize);
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(u64, DaggerEpisode)>>(2 * workers);
-    let (mut done, mut successes, mut steps, mut expert_steps) = (0u64, 0u64, 0u64, 0u64);
+    let (mut done, mut kept, mut successes, mut steps, mut expert_steps) = (0u64, 0u64, 0u64, 0u64, 0u64);
     let outcome = std::thread::scope(|s| -> Result<()> {
         for w in 0..workers {
             let tx = tx.clone();
@@ -215,8 +231,15 @@ fn run_task(cfg: &DaggerConfig, path: &std::path::Path, args: &DaggerArgs, quant
                 let (i, ep) = r?;
                 pending.insert(i, ep);
                 while let Some(mut ep) = pending.remove(&done) {
-                    ep.episode.name = format!("demo_{done}");
-                    writer.append(&ep.episode).with_context(|| format!("writing rollout {done}"))?;
+                    if ep.success || args.keep == "all" {
+                        if args.labels == "executed" {
+                            let executed = ep.episode.actions.iter().flat_map(|a| a.iter().map(|&x| x as f64)).collect();
+                            ep.episode.low_dim.insert(vela_data::INTENDED_ACTION_KEY.to_string(), vela_data::LowDim { dim: 7, data: executed });
+                        }
+                        ep.episode.name = format!("demo_{kept}");
+                        writer.append(&ep.episode).with_context(|| format!("writing rollout {done}"))?;
+                        kept += 1;
+                    }
                     done += 1;
                     successes += ep.success as u64;
                     steps += ep.steps as u64;
@@ -244,6 +267,8 @@ fn run_task(cfg: &DaggerConfig, path: &std::path::Path, args: &DaggerArgs, quant
         task: cfg.variant.name().to_string(),
         episodes: done,
         successes,
+        kept,
+        labels: args.labels.clone(),
         success_rate: successes as f64 / done.max(1) as f64,
         steps,
         expert_steps,

@@ -435,6 +435,7 @@ fn dagger_rolls_the_policy_out_and_labels_with_the_expert() {
     }
     assert_eq!(ep.images["agentview"].len(), ep.len());
     assert_eq!(reader.meta().env_args["datagen"]["method"], "dagger");
+    drop(reader); // HDF5 locks an open file against the runs below that overwrite it.
 
     // beta 0: the policy drives for the whole (short) episode; the labels are the expert's own.
     let o = vela(&[
@@ -457,6 +458,27 @@ fn dagger_rolls_the_policy_out_and_labels_with_the_expert() {
     );
     // The expert opens its gripper while it approaches the first cube.
     assert!((0..6).all(|t| labels.row(t)[6] < 0.0));
+    drop(reader);
+
+    // Filtered cloning: only successes are written, labelled with what was executed.
+    let o = vela(&[
+        "dagger", "--model", model, "--tasks", "Stack_Lang", "--episodes", "2", "--max-steps", "6", "--output", out,
+        "--camera-width", "32", "--camera-height", "32", "--workers", "2", "--seed", "3", "--keep", "successes",
+        "--labels", "executed", "--overwrite",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("dagger_report.json")).unwrap()).unwrap();
+    assert_eq!((report["tasks"][0]["episodes"].as_u64(), report["tasks"][0]["kept"].as_u64()), (Some(2), Some(0)), "nobody stacks in 6 steps");
+    assert_eq!(vela_data::robomimic::RobomimicReader::open(dir.join("Stack_Lang.hdf5")).unwrap().len(), 0);
+    let o = vela(&[
+        "dagger", "--model", model, "--tasks", "Stack_D2", "--episodes", "1", "--beta", "1", "--output", out,
+        "--camera-width", "32", "--camera-height", "32", "--workers", "1", "--keep", "successes", "--labels", "executed", "--overwrite",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut reader = vela_data::robomimic::RobomimicReader::open(dir.join("Stack_D2.hdf5")).unwrap();
+    let ep = reader.read(0).unwrap();
+    let labels = &ep.low_dim[vela_data::INTENDED_ACTION_KEY];
+    assert!((0..ep.len()).all(|t| ep.actions[t].iter().zip(labels.row(t)).all(|(&a, &l)| a as f64 == l)), "labels = executed (noisy) actions");
 
     // Bad flags fail before any work.
     let o = vela(&["dagger", "--model", out, "--output", out]);

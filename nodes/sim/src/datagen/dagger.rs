@@ -70,7 +70,6 @@ impl DaggerConfig {
             .env_args_with(json!({
                 "method": "dagger",
                 "policy": policy,
-                "labels": "scripted expert, before noise (obs/intended_actions)",
                 "beta": self.beta,
                 "action_noise": self.action_noise,
                 "max_steps": self.max_steps,

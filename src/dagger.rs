@@ -68,9 +68,10 @@ pub struct DaggerArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=9))]
     gzip_level: u8,
     /// What the episodes' intended actions (the training labels) hold: `expert`, what the
-    /// scripted expert would do in each state (DAgger), or `executed`, what was done (with
-    /// `--keep successes`: filtered behaviour cloning on expert-assisted rollouts, whose labels
-    /// stay mostly in the policy's own style).
+    /// scripted expert would do in each state (DAgger), or `executed`, the policy's action where
+    /// it drove and the expert's before its noise where the expert did (with `--keep successes`:
+    /// filtered behaviour cloning on expert-assisted rollouts, whose labels stay mostly in the
+    /// policy's own style).
     #[arg(long, default_value = "expert", value_parser = ["expert", "executed"])]
     labels: String,
     /// Which rollouts go into the file: `all` or only `successes`.
@@ -165,6 +166,24 @@ pub fn run(args: DaggerArgs) -> Result<()> {
     Ok(())
 }
 
+/// `--labels executed`: the policy's own actions where it drove; where the expert drove, its
+/// action before the noise (already the intended action there).
+fn relabel_executed(ep: &mut DaggerEpisode) {
+    let key = vela_data::INTENDED_ACTION_KEY;
+    let expert = ep.episode.low_dim.remove(key).expect("rollouts record the expert's labels");
+    let data = ep
+        .episode
+        .actions
+        .iter()
+        .zip(&ep.by_expert)
+        .enumerate()
+        .flat_map(|(t, (a, &by_expert))| -> Vec<f64> {
+            if by_expert { expert.row(t).to_vec() } else { a.iter().map(|&x| x as f64).collect() }
+        })
+        .collect();
+    ep.episode.low_dim.insert(key.to_string(), vela_data::LowDim { dim: 7, data });
+}
+
 fn run_task(cfg: &DaggerConfig, path: &std::path::Path, args: &DaggerArgs, quantization: Option<vela_vla::Quantization>) -> Result<TaskReport> {
     let mut env_args = cfg.env_args(&args.model.display().to_string());
     env_args["datagen"]["labels"] = serde_json::json!(if args.labels == "executed" { "executed actions (obs/intended_action = actions)" } else { "scripted expert, before noise (obs/intended_action)" });
@@ -233,8 +252,7 @@ fn run_task(cfg: &DaggerConfig, path: &std::path::Path, args: &DaggerArgs, quant
                 while let Some(mut ep) = pending.remove(&done) {
                     if ep.success || args.keep == "all" {
                         if args.labels == "executed" {
-                            let executed = ep.episode.actions.iter().flat_map(|a| a.iter().map(|&x| x as f64)).collect();
-                            ep.episode.low_dim.insert(vela_data::INTENDED_ACTION_KEY.to_string(), vela_data::LowDim { dim: 7, data: executed });
+                            relabel_executed(&mut ep);
                         }
                         ep.episode.name = format!("demo_{kept}");
                         writer.append(&ep.episode).with_context(|| format!("writing rollout {done}"))?;

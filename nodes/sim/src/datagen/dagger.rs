@@ -84,6 +84,8 @@ pub struct DaggerEpisode {
     pub steps: u32,
     /// Steps that executed the expert's action (the `beta` share).
     pub expert_steps: u32,
+    /// Per step: whether the expert's action was the one executed.
+    pub by_expert: Vec<bool>,
 }
 
 /// One env and one expert (the env is not `Send`: one per worker thread).
@@ -121,10 +123,13 @@ impl DaggerRollout {
         let mut rec = Recorder::default();
         let mut frames = Vec::with_capacity(self.cfg.max_steps as usize);
         let (mut success, mut expert_steps, mut steps) = (false, 0, 0);
+        let mut by_expert = Vec::with_capacity(self.cfg.max_steps as usize);
         while steps < self.cfg.max_steps && !success {
             let img = obs.image.take().ok_or(SimError::RenderUnavailable)?;
             let (noisy, label) = self.expert.act_labelled(&self.env);
-            let action = if self.cfg.beta > 0.0 && rng.random::<f64>() < self.cfg.beta {
+            let expert = self.cfg.beta > 0.0 && rng.random::<f64>() < self.cfg.beta;
+            by_expert.push(expert);
+            let action = if expert {
                 expert_steps += 1;
                 noisy
             } else {
@@ -143,6 +148,6 @@ impl DaggerRollout {
         }
         let mut episode = rec.finish();
         episode.images.insert(self.cfg.camera.name().to_string(), frames);
-        Ok(DaggerEpisode { episode, success, steps, expert_steps })
+        Ok(DaggerEpisode { episode, success, steps, expert_steps, by_expert })
     }
 }

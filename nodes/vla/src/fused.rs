@@ -290,6 +290,74 @@ mod imp {
         Ok((both.get(0)?, both.get(1)?))
     }
 
+    struct BiasEpilogue<'a> {
+        bias: &'a Tensor,
+        /// `Some((x, ls))`: `x + ls · (y + b)`; `None`: `gelu_erf(y + b)`.
+        residual: Option<(&'a Tensor, Option<&'a Tensor>)>,
+    }
+
+    impl CustomOp1 for BiasEpilogue<'_> {
+        fn name(&self) -> &'static str {
+            "vela-bias-epilogue"
+        }
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+            cpu_only(self.name())
+        }
+        fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+            let n = *l.shape().dims().last().unwrap_or(&0);
+            let bad_residual = self.residual.is_some_and(|(x, ls)| x.shape() != l.shape() || ls.is_some_and(|g| g.dims() != [n]));
+            if self.bias.dims() != [n] || bad_residual {
+                candle_core::bail!("vela-bias-epilogue: y {:?} with bias {:?}", l.shape(), self.bias.shape());
+            }
+            let total = l.shape().elem_count();
+            let dev = s.device().clone();
+            let y = src_addr(s, l)?;
+            let b = ptr(self.bias)?;
+            let x = self.residual.map(|(x, _)| ptr(x)).transpose()?;
+            let g = self.residual.and_then(|(_, ls)| ls).map(ptr).transpose()?;
+            // SAFETY: written in full by the kernel.
+            let out = unsafe { dev.alloc::<bf16>(total)? };
+            let (o, _sync) = out.device_ptr(out.stream());
+            let blocks = total.div_ceil(256).min(65_535) as u32;
+            let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+            let addr = |p: &Option<Ptr>| p.as_ref().map_or(0, |p| p.addr);
+            let args = [
+                Arg::Ptr(y),
+                Arg::Ptr(b.addr),
+                Arg::Ptr(addr(&x)),
+                Arg::Ptr(addr(&g)),
+                Arg::Ptr(o),
+                Arg::I32((total / n.max(1)) as i32),
+                Arg::I32(n as i32),
+                Arg::I32(self.residual.is_none() as i32),
+            ];
+            launch(&dev, "vela_bias_epilogue_bf16", cfg, &args)?;
+            drop(_sync);
+            Ok((CudaStorage::wrap_cuda_slice(out, dev), l.shape().clone()))
+        }
+    }
+
+    /// `gelu_erf(y + bias)` in one kernel (the vision MLP's first layer).
+    pub fn bias_gelu(y: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
+        check_bf16(&[y, bias])?;
+        y.apply_op1_no_bwd(&BiasEpilogue { bias, residual: None })
+    }
+
+    /// `x + scale · (y + bias)` in one kernel (`scale` None = 1): a vision block's projection
+    /// back into the residual stream, with DINOv2's LayerScale.
+    pub fn bias_scale_residual(y: &Tensor, bias: &Tensor, scale: Option<&Tensor>, x: &Tensor) -> candle_core::Result<Tensor> {
+        check_bf16(&[y, bias, x])?;
+        if let Some(g) = scale {
+            check_bf16(&[g])?;
+        }
+        y.apply_op1_no_bwd(&BiasEpilogue { bias, residual: Some((x, scale)) })
+    }
+
+    /// Whether the epilogue kernels can follow `x`'s Linear layers: CUDA, bf16, inference.
+    pub fn epilogue_applies(x: &Tensor) -> bool {
+        super::enabled() && x.device().is_cuda() && x.dtype() == DType::BF16 && !x.track_op()
+    }
+
     struct DecodeAttn<'a> {
         k_cache: &'a Tensor,
         v_cache: &'a Tensor,
@@ -590,6 +658,19 @@ mod imp {
             let sum_ref = (&x + &r)?;
             out.push(compare("add_rmsnorm (sum)", format!("{rows}x{hidden}"), &sum, &sum_ref)?);
             out.push(compare("add_rmsnorm (norm)", format!("{rows}x{hidden}"), &norm, &candle_nn::ops::rms_norm(&sum_ref, &w, 1e-6)?)?);
+        }
+
+        // The vision epilogues, at DINOv2-L's shapes (257 tokens, 1024 wide, 4096 MLP).
+        {
+            let (t, dim, mlp) = (257usize, 1024usize, 4096usize);
+            let y = rnd(&[1, t, mlp], 1.0)?;
+            let b = rnd(&[mlp], 0.5)?;
+            out.push(compare("bias_gelu", format!("{t}x{mlp}"), &bias_gelu(&y, &b)?, &y.broadcast_add(&b)?.gelu_erf()?)?);
+            let (y, b, x, g) = (rnd(&[1, t, dim], 1.0)?, rnd(&[dim], 0.5)?, rnd(&[1, t, dim], 1.0)?, rnd(&[dim], 0.1)?);
+            let reference = (&x + y.broadcast_add(&b)?.broadcast_mul(&g)?)?;
+            out.push(compare("bias_scale_residual", format!("{t}x{dim}"), &bias_scale_residual(&y, &b, Some(&g), &x)?, &reference)?);
+            let reference = (&x + y.broadcast_add(&b)?)?;
+            out.push(compare("bias_residual", format!("{t}x{dim}"), &bias_scale_residual(&y, &b, None, &x)?, &reference)?);
         }
 
         // silu(gate) * up, and the down projection with it folded in.

@@ -264,6 +264,25 @@ GEMV(1)
 GEMV(2)
 GEMV(4)
 
+// The epilogues of the vision towers' Linear layers. candle runs the matmul, then the bias add,
+// then each element-wise op after it as a kernel of its own; at 257 tokens these small kernels,
+// about twenty per block of 51, are most of the towers' time. gelu != 0: out = gelu_erf(y + b);
+// otherwise out = x + ls * (y + b), with ls null meaning 1. Same bf16 roundings as candle's chain.
+extern "C" __global__ void vela_bias_epilogue_bf16(const bf16* y, const bf16* b, const bf16* x, const bf16* ls, bf16* out,
+                                                  int rows, int n, int gelu) {
+    size_t total = (size_t)rows * n;
+    for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total; idx += (size_t)gridDim.x * blockDim.x) {
+        int c = idx % n;
+        float v = round_bf16(ld(y + idx) + ld(b + c));
+        if (gelu) {
+            out[idx] = __float2bfloat16(0.5f * v * (1.f + erff(v * 0.70710678118654752f)));
+        } else {
+            if (ls) v = round_bf16(v * ld(ls + c));
+            out[idx] = __float2bfloat16(ld(x + idx) + v);
+        }
+    }
+}
+
 // Catmull-Rom resize of an RGB u8 frame, replaying preprocess::resize_axis weights in the
 // image crate's order (rows into f32, then columns, round to the nearest byte). __fmul_rn /
 // __fadd_rn keep the compiler from contracting to FMAs, whose single rounding would differ

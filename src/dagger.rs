@@ -125,11 +125,7 @@ pub fn run(args: DaggerArgs) -> Result<()> {
         ..Default::default()
     };
     base.validate().context("invalid flags")?;
-    let outputs: Vec<PathBuf> = tasks.iter().map(|t| args.output.join(format!("{}.hdf5", t.name()))).collect();
-    for p in &outputs {
-        ensure!(args.overwrite || !p.exists(), "{} exists; pass --overwrite to replace it", p.display());
-    }
-    std::fs::create_dir_all(&args.output).with_context(|| format!("creating {}", args.output.display()))?;
+    let outputs = crate::datagen::task_outputs(&tasks, &args.output, args.overwrite)?;
 
     let mut reports = Vec::new();
     for (&variant, path) in tasks.iter().zip(&outputs) {

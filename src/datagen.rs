@@ -110,11 +110,7 @@ pub fn run(args: DatagenArgs) -> Result<()> {
     };
     // Check every flag before minutes of work, and never clobber a dataset by accident.
     base.validate().context("invalid flags")?;
-    let outputs: Vec<PathBuf> = tasks.iter().map(|t| args.output.join(format!("{}.hdf5", t.name()))).collect();
-    for p in &outputs {
-        ensure!(args.overwrite || !p.exists(), "{} exists; pass --overwrite to replace it", p.display());
-    }
-    std::fs::create_dir_all(&args.output).with_context(|| format!("creating {}", args.output.display()))?;
+    let outputs = task_outputs(&tasks, &args.output, args.overwrite)?;
 
     let mut reports = Vec::new();
     for (&variant, path) in tasks.iter().zip(&outputs) {
@@ -160,6 +156,17 @@ pub fn run(args: DatagenArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `<dir>/<task>.hdf5` for each task, refusing to replace an existing file unless `overwrite`
+/// (checked before any work), with `dir` created.
+pub(crate) fn task_outputs(tasks: &[Variant], dir: &std::path::Path, overwrite: bool) -> Result<Vec<PathBuf>> {
+    let outputs: Vec<PathBuf> = tasks.iter().map(|t| dir.join(format!("{}.hdf5", t.name()))).collect();
+    for p in &outputs {
+        ensure!(overwrite || !p.exists(), "{} exists; pass --overwrite to replace it", p.display());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(outputs)
 }
 
 fn generate_task(

@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 use vela_data::{Episode, Frame};
 
-use crate::datagen::generate::{GenConfig, Recorder};
+use crate::datagen::generate::{unit_interval, GenConfig, Recorder};
 use crate::env::{EnvConfig, RgbImage, StackEnv};
 use crate::error::{Result, SimError};
 use crate::expert::{Expert, ExpertConfig};
@@ -51,15 +51,10 @@ impl Default for DaggerConfig {
 
 impl DaggerConfig {
     pub fn validate(&self) -> Result<()> {
-        let bad = |name, reason: String| Err(SimError::InvalidParam { name, reason });
-        if !(self.beta.is_finite() && (0.0..=1.0).contains(&self.beta)) {
-            return bad("beta", format!("{} is outside 0..=1", self.beta));
-        }
-        if !(self.action_noise.is_finite() && (0.0..=1.0).contains(&self.action_noise)) {
-            return bad("action noise", format!("{} is outside 0..=1", self.action_noise));
-        }
+        unit_interval("beta", self.beta)?;
+        unit_interval("action noise", self.action_noise)?;
         if self.max_steps == 0 {
-            return bad("max steps", "must be at least 1".into());
+            return Err(SimError::InvalidParam { name: "max steps", reason: "must be at least 1".into() });
         }
         EnvConfig { width: self.width, height: self.height, ..Default::default() }.validate()
     }

@@ -55,12 +55,19 @@ impl Default for GenConfig {
     }
 }
 
+/// `Ok` when `v` is a probability-like number in 0..=1.
+pub(crate) fn unit_interval(name: &'static str, v: f64) -> Result<()> {
+    if v.is_finite() && (0.0..=1.0).contains(&v) {
+        Ok(())
+    } else {
+        Err(SimError::InvalidParam { name, reason: format!("{v} is outside 0..=1") })
+    }
+}
+
 impl GenConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |name, reason: String| Err(SimError::InvalidParam { name, reason });
-        if !(self.action_noise.is_finite() && (0.0..=1.0).contains(&self.action_noise)) {
-            return bad("action noise", format!("{} is outside 0..=1", self.action_noise));
-        }
+        unit_interval("action noise", self.action_noise)?;
         if self.nearest_k == 0 {
             return bad("nearest k", "must be at least 1".into());
         }

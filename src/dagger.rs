@@ -292,3 +292,22 @@ fn run_task(cfg: &DaggerConfig, path: &std::path::Path, args: &DaggerArgs, quant
         seed: args.seed,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn executed_labels_keep_the_policy_steps_and_the_experts_clean_actions() {
+        let mut episode = vela_data::Episode::default();
+        episode.actions = vec![[0.1; 7], [0.2; 7], [0.3; 7]];
+        let expert: Vec<f64> = [[0.9f64; 7], [0.8; 7], [0.7; 7]].concat();
+        episode.low_dim.insert(vela_data::INTENDED_ACTION_KEY.into(), vela_data::LowDim { dim: 7, data: expert });
+        let mut ep = DaggerEpisode { episode, success: true, steps: 3, expert_steps: 1, by_expert: vec![false, true, false] };
+        relabel_executed(&mut ep);
+        let labels = &ep.episode.low_dim[vela_data::INTENDED_ACTION_KEY];
+        assert_eq!(labels.row(0), [0.1f32 as f64; 7]);
+        assert_eq!(labels.row(1), [0.8; 7], "where the expert drove: its action before the noise");
+        assert_eq!(labels.row(2), [0.3f32 as f64; 7]);
+    }
+}

@@ -182,7 +182,7 @@ fn relabel_executed(ep: &mut DaggerEpisode) {
 
 fn run_task(cfg: &DaggerConfig, path: &std::path::Path, args: &DaggerArgs, quantization: Option<vela_vla::Quantization>) -> Result<TaskReport> {
     let mut env_args = cfg.env_args(&args.model.display().to_string());
-    env_args["datagen"]["labels"] = serde_json::json!(if args.labels == "executed" { "executed actions (obs/intended_action = actions)" } else { "scripted expert, before noise (obs/intended_action)" });
+    env_args["datagen"]["labels"] = serde_json::json!(if args.labels == "executed" { "executed: the policy's actions, the expert's before noise on its steps (obs/intended_action)" } else { "scripted expert, before noise (obs/intended_action)" });
     env_args["datagen"]["keep"] = serde_json::json!(args.keep);
     let meta = DatasetMeta { name: cfg.variant.name().to_string(), env_args };
     let mut writer: Box<dyn EpisodeWriter> = Box::new(RobomimicWriter::create(path, &meta)?.with_gzip_level(args.gzip_level));
@@ -239,7 +239,8 @@ fn run_task(cfg: &DaggerConfig, path: &std::path::Path, args: &DaggerArgs, quant
                 .context("starting a rollout thread")?;
         }
         drop(tx);
-        // Written in episode order, so a seed gives the same file for any number of workers.
+        // Written in episode order, whichever worker finishes first (the batch a frame lands in
+        // can still flip a token through float rounding, as in `vela bench --parallel`).
         let mut pending = BTreeMap::new();
         let result = (|| -> Result<()> {
             for r in &rx {

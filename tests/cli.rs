@@ -491,3 +491,23 @@ fn dagger_rolls_the_policy_out_and_labels_with_the_expert() {
     assert!(!o.status.success() && text(&o).contains("--overwrite"), "{}", text(&o));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn sim_agreement_compares_a_datasets_labels_with_the_expert() {
+    let dir = scratch("agreement");
+    let out = dir.to_str().unwrap();
+    let o = vela(&["datagen", "--tasks", "Stack_D2,Stack_Lang", "--episodes", "2", "--output", out, "--cameras", "none", "--source-demos", "2", "--workers", "2"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let d2 = dir.join("Stack_D2.hdf5");
+    let o = vela(&["sim", "agreement", "--dataset", d2.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let all = text(&o).lines().find(|l| l.starts_with("all")).map(str::to_string).unwrap_or_else(|| panic!("{}", text(&o)));
+    let steps: usize = all.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(steps > 100, "both episodes replayed: {all}");
+    let same_sign: f64 = all.split_whitespace().find(|w| w.ends_with('%')).unwrap().trim_end_matches('%').parse().unwrap();
+    assert!(same_sign > 50.0, "MimicGen's labels mostly point where the expert would go: {all}");
+    let lang = dir.join("Stack_Lang.hdf5");
+    let o = vela(&["sim", "agreement", "--dataset", lang.to_str().unwrap()]);
+    assert!(!o.status.success() && text(&o).contains("colours"), "{}", text(&o));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

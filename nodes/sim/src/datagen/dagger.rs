@@ -146,3 +146,23 @@ impl DaggerRollout {
         Ok(DaggerEpisode { episode, success, steps, expert_steps, by_expert })
     }
 }
+
+/// How the scripted expert's actions compare with an episode's labels on the episode's own
+/// states: the episode is replayed from its first state with its executed actions while the
+/// expert, tracking its phase as in a rollout, says what it would do at each step. This
+/// measures how far apart two teachers are before their labels are mixed in one dataset.
+pub fn expert_labels(env: &mut StackEnv, ep: &Episode) -> Result<Vec<([f32; 7], crate::expert::Phase)>> {
+    if ep.states.steps() == 0 {
+        return Err(SimError::InvalidParam { name: "episode", reason: format!("{} has no states", ep.name) });
+    }
+    env.reset(env.episode_seed())?;
+    env.set_state(ep.states.row(0))?;
+    let mut expert = Expert::default();
+    let mut out = Vec::with_capacity(ep.len());
+    for a in &ep.actions {
+        let (_, clean) = expert.act_labelled(env);
+        out.push((clean, expert.phase()));
+        env.step(a)?;
+    }
+    Ok(out)
+}

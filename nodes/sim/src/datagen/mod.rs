@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use vela_data::Episode;
 
-pub use dagger::{DaggerConfig, DaggerEpisode, DaggerRollout};
+pub use dagger::{expert_labels, DaggerConfig, DaggerEpisode, DaggerRollout};
 pub use generate::{replay, GenConfig, Generator, Trial};
 pub use pose::Transform;
 pub use source::{record_source_demos, SourceDemo, SourceSet, SourceStep};

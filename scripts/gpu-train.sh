@@ -78,11 +78,16 @@ _all)
     # the scripted expert labelling every state (`vela dagger`); their files join the training data.
     dpids=()
     if [ "${DAGGER_EPISODES:-0}" -gt 0 ]; then
-        rm -rf "$WORK/dagger-model" && cp -r "$ROOT/${DAGGER_MODEL:-${TRAIN_FROM:?DAGGER_EPISODES needs TRAIN_FROM or DAGGER_MODEL}}" "$WORK/dagger-model"
+        # DAGGER_BETA=1: the expert drives every step (plain expert demos); no policy is loaded.
+        dmodel=()
+        if [ "${DAGGER_BETA:-0.3}" != 1 ]; then
+            rm -rf "$WORK/dagger-model" && cp -r "$ROOT/${DAGGER_MODEL:-${TRAIN_FROM:?DAGGER_EPISODES needs TRAIN_FROM or DAGGER_MODEL}}" "$WORK/dagger-model"
+            dmodel=(--model "$WORK/dagger-model")
+        fi
         log "dagger: ${DAGGER_PROCS:-8} processes x ${DAGGER_WORKERS:-4} simulators, $DAGGER_EPISODES episodes per task each, beta ${DAGGER_BETA:-0.3}"
         for i in $(seq 1 "${DAGGER_PROCS:-8}"); do
             # A process stuck at start-up (see the benches below) must not hold up the lease.
-            timeout "${DAGGER_TIMEOUT:-480}" "$VELA" dagger --model "$WORK/dagger-model" --device "$DEV" --tasks Stack_D4,Stack_Lang --episodes "$DAGGER_EPISODES" \
+            timeout "${DAGGER_TIMEOUT:-480}" "$VELA" dagger "${dmodel[@]}" --device "$DEV" --tasks Stack_D4,Stack_Lang --episodes "$DAGGER_EPISODES" \
                 --beta "${DAGGER_BETA:-0.3}" --workers "${DAGGER_WORKERS:-4}" --output "$WORK/data/dagger-$i" \
                 --seed $(( ${DATAGEN_SEED:-0} + 5000 + i )) --time-limit "${DAGGER_MIN:-2.5}" \
                 --labels "${DAGGER_LABELS:-expert}" --keep "${DAGGER_KEEP:-all}" --overwrite > "$WORK/dagger-$i.log" 2>&1 &

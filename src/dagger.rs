@@ -21,9 +21,11 @@ use vela_vla::batcher::Client;
 
 #[derive(clap::Args)]
 pub struct DaggerArgs {
-    /// The policy: an OpenVLA-family checkpoint folder (as the presets' `model`).
+    /// The policy: an OpenVLA-family checkpoint folder (as the presets' `model`). Without it,
+    /// `--beta 1`: the expert drives every step, which records plain scripted-expert demos
+    /// (noisy actions, clean labels) for training on one teacher.
     #[arg(long, value_name = "DIR")]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// fp16 (the checkpoint's weights), q8f16 or q4f16.
     #[arg(long, default_value = "fp16")]
     quantization: String,
@@ -108,7 +110,10 @@ pub fn run(args: DaggerArgs) -> Result<()> {
     ensure!(args.episodes > 0, "--episodes must be at least 1");
     ensure!(args.workers > 0, "--workers must be at least 1");
     ensure!(args.time_limit.is_none_or(|m| m.is_finite() && m > 0.0), "--time-limit must be a positive number of minutes");
-    ensure!(args.model.join("config.json").is_file(), "--model {}: no config.json there", args.model.display());
+    match &args.model {
+        Some(m) => ensure!(m.join("config.json").is_file(), "--model {}: no config.json there", m.display()),
+        None => ensure!(args.beta == 1.0, "--model is needed unless --beta 1 (the expert drives every step)"),
+    }
     let quantization = vela_vla::Quantization::parse_opt(&args.quantization).context("--quantization")?;
     // Fails now, with the build's own explanation, when CUDA is asked of a CPU build.
     vela_vla::device::parse_device(&args.device).context("--device")?;
@@ -150,7 +155,7 @@ pub fn run(args: DaggerArgs) -> Result<()> {
     let doc = serde_json::json!({
         "benchmark": "dagger",
         "machine": vela_runtime::bench::machine_description(),
-        "model": args.model.display().to_string(),
+        "model": args.model.as_ref().map(|m| m.display().to_string()),
         "quantization": args.quantization,
         "device": args.device,
         "beta": args.beta,
@@ -181,7 +186,7 @@ fn relabel_executed(ep: &mut DaggerEpisode) {
 }
 
 fn run_task(cfg: &DaggerConfig, path: &std::path::Path, args: &DaggerArgs, quantization: Option<vela_vla::Quantization>) -> Result<TaskReport> {
-    let mut env_args = cfg.env_args(&args.model.display().to_string());
+    let mut env_args = cfg.env_args(&args.model.as_ref().map_or("none (scripted expert only)".to_string(), |m| m.display().to_string()));
     env_args["datagen"]["labels"] = serde_json::json!(if args.labels == "executed" { "executed: the policy's actions, the expert's before noise on its steps (obs/intended_action)" } else { "scripted expert, before noise (obs/intended_action)" });
     env_args["datagen"]["keep"] = serde_json::json!(args.keep);
     let meta = DatasetMeta { name: cfg.variant.name().to_string(), env_args };
@@ -206,14 +211,21 @@ fn run_task(cfg: &DaggerConfig, path: &std::path::Path, args: &DaggerArgs, quant
                 .spawn_scoped(s, move || {
                     let r = (|| -> Result<()> {
                         let mut rollout = DaggerRollout::new(cfg)?;
-                        let (dir, dev) = (args.model.clone(), args.device.clone());
-                        let client = Client::join_on(&args.model, quantization, &args.device, workers, Duration::from_millis(20), move || {
-                            vela_vla::cli::load_on(&dir, Some(&args.quantization), &dev, |_, _| {})
-                        })
-                        .with_context(|| format!("loading {}", args.model.display()))?;
-                        let space = match &args.action_space {
-                            Some(s) => s.clone(),
-                            None => client.model().action_spaces().into_iter().next().unwrap_or_else(|| "normalized".into()),
+                        // No model: the expert drives every step (--beta 1) and the policy is never asked.
+                        let client = match &args.model {
+                            Some(model) => {
+                                let (dir, dev) = (model.clone(), args.device.clone());
+                                let c = Client::join_on(model, quantization, &args.device, workers, Duration::from_millis(20), move || {
+                                    vela_vla::cli::load_on(&dir, Some(&args.quantization), &dev, |_, _| {})
+                                })
+                                .with_context(|| format!("loading {}", model.display()))?;
+                                let space = match &args.action_space {
+                                    Some(s) => s.clone(),
+                                    None => c.model().action_spaces().into_iter().next().unwrap_or_else(|| "normalized".into()),
+                                };
+                                Some((c, space))
+                            }
+                            None => None,
                         };
                         while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
                             let i = next.fetch_add(1, Ordering::Relaxed);
@@ -222,7 +234,8 @@ fn run_task(cfg: &DaggerConfig, path: &std::path::Path, args: &DaggerArgs, quant
                             }
                             let ep = rollout.run(seeds::derive(args.seed, seeds::SCENE, i), seeds::derive(args.seed, seeds::TRIAL, i), |img, instruction| {
                                 let frame = image::RgbImage::from_raw(img.width, img.height, img.data.clone()).ok_or("frame size does not match its buffer")?;
-                                let p = client.predict(frame, instruction, &space).map_err(|e| e.to_string())?;
+                                let (client, space) = client.as_ref().ok_or("no policy (--model) to ask")?;
+                                let p = client.predict(frame, instruction, space).map_err(|e| e.to_string())?;
                                 let a: [f32; 7] = p.action.as_slice().try_into().map_err(|_| format!("the policy gave {} action dims, not 7", p.action.len()))?;
                                 Ok(action_from_model(&a, 1.0))
                             })?;

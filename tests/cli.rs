@@ -419,9 +419,10 @@ fn dagger_rolls_the_policy_out_and_labels_with_the_expert() {
     let model = concat!(env!("CARGO_MANIFEST_DIR"), "/models/openvla-small-mimicgen");
     let dir = scratch("dagger");
     let out = dir.to_str().unwrap();
-    // beta 1 without noise: the expert drives, so what ran is exactly its label, and it stacks.
+    // beta 1 without noise: the expert drives, so what ran is exactly its label, and it stacks
+    // (no model needed then).
     let o = vela(&[
-        "dagger", "--model", model, "--tasks", "Stack_D2", "--episodes", "1", "--max-steps", "200", "--beta", "1",
+        "dagger", "--tasks", "Stack_D2", "--episodes", "1", "--max-steps", "200", "--beta", "1",
         "--action-noise", "0", "--output", out, "--camera-width", "32", "--camera-height", "32", "--workers", "1",
     ]);
     assert!(o.status.success(), "{}", text(&o));
@@ -485,6 +486,8 @@ fn dagger_rolls_the_policy_out_and_labels_with_the_expert() {
     // Bad flags fail before any work.
     let o = vela(&["dagger", "--model", out, "--output", out]);
     assert!(!o.status.success() && text(&o).contains("config.json"), "{}", text(&o));
+    let o = vela(&["dagger", "--output", out, "--beta", "0.5"]);
+    assert!(!o.status.success() && text(&o).contains("--model is needed"), "{}", text(&o));
     let o = vela(&["dagger", "--model", model, "--output", out, "--beta", "1.5", "--overwrite"]);
     assert!(!o.status.success() && text(&o).contains("beta"), "{}", text(&o));
     let o = vela(&["dagger", "--model", model, "--output", out, "--tasks", "Stack_Lang"]);

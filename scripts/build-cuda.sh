@@ -48,6 +48,17 @@ stage_start "CUDA 13.0 toolkit"
 toolkit
 stage_end
 
+# What the build links (libhdf5, libmujoco, OpenH264's nasm, whisper.cpp's cmake) and what the
+# bundle carries (robosuite assets, tokenizer): the same idempotent steps scripts/setup.sh runs,
+# so this works on a fresh machine too (the studio UI and dora are not needed).
+need_apt pkg-config fonts-dejavu-core cmake g++
+for s in setup-data setup-mujoco setup-media setup-tokenizer; do
+    stage_start "setup: $s.sh"
+    bash "scripts/$s.sh"
+    stage_end
+done
+. scripts/env.sh   # MUJOCO_DYNAMIC_LINK_DIR, now that the library is there
+
 stage_start "cargo build --release --features cuda (vela)"
 export CARGO_TARGET_DIR="$VELA_CACHE/target-cuda"
 export CUDA_PATH="$CUDA_HOME" PATH="$CUDA_HOME/bin:$PATH" CUDA_COMPUTE_CAP=90

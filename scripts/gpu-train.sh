@@ -30,8 +30,10 @@
 #    DATAGEN_SEED=offset for fresh demos on a second lease, BENCH_TAGS=d2-fp16,d1-fp16 for a subset,
 #    PROBE_BATCHES=128,512 for a profiled step-time breakdown at each batch size before training,
 #    DAGGER_EPISODES, DAGGER_PROCS, DAGGER_WORKERS, DAGGER_BETA, DAGGER_MIN, DAGGER_MODEL,
-#    DAGGER_LABELS=expert|executed, DAGGER_KEEP=all|successes: policy rollouts made while datagen
-#    runs (`vela dagger`), labelled by the scripted expert or kept as executed; see the _all stage)
+#    DAGGER_LABELS=expert|executed, DAGGER_KEEP=all|successes, DAGGER_NOISE: policy rollouts made
+#    while datagen runs (`vela dagger`), labelled by the scripted expert or kept as executed;
+#    EXPERT_PROCS, EXPERT_WORKERS, EXPERT_NOISE, EXPERT_MIN, EXPERT_EPISODES: scripted-expert demos
+#    with noisy execution and clean labels (`vela dagger --beta 1`); see the _all stage)
 set -euo pipefail
 G=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$G/.." && pwd)
@@ -62,11 +64,13 @@ _all)
     per=$(( procs / 2 ))
     workers=$(( $(nproc) / procs )); [ $workers -ge 1 ] || workers=1
     pids=()
-    [ -n "${DATAGEN_SKIP:-}" ] && per=0 && log "datagen: keeping the data of the last run" \
-        || log "datagen: Stack_D4 $d4 + Stack_Lang $lang in $procs processes of $workers workers"
+    if [ -n "${DATAGEN_SKIP:-}" ]; then per=0; log "datagen: keeping the data of the last run"
+    elif [ "$d4" = 0 ] && [ "$lang" = 0 ]; then per=0; log "datagen: no MimicGen data"
+    else log "datagen: Stack_D4 $d4 + Stack_Lang $lang in $procs processes of $workers workers"; fi
     for i in $(seq 1 $per); do
         for task in Stack_D4 Stack_Lang; do
             n=$d4; [ $task = Stack_Lang ] && n=$lang
+            [ "$n" -gt 0 ] || continue   # `all 0 0`: no MimicGen data (EXPERT_PROCS / DAGGER_EPISODES only)
             k=$(( (n + per - 1) / per ))
             "$VELA" datagen --tasks $task --episodes $k --output "$WORK/data/$task-$i" --workers $workers \
                 --gzip-level 1 --seed $(( ${DATAGEN_SEED:-0} + i * 100 + ${#task} )) --overwrite > "$WORK/datagen-$task-$i.log" 2>&1 &
@@ -89,15 +93,38 @@ _all)
             # A process stuck at start-up (see the benches below) must not hold up the lease.
             timeout "${DAGGER_TIMEOUT:-480}" "$VELA" dagger "${dmodel[@]}" --device "$DEV" --tasks Stack_D4,Stack_Lang --episodes "$DAGGER_EPISODES" \
                 --beta "${DAGGER_BETA:-0.3}" --workers "${DAGGER_WORKERS:-4}" --output "$WORK/data/dagger-$i" \
-                --seed $(( ${DATAGEN_SEED:-0} + 5000 + i )) --time-limit "${DAGGER_MIN:-2.5}" \
+                --seed $(( ${DATAGEN_SEED:-0} + 5000 + i )) --time-limit "${DAGGER_MIN:-2.5}" --action-noise "${DAGGER_NOISE:-0.05}" \
                 --labels "${DAGGER_LABELS:-expert}" --keep "${DAGGER_KEEP:-all}" --overwrite > "$WORK/dagger-$i.log" 2>&1 &
             dpids+=($!)
             sleep 3
         done
     fi
+    # EXPERT_PROCS=N: N processes record scripted-expert demos (`vela dagger --beta 1`, no policy):
+    # the executed arm actions carry EXPERT_NOISE (DART-style), the labels are the expert's
+    # actions before the noise. Together with DAGGER_EPISODES and `all 0 0`, every label in the
+    # training set comes from one teacher.
+    epids=()
+    if [ "${EXPERT_PROCS:-0}" -gt 0 ]; then
+        log "expert demos: $EXPERT_PROCS processes x ${EXPERT_WORKERS:-1} simulators, noise ${EXPERT_NOISE:-0.05}, ${EXPERT_MIN:-2.5} min per task"
+        for i in $(seq 1 "$EXPERT_PROCS"); do
+            timeout "${DAGGER_TIMEOUT:-480}" "$VELA" dagger --beta 1 --tasks Stack_D4,Stack_Lang --episodes "${EXPERT_EPISODES:-100000}" \
+                --action-noise "${EXPERT_NOISE:-0.05}" --workers "${EXPERT_WORKERS:-1}" --output "$WORK/data/expert-$i" \
+                --seed $(( ${DATAGEN_SEED:-0} + 7000 + i )) --time-limit "${EXPERT_MIN:-2.5}" --overwrite > "$WORK/expert-$i.log" 2>&1 &
+            epids+=($!)
+        done
+    fi
     # A process that wrote its report finished its file: NVIDIA's EGL can segfault at exit.
     for p in "${pids[@]}"; do wait "$p" || log "a datagen process exited non-zero"; done
     for p in "${dpids[@]}"; do wait "$p" || log "a dagger process exited non-zero"; done
+    for p in "${epids[@]}"; do wait "$p" || log "an expert process exited non-zero"; done
+    for i in $(seq 1 "${#epids[@]}"); do
+        if grep -q "dagger_report.json" "$WORK/expert-$i.log"; then
+            grep -E "^Stack_" "$WORK/expert-$i.log" | sed "s/^/expert-$i: /"
+        else
+            log "expert-$i failed; its files are left out"; tail -n 5 "$WORK/expert-$i.log"; rm -rf "$WORK/data/expert-$i"
+        fi
+    done
+    [ ${#epids[@]} = 0 ] || cat "$WORK"/data/expert-*/dagger_report.json > "$WORK/out/expert_reports.json" 2>/dev/null || true
     for i in $(seq 1 "${#dpids[@]}"); do
         if grep -q "dagger_report.json" "$WORK/dagger-$i.log"; then
             grep -E "^Stack_" "$WORK/dagger-$i.log" | sed "s/^/dagger-$i: /"
@@ -106,7 +133,7 @@ _all)
         fi
     done
     [ ${#dpids[@]} = 0 ] || cat "$WORK"/data/dagger-*/dagger_report.json > "$WORK/out/dagger_reports.json" 2>/dev/null || true
-    for f in "$WORK"/datagen-*.log; do grep -q "datagen_report.json" "$f" || { log "datagen failed: $f"; tail -n 20 "$f"; exit 1; }; done
+    for f in "$WORK"/datagen-*.log; do [ -f "$f" ] || continue; grep -q "datagen_report.json" "$f" || { log "datagen failed: $f"; tail -n 20 "$f"; exit 1; }; done
     log "datagen done: $(find "$WORK/data" -name '*.hdf5' | wc -l) files, $(du -sh "$WORK/data" | cut -f1)"
     cat "$WORK"/data/*/datagen_report.json > "$WORK/out/datagen_reports.json" 2>/dev/null || true
     datasets=$(find "$WORK/data" -name '*.hdf5' | sort | paste -sd, -)

@@ -200,6 +200,21 @@ EOF
         "$VELA" bench --preset "$res/preset-$3.json" --episodes "$5" --max-steps 200 --variant "$2" --parallel 8 \
             --save-stats "$res/$3.json" --report "$res/report-$3" --quiet --startup-timeout 240 > "$res/$3.log" 2>&1
     }
+    # One bench of four has hung at start-up in three leases (its policy never answered the first
+    # frame). Candle's kernels reach the card as PTX, which the driver compiles on first use,
+    # each process on its own until the compile cache holds them; here 32 simulator threads share
+    # 16 cores with those compiles. So each quantization predicts once first, one at a time, with
+    # a timeout, and the log says how long each took: that fills the cache and shows whether a
+    # mode hangs on its own.
+    export CUDA_CACHE_MAXSIZE=${CUDA_CACHE_MAXSIZE:-4294967296}
+    for q in q4f16 q8f16 fp16; do
+        t0=$(date +%s.%N)
+        if timeout 180 "$VELA" vla bench --model "$out" --quantization "$q" --device "$DEV" --iters 1 > "$res/warm-$q.log" 2>&1; then
+            log "warm-up $q: $(python3 -c "import time,sys; print(round(time.time() - float(sys.argv[1]), 1))" "$t0") s"
+        else
+            log "warm-up $q failed or hung (rc $?): $(tail -n 2 "$res/warm-$q.log" | tr '\n' ' ' | cut -c1-200)"
+        fi
+    done
     log "benches"
     n=${BENCH_EPISODES:-100}
     # BENCH_TAGS picks a subset (a first lease of two only needs a look at the model).
@@ -258,8 +273,10 @@ follow)
     grep -v '^\s*$' "$WORK/all.log" | tail -n 20
     [ -f "$WORK/runs/shipped.log" ] && sed 's/\x1b\[[0-9;]*m//g' "$WORK/runs/shipped.log" | tr '\r' '\n' \
         | grep -E 'time budget|validation|dataset ready|step=[0-9]*000 ' | cut -c1-250 | tail -n 8
-    for f in "$WORK"/dagger-*.log; do [ -f "$f" ] && echo "$(basename "$f"): $(tr '\r' '\n' < "$f" | grep -v '^\s*$' | tail -n 1 | cut -c1-160)"; done 2>/dev/null | tail -n 2
-    for f in "$WORK"/datagen-*.log; do [ -f "$f" ] && echo "$(basename "$f"): $(tr '\r' '\n' < "$f" | grep -v '^\s*$' | tail -n 1 | cut -c1-160)"; done 2>/dev/null | tail -n 4 # (head would end the script: SIGPIPE under pipefail)
+    # `[ -f ] || continue`, not `&&`: a loop whose last test fails ends the script under pipefail
+    # (lease 6 lost its `follow` copies that way when `all 0 0` wrote no datagen logs).
+    for f in "$WORK"/dagger-*.log "$WORK"/expert-*.log; do [ -f "$f" ] || continue; echo "$(basename "$f"): $(tr '\r' '\n' < "$f" | grep -v '^\s*$' | tail -n 1 | cut -c1-160)"; done 2>/dev/null | tail -n 2
+    for f in "$WORK"/datagen-*.log; do [ -f "$f" ] || continue; echo "$(basename "$f"): $(tr '\r' '\n' < "$f" | grep -v '^\s*$' | tail -n 1 | cut -c1-160)"; done 2>/dev/null | tail -n 4 # (head would end the script: SIGPIPE under pipefail)
     if [ -n "${OUT:-}" ] && [ -d "$WORK/out" ]; then
         # Benches may still be writing: GNU tar then exits 1 ("file changed as we read it") but
         # has written the archive, which is worth taking; only 2 and up are real failures.

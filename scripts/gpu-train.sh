@@ -32,7 +32,8 @@
 #    DAGGER_EPISODES, DAGGER_PROCS, DAGGER_WORKERS, DAGGER_BETA, DAGGER_MIN, DAGGER_MODEL,
 #    DAGGER_LABELS=expert|executed, DAGGER_KEEP=all|successes, DAGGER_NOISE: policy rollouts made
 #    while datagen runs (`vela dagger`), labelled by the scripted expert or kept as executed;
-#    EXPERT_PROCS, EXPERT_WORKERS, EXPERT_NOISE, EXPERT_MIN, EXPERT_EPISODES: scripted-expert demos
+#    EXPERT_PROCS, EXPERT_WORKERS, EXPERT_NOISE, EXPERT_MIN, EXPERT_EPISODES, EXPERT_GAIN (the expert's
+#    position gain, also for DAGGER's labels): scripted-expert demos
 #    with noisy execution and clean labels (`vela dagger --beta 1`); see the _all stage)
 set -euo pipefail
 G=$(cd "$(dirname "$0")" && pwd)
@@ -93,7 +94,7 @@ _all)
             # A process stuck at start-up (see the benches below) must not hold up the lease.
             timeout "${DAGGER_TIMEOUT:-480}" "$VELA" dagger "${dmodel[@]}" --device "$DEV" --tasks Stack_D4,Stack_Lang --episodes "$DAGGER_EPISODES" \
                 --beta "${DAGGER_BETA:-0.3}" --workers "${DAGGER_WORKERS:-4}" --output "$WORK/data/dagger-$i" \
-                --seed $(( ${DATAGEN_SEED:-0} + 5000 + i )) --time-limit "${DAGGER_MIN:-2.5}" --action-noise "${DAGGER_NOISE:-0.05}" \
+                --seed $(( ${DATAGEN_SEED:-0} + 5000 + i )) --time-limit "${DAGGER_MIN:-2.5}" --action-noise "${DAGGER_NOISE:-0.05}" --expert-gain "${EXPERT_GAIN:-2.5}" \
                 --labels "${DAGGER_LABELS:-expert}" --keep "${DAGGER_KEEP:-all}" --overwrite > "$WORK/dagger-$i.log" 2>&1 &
             dpids+=($!)
             sleep 3
@@ -108,7 +109,7 @@ _all)
         log "expert demos: $EXPERT_PROCS processes x ${EXPERT_WORKERS:-1} simulators, noise ${EXPERT_NOISE:-0.05}, ${EXPERT_MIN:-2.5} min per task"
         for i in $(seq 1 "$EXPERT_PROCS"); do
             timeout "${DAGGER_TIMEOUT:-480}" "$VELA" dagger --beta 1 --tasks Stack_D4,Stack_Lang --episodes "${EXPERT_EPISODES:-100000}" \
-                --action-noise "${EXPERT_NOISE:-0.05}" --workers "${EXPERT_WORKERS:-1}" --output "$WORK/data/expert-$i" \
+                --action-noise "${EXPERT_NOISE:-0.05}" --expert-gain "${EXPERT_GAIN:-2.5}" --workers "${EXPERT_WORKERS:-1}" --output "$WORK/data/expert-$i" \
                 --seed $(( ${DATAGEN_SEED:-0} + 7000 + i )) --time-limit "${EXPERT_MIN:-2.5}" --overwrite > "$WORK/expert-$i.log" 2>&1 &
             epids+=($!)
         done

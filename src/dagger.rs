@@ -51,6 +51,10 @@ pub struct DaggerArgs {
     /// Std of the Gaussian noise on the expert's executed arm actions.
     #[arg(long, default_value_t = 0.05)]
     action_noise: f64,
+    /// The scripted expert's position gain (error ÷ action scale × gain, clipped to ±1; default
+    /// 2.5 saturates beyond 2 cm). Lower values give slower, less saturated labels.
+    #[arg(long, default_value_t = 2.5)]
+    expert_gain: f64,
     /// Folder for `<task>.hdf5` and `dagger_report.json` (created if missing).
     #[arg(long, value_name = "DIR")]
     output: PathBuf,
@@ -127,6 +131,7 @@ pub fn run(args: DaggerArgs) -> Result<()> {
         max_steps: args.max_steps,
         beta: args.beta,
         action_noise: args.action_noise,
+        expert_gain: args.expert_gain,
         ..Default::default()
     };
     base.validate().context("invalid flags")?;

@@ -438,6 +438,18 @@ fn dagger_rolls_the_policy_out_and_labels_with_the_expert() {
     assert_eq!(reader.meta().env_args["datagen"]["method"], "dagger");
     drop(reader); // HDF5 locks an open file against the runs below that overwrite it.
 
+    // A gentler expert (lower position gain) still stacks, and says so in the file.
+    let o = vela(&[
+        "dagger", "--tasks", "Stack_D2", "--episodes", "1", "--max-steps", "200", "--beta", "1", "--expert-gain", "1",
+        "--output", out, "--camera-width", "32", "--camera-height", "32", "--workers", "1", "--overwrite",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut reader = vela_data::robomimic::RobomimicReader::open(dir.join("Stack_D2.hdf5")).unwrap();
+    let ep = reader.read(0).unwrap();
+    assert!(*ep.dones.last().unwrap() && ep.rewards.last() == Some(&1.0), "the gain-1 expert stacks within 200 steps");
+    assert_eq!(reader.meta().env_args["datagen"]["expert_gain"], 1.0);
+    drop(reader);
+
     // beta 0: the policy drives for the whole (short) episode; the labels are the expert's own.
     let o = vela(&[
         "dagger", "--model", model, "--tasks", "Stack_Lang", "--episodes", "2", "--max-steps", "6", "--output", out,
@@ -486,6 +498,8 @@ fn dagger_rolls_the_policy_out_and_labels_with_the_expert() {
     // Bad flags fail before any work.
     let o = vela(&["dagger", "--model", out, "--output", out]);
     assert!(!o.status.success() && text(&o).contains("config.json"), "{}", text(&o));
+    let o = vela(&["dagger", "--output", out, "--beta", "1", "--expert-gain", "0", "--overwrite"]);
+    assert!(!o.status.success() && text(&o).contains("expert gain"), "{}", text(&o));
     let o = vela(&["dagger", "--output", out, "--beta", "0.5"]);
     assert!(!o.status.success() && text(&o).contains("--model is needed"), "{}", text(&o));
     let o = vela(&["dagger", "--model", model, "--output", out, "--beta", "1.5", "--overwrite"]);

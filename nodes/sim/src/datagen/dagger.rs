@@ -33,6 +33,10 @@ pub struct DaggerConfig {
     pub beta: f64,
     /// Noise on the expert's executed actions (never on its labels).
     pub action_noise: f64,
+    /// The expert's position gain ([`ExpertConfig::pos_gain`]). Lower gains saturate fewer labels:
+    /// far from a target a saturated label is only the sign of the error, which a policy that
+    /// sees the cube to within a few centimetres cannot copy (BENCHMARKS.md, session 22).
+    pub expert_gain: f64,
 }
 
 impl Default for DaggerConfig {
@@ -45,6 +49,7 @@ impl Default for DaggerConfig {
             max_steps: 200,
             beta: 0.0,
             action_noise: 0.05,
+            expert_gain: ExpertConfig::default().pos_gain,
         }
     }
 }
@@ -53,6 +58,9 @@ impl DaggerConfig {
     pub fn validate(&self) -> Result<()> {
         unit_interval("beta", self.beta)?;
         unit_interval("action noise", self.action_noise)?;
+        if !(self.expert_gain.is_finite() && self.expert_gain > 0.0 && self.expert_gain <= 10.0) {
+            return Err(SimError::InvalidParam { name: "expert gain", reason: format!("{} is not in (0, 10]", self.expert_gain) });
+        }
         if self.max_steps == 0 {
             return Err(SimError::InvalidParam { name: "max steps", reason: "must be at least 1".into() });
         }
@@ -67,6 +75,7 @@ impl DaggerConfig {
                 "policy": policy,
                 "beta": self.beta,
                 "action_noise": self.action_noise,
+                "expert_gain": self.expert_gain,
                 "max_steps": self.max_steps,
             }))
     }
@@ -102,7 +111,7 @@ impl DaggerRollout {
             seed: 0,
             render: true,
         })?;
-        let expert = Expert::new(ExpertConfig { action_noise: cfg.action_noise, ..Default::default() });
+        let expert = Expert::new(ExpertConfig { action_noise: cfg.action_noise, pos_gain: cfg.expert_gain, ..Default::default() });
         Ok(Self { cfg, env, expert })
     }
 

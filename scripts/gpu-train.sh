@@ -118,22 +118,21 @@ _all)
     for p in "${pids[@]}"; do wait "$p" || log "a datagen process exited non-zero"; done
     for p in "${dpids[@]}"; do wait "$p" || log "a dagger process exited non-zero"; done
     for p in "${epids[@]}"; do wait "$p" || log "an expert process exited non-zero"; done
-    for i in $(seq 1 "${#epids[@]}"); do
-        if grep -q "dagger_report.json" "$WORK/expert-$i.log"; then
-            grep -E "^Stack_" "$WORK/expert-$i.log" | sed "s/^/expert-$i: /"
-        else
-            log "expert-$i failed; its files are left out"; tail -n 5 "$WORK/expert-$i.log"; rm -rf "$WORK/data/expert-$i"
-        fi
-    done
-    [ ${#epids[@]} = 0 ] || cat "$WORK"/data/expert-*/dagger_report.json > "$WORK/out/expert_reports.json" 2>/dev/null || true
-    for i in $(seq 1 "${#dpids[@]}"); do
-        if grep -q "dagger_report.json" "$WORK/dagger-$i.log"; then
-            grep -E "^Stack_" "$WORK/dagger-$i.log" | sed "s/^/dagger-$i: /"
-        else
-            log "dagger-$i failed; its files are left out"; tail -n 5 "$WORK/dagger-$i.log"; rm -rf "$WORK/data/dagger-$i"
-        fi
-    done
-    [ ${#dpids[@]} = 0 ] || cat "$WORK"/data/dagger-*/dagger_report.json > "$WORK/out/dagger_reports.json" 2>/dev/null || true
+    # `vela dagger` processes (policy rollouts, expert demos): keep the files of those that wrote
+    # their report, gather the reports.
+    rollout_reports() { # prefix count
+        [ "$2" -gt 0 ] || return 0
+        for i in $(seq 1 "$2"); do
+            if grep -q "dagger_report.json" "$WORK/$1-$i.log"; then
+                grep -E "^Stack_" "$WORK/$1-$i.log" | sed "s/^/$1-$i: /"
+            else
+                log "$1-$i failed; its files are left out"; tail -n 5 "$WORK/$1-$i.log"; rm -rf "$WORK/data/$1-$i"
+            fi
+        done
+        cat "$WORK"/data/"$1"-*/dagger_report.json > "$WORK/out/$1_reports.json" 2>/dev/null || true
+    }
+    rollout_reports expert "${#epids[@]}"
+    rollout_reports dagger "${#dpids[@]}"
     for f in "$WORK"/datagen-*.log; do [ -f "$f" ] || continue; grep -q "datagen_report.json" "$f" || { log "datagen failed: $f"; tail -n 20 "$f"; exit 1; }; done
     log "datagen done: $(find "$WORK/data" -name '*.hdf5' | wc -l) files, $(du -sh "$WORK/data" | cut -f1)"
     cat "$WORK"/data/*/datagen_report.json > "$WORK/out/datagen_reports.json" 2>/dev/null || true

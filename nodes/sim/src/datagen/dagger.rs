@@ -33,9 +33,9 @@ pub struct DaggerConfig {
     pub beta: f64,
     /// Noise on the expert's executed actions (never on its labels).
     pub action_noise: f64,
-    /// The expert's position gain ([`ExpertConfig::pos_gain`]). Lower gains saturate fewer labels:
-    /// far from a target a saturated label is only the sign of the error, which a policy that
-    /// sees the cube to within a few centimetres cannot copy (BENCHMARKS.md, session 22).
+    /// The expert's position gain ([`ExpertConfig::pos_gain`]). Lower gains keep its labels
+    /// proportional further from a target (2.5 saturates beyond 2 cm, 1 beyond 5 cm), where a
+    /// full-speed label's sign hangs on an error a policy may not see (BENCHMARKS.md, session 22).
     pub expert_gain: f64,
 }
 

@@ -34,7 +34,8 @@
 #    while datagen runs (`vela dagger`), labelled by the scripted expert or kept as executed;
 #    EXPERT_PROCS, EXPERT_WORKERS, EXPERT_NOISE, EXPERT_MIN, EXPERT_EPISODES, EXPERT_GAIN (the expert's
 #    position gain, also for DAGGER's labels): scripted-expert demos
-#    with noisy execution and clean labels (`vela dagger --beta 1`); see the _all stage)
+#    with noisy execution and clean labels (`vela dagger --beta 1`); see the _all stage;
+#    CAMERA=agentview_hand: the view every stage records and the benches feed the model)
 set -euo pipefail
 G=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$G/.." && pwd)
@@ -74,7 +75,7 @@ _all)
             [ "$n" -gt 0 ] || continue   # `all 0 0`: no MimicGen data (EXPERT_PROCS / DAGGER_EPISODES only)
             k=$(( (n + per - 1) / per ))
             "$VELA" datagen --tasks $task --episodes $k --output "$WORK/data/$task-$i" --workers $workers \
-                --gzip-level 1 --seed $(( ${DATAGEN_SEED:-0} + i * 100 + ${#task} )) --overwrite > "$WORK/datagen-$task-$i.log" 2>&1 &
+                --gzip-level 1 --seed $(( ${DATAGEN_SEED:-0} + i * 100 + ${#task} )) --cameras "${CAMERA:-agentview}" --overwrite > "$WORK/datagen-$task-$i.log" 2>&1 &
             pids+=($!)
         done
     done
@@ -95,7 +96,7 @@ _all)
             timeout "${DAGGER_TIMEOUT:-480}" "$VELA" dagger "${dmodel[@]}" --device "$DEV" --tasks Stack_D4,Stack_Lang --episodes "$DAGGER_EPISODES" \
                 --beta "${DAGGER_BETA:-0.3}" --workers "${DAGGER_WORKERS:-4}" --output "$WORK/data/dagger-$i" \
                 --seed $(( ${DATAGEN_SEED:-0} + 5000 + i )) --time-limit "${DAGGER_MIN:-2.5}" --action-noise "${DAGGER_NOISE:-0.05}" --expert-gain "${EXPERT_GAIN:-2.5}" \
-                --labels "${DAGGER_LABELS:-expert}" --keep "${DAGGER_KEEP:-all}" --overwrite > "$WORK/dagger-$i.log" 2>&1 &
+                --labels "${DAGGER_LABELS:-expert}" --keep "${DAGGER_KEEP:-all}" --camera "${CAMERA:-agentview}" --overwrite > "$WORK/dagger-$i.log" 2>&1 &
             dpids+=($!)
             sleep 3
         done
@@ -110,7 +111,7 @@ _all)
         for i in $(seq 1 "$EXPERT_PROCS"); do
             timeout "${DAGGER_TIMEOUT:-480}" "$VELA" dagger --beta 1 --tasks Stack_D4,Stack_Lang --episodes "${EXPERT_EPISODES:-100000}" \
                 --action-noise "${EXPERT_NOISE:-0.05}" --expert-gain "${EXPERT_GAIN:-2.5}" --workers "${EXPERT_WORKERS:-1}" --output "$WORK/data/expert-$i" \
-                --seed $(( ${DATAGEN_SEED:-0} + 7000 + i )) --time-limit "${EXPERT_MIN:-2.5}" --overwrite > "$WORK/expert-$i.log" 2>&1 &
+                --seed $(( ${DATAGEN_SEED:-0} + 7000 + i )) --time-limit "${EXPERT_MIN:-2.5}" --camera "${CAMERA:-agentview}" --overwrite > "$WORK/expert-$i.log" 2>&1 &
             epids+=($!)
         done
     fi
@@ -188,13 +189,15 @@ _all)
     res="$WORK/out/eval"
     mkdir -p "$res"
     bench() { # quant variant tag model episodes
-        python3 - "$ROOT/presets/OpenVLA-MimicGen-FP16.json" "$res/preset-$3.json" "$4" "$1" "$DEV" <<'EOF'
+        python3 - "$ROOT/presets/OpenVLA-MimicGen-FP16.json" "$res/preset-$3.json" "$4" "$1" "$DEV" "${CAMERA:-agentview}" <<'EOF'
 import json, sys
-src, dst, model, quant, dev = sys.argv[1:]
+src, dst, model, quant, dev, camera = sys.argv[1:]
 p = json.load(open(src))
 for n in p["nodes"]:
     if n["type"] == "OpenVLA":
         n.setdefault("params", {}).update({"model": model, "quantization": quant, "device": dev})
+    if n["type"] == "MimicGen":
+        n.setdefault("params", {})["camera"] = camera
 json.dump(p, open(dst, "w"), indent=2)
 EOF
         "$VELA" bench --preset "$res/preset-$3.json" --episodes "$5" --max-steps 200 --variant "$2" --parallel 8 \

@@ -23,7 +23,7 @@ pub struct DatagenArgs {
     /// Folder for `<task>.hdf5` and `datagen_report.json` (created if missing).
     #[arg(long, value_name = "DIR")]
     output: PathBuf,
-    /// Camera to record (one of agentview, frontview, birdview), or `none` for low-dim only.
+    /// Camera to record (one of agentview, frontview, birdview, agentview_hand), or `none` for low-dim only.
     #[arg(long, value_delimiter = ',', default_value = "agentview")]
     cameras: Vec<String>,
     #[arg(long, default_value_t = 224)]

@@ -174,6 +174,7 @@ struct Ids {
     left_finger: usize,
     right_finger: usize,
     camera: usize,
+    inset_camera: Option<usize>,
 }
 
 fn id(model: &MjModel, kind: MjtObjBase, name: &str) -> Result<usize> {
@@ -262,7 +263,11 @@ impl Ids {
                 MjtObjBase::mjOBJ_GEOM,
                 "gripper0_right_finger2_collision",
             )?,
-            camera: id(model, MjtObjBase::mjOBJ_CAMERA, camera.name())?,
+            camera: id(model, MjtObjBase::mjOBJ_CAMERA, camera.mj_name())?,
+            inset_camera: camera
+                .inset()
+                .map(|name| id(model, MjtObjBase::mjOBJ_CAMERA, name))
+                .transpose()?,
         })
     }
 }
@@ -897,16 +902,69 @@ impl StackEnv {
         let rgb = r
             .rgb_flat()
             .ok_or_else(|| SimError::Render("no RGB buffer".into()))?;
-        Ok(RgbImage {
+        let mut img = RgbImage {
             width: self.cfg.width,
             height: self.cfg.height,
             data: rgb.to_vec(),
-        })
+        };
+        if let Some(inset_cam) = self.ids.inset_camera {
+            // Same renderer, second camera: one GL context per env, as the notes advise.
+            // The scene is built from the camera in `sync_data`, so sync again after switching.
+            r.set_camera(MjvCamera::new_fixed(inset_cam));
+            let drawn = r
+                .sync_data(&mut self.data)
+                .and_then(|_| r.render())
+                .map_err(|e| SimError::Render(e.to_string()));
+            r.set_camera(MjvCamera::new_fixed(self.ids.camera));
+            drawn?;
+            let hand = RgbImage {
+                width: self.cfg.width,
+                height: self.cfg.height,
+                data: r
+                    .rgb_flat()
+                    .ok_or_else(|| SimError::Render("no RGB buffer".into()))?
+                    .to_vec(),
+            };
+            paste_inset(&mut img, &hand);
+        }
+        Ok(img)
     }
 
     #[cfg(not(feature = "render"))]
     pub fn render(&mut self) -> Result<RgbImage> {
         Err(SimError::RenderUnavailable)
+    }
+}
+
+/// Side of the inset as a fraction of the frame's shorter side.
+pub const INSET_FRACTION: f64 = 0.3;
+
+/// Shrinks `inset` (area average) into the bottom-right corner of `img`, with a one-pixel
+/// dark frame so a viewer reads it as a picture-in-picture.
+fn paste_inset(img: &mut RgbImage, inset: &RgbImage) {
+    let side = ((img.width.min(img.height) as f64 * INSET_FRACTION).round() as u32).max(4);
+    let (x0, y0) = (img.width - side, img.height - side);
+    let (iw, ih) = (inset.width as usize, inset.height as usize);
+    for oy in 0..side as usize {
+        let (sy0, sy1) = (oy * ih / side as usize, ((oy + 1) * ih).div_ceil(side as usize));
+        for ox in 0..side as usize {
+            let (sx0, sx1) = (ox * iw / side as usize, ((ox + 1) * iw).div_ceil(side as usize));
+            let mut acc = [0u32; 3];
+            for sy in sy0..sy1 {
+                for sx in sx0..sx1 {
+                    let p = (sy * iw + sx) * 3;
+                    for c in 0..3 {
+                        acc[c] += inset.data[p + c] as u32;
+                    }
+                }
+            }
+            let n = ((sy1 - sy0) * (sx1 - sx0)) as u32;
+            let edge = ox == 0 || oy == 0;
+            let q = ((y0 as usize + oy) * img.width as usize + x0 as usize + ox) * 3;
+            for c in 0..3 {
+                img.data[q + c] = if edge { 40 } else { ((acc[c] + n / 2) / n) as u8 };
+            }
+        }
     }
 }
 

@@ -15,7 +15,7 @@ pub enum SimError {
     )]
     UnknownVariant(String),
 
-    #[error("unknown camera '{0}': expected one of agentview, frontview, birdview")]
+    #[error("unknown camera '{0}': expected one of agentview, frontview, birdview, agentview_hand")]
     UnknownCamera(String),
 
     #[error("invalid parameter {name}: {reason}")]

@@ -246,7 +246,7 @@ impl MimicGenNode {
             .param(
                 ParamSpec::new(
                     "camera",
-                    ParamKind::Choice { options: vec!["agentview".into(), "frontview".into(), "birdview".into()] },
+                    ParamKind::Choice { options: Camera::ALL.iter().map(|c| c.name().to_string()).collect() },
                     "agentview",
                     "camera",
                 )

@@ -254,7 +254,7 @@ pub fn info() -> String {
             .collect::<Vec<_>>()
             .join(", "),
     );
-    s.push_str("\ncameras: agentview (default), frontview, birdview\n");
+    s.push_str("\ncameras: agentview (default), frontview, birdview, agentview_hand (agentview + wrist inset)\n");
     s.push_str(
         "control: OSC_POSE 20 Hz (25 x 2 ms substeps); action [dx dy dz ax ay az grip] in [-1,1], ",
     );

@@ -101,21 +101,50 @@ impl FromStr for Variant {
     }
 }
 
-/// Fixed cameras of robosuite's table arena.
+/// Fixed cameras of robosuite's table arena, plus one composite view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Camera {
     #[default]
     Agentview,
     Frontview,
     Birdview,
+    /// agentview with the Panda's wrist camera (`eye_in_hand`) inset in the bottom-right
+    /// corner, where the D1+ view shows only the front of the table. OpenVLA sees one image,
+    /// and from agentview alone the height of the hand over a cube is hard to judge; the wrist
+    /// view is what makes image policies work on Stack in robomimic. One frame carries both.
+    AgentviewHand,
 }
 
 impl Camera {
+    pub const ALL: [Camera; 4] = [
+        Camera::Agentview,
+        Camera::Frontview,
+        Camera::Birdview,
+        Camera::AgentviewHand,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Camera::Agentview => "agentview",
             Camera::Frontview => "frontview",
             Camera::Birdview => "birdview",
+            Camera::AgentviewHand => "agentview_hand",
+        }
+    }
+
+    /// The MuJoCo camera the main image comes from.
+    pub fn mj_name(self) -> &'static str {
+        match self {
+            Camera::AgentviewHand => "agentview",
+            c => c.name(),
+        }
+    }
+
+    /// The MuJoCo camera drawn as an inset, if any.
+    pub fn inset(self) -> Option<&'static str> {
+        match self {
+            Camera::AgentviewHand => Some("robot0_eye_in_hand"),
+            _ => None,
         }
     }
 }
@@ -133,6 +162,7 @@ impl FromStr for Camera {
             "agentview" => Ok(Camera::Agentview),
             "frontview" => Ok(Camera::Frontview),
             "birdview" => Ok(Camera::Birdview),
+            "agentview_hand" | "agentview+hand" => Ok(Camera::AgentviewHand),
             _ => Err(SimError::UnknownCamera(s.to_string())),
         }
     }

@@ -419,6 +419,38 @@ fn renders_upright_non_blank_frames() {
         let r = e.step(&[0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0]).unwrap();
         assert!(r.obs.image.unwrap() != img);
     }
+    // agentview_hand: agentview everywhere but the bottom-right inset, which shows the wrist
+    // camera inside a dark frame.
+    let frame = |camera| {
+        let mut e = StackEnv::new(EnvConfig { variant: Variant::D2, camera, ..Default::default() }).unwrap();
+        e.reset(3).unwrap().image.expect("render on")
+    };
+    let plain = frame(Camera::Agentview);
+    let both = frame(Camera::AgentviewHand);
+    write_png(&dir.join("agentview_hand.png"), &both).unwrap();
+    let side = (224.0 * vela_sim::INSET_FRACTION).round() as usize;
+    let (mut outside_diff, mut inside) = (0usize, Vec::new());
+    for y in 0..224usize {
+        for x in 0..224usize {
+            let p = (y * 224 + x) * 3;
+            let in_inset = x >= 224 - side && y >= 224 - side;
+            if in_inset {
+                inside.push((x, y, &both.data[p..p + 3], &plain.data[p..p + 3]));
+            } else if both.data[p..p + 3] != plain.data[p..p + 3] {
+                outside_diff += 1;
+            }
+        }
+    }
+    assert_eq!(outside_diff, 0, "the composite changed agentview outside the inset");
+    let border = inside.iter().filter(|(x, y, ..)| *x == 224 - side || *y == 224 - side);
+    assert!(border.clone().all(|(_, _, b, _)| *b == [40, 40, 40]), "inset frame");
+    let changed = inside.iter().filter(|(_, _, b, p)| b != p).count();
+    assert!(changed > inside.len() / 2, "the inset should show another view ({changed} px changed)");
+    let vals: Vec<f64> = inside.iter().flat_map(|(_, _, b, _)| b.iter().map(|&v| v as f64)).collect();
+    let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+    let sd = (vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / vals.len() as f64).sqrt();
+    assert!(sd > 15.0, "the wrist view looks blank (std {sd:.1})");
+    assert_eq!("agentview+hand".parse::<Camera>().unwrap(), Camera::AgentviewHand);
     for cam in [Camera::Frontview, Camera::Birdview] {
         let path = dir.join(format!("{cam}.png"));
         render_to_png(Variant::D0, 1, cam, 224, 224, 20, &path).unwrap();

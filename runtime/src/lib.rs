@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod builtin;
+pub mod diag;
 pub mod engine;
 pub mod graph;
 pub mod message;

@@ -458,14 +458,16 @@ async fn drive(
                 if let Some((env, secs)) = watchdog.never_started() {
                     break Err(anyhow::anyhow!(
                         "environment {env} has made no step {secs:.0} s after the start: the policy never answered its first frame, \
-                         or the simulator never came up (finished episodes are saved; --resume continues, --startup-timeout changes the limit)"
+                         or the simulator never came up (finished episodes are saved; --resume continues, --startup-timeout changes the limit)\n{}",
+                        vela_runtime::diag::report()
                     ));
                 }
                 if let Some((env, secs)) = watchdog.stalled() {
                     let what = running[env].map_or("its last episode".to_string(), |i| format!("episode {i} (seed {})", seed_of(i)));
                     break Err(anyhow::anyhow!(
                         "environment {env} made no step for {secs:.0} s while running {what}: the policy stopped answering \
-                         (finished episodes are saved; --resume continues, --stall-timeout changes the limit)"
+                         (finished episodes are saved; --resume continues, --stall-timeout changes the limit)\n{}",
+                        vela_runtime::diag::report()
                     ));
                 }
             }

@@ -66,6 +66,12 @@ impl SimWorker {
         let thread = std::thread::Builder::new()
             .name("mimicgen".into())
             .spawn(move || {
+                // Stages for a watchdog's report (vela_runtime::diag): a bench that never
+                // starts says whether its simulators were building, rendering or waiting.
+                static WORKERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+                let who = format!("simulator {}", WORKERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+                let mark = |what: &str| vela_runtime::diag::stage(&who, what);
+                mark("building the scene and renderer");
                 let mut env = match StackEnv::new(cfg) {
                     Ok(env) => {
                         let _ = ready_tx.send(Ok(()));
@@ -73,17 +79,24 @@ impl SimWorker {
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e.to_string()));
+                        vela_runtime::diag::clear(&who);
                         return;
                     }
                 };
                 let mut expert = Expert::default();
-                while let Ok(req) = req_rx.recv() {
+                let mut steps = 0u64;
+                loop {
+                    mark(if steps == 0 { "ready, waiting for its first request" } else { "waiting for an action" });
+                    let Ok(req) = req_rx.recv() else { break };
                     let reply = match req {
                         Request::Reset(seed) => {
+                            mark("resetting and rendering");
                             expert = Expert::default();
                             env.reset(seed).map(Reply::Reset)
                         }
                         Request::Step(action) => {
+                            mark("stepping and rendering");
+                            steps += 1;
                             let a = action.unwrap_or_else(|| expert.act(&env));
                             env.step(&a).map(Reply::Step)
                         }
@@ -95,6 +108,7 @@ impl SimWorker {
                         break;
                     }
                 }
+                vela_runtime::diag::clear(&who);
             })
             .map_err(NodeError::msg)?;
         ready_rx.recv().map_err(|_| NodeError::msg("the simulator thread died while starting"))?.map_err(NodeError::msg)?;

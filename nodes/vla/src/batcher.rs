@@ -44,7 +44,11 @@ static SHARED: Mutex<Vec<(Key, Weak<SharedModel>)>> = Mutex::new(Vec::new());
 /// A node's membership: counts towards the batch size it waits for.
 pub struct Client {
     shared: Arc<SharedModel>,
+    /// This member's name in `vela_runtime::diag` stages.
+    who: String,
 }
+
+static CLIENTS: AtomicUsize = AtomicUsize::new(0);
 
 impl Client {
     /// Joins (loading the model if no other node has) the batch for `dir` + `quantization`.
@@ -62,6 +66,8 @@ impl Client {
         window: Duration,
         load: impl FnOnce() -> Result<OpenVla>,
     ) -> Result<Self> {
+        let who = format!("openvla client {}", CLIENTS.fetch_add(1, Ordering::Relaxed));
+        vela_runtime::diag::stage(&who, "joining its shared model (loading it if first)");
         let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
         shared.retain(|(_, w)| w.strong_count() > 0);
         let key = (dir.to_path_buf(), quantization, device.to_string());
@@ -69,13 +75,15 @@ impl Client {
         let s = match found {
             Some(s) => s,
             None => {
-                let s = Arc::new(SharedModel::start(Arc::new(load()?), max_batch, window)?);
+                let started = load().and_then(|m| SharedModel::start(Arc::new(m), max_batch, window));
+                let s = Arc::new(started.inspect_err(|_| vela_runtime::diag::clear(&who))?);
                 shared.push((key, Arc::downgrade(&s)));
                 s
             }
         };
         s.clients.fetch_add(1, Ordering::SeqCst);
-        Ok(Client { shared: s })
+        vela_runtime::diag::stage(&who, "ready, no request yet");
+        Ok(Client { shared: s, who })
     }
 
     pub fn model(&self) -> &Arc<OpenVla> {
@@ -86,15 +94,19 @@ impl Client {
     pub fn predict(&self, image: RgbImage, instruction: &str, space: &str) -> Result<ActionPrediction> {
         let (reply, rx) = mpsc::sync_channel(1);
         let job = Job { image, instruction: instruction.to_string(), space: space.to_string(), reply };
+        vela_runtime::diag::stage(&self.who, "waiting for its batch");
         let sent = self.shared.jobs.lock().unwrap_or_else(|e| e.into_inner()).send(job);
         sent.map_err(|_| VlaError::Input("the batching thread has stopped".into()))?;
-        rx.recv().map_err(|_| VlaError::Input("the batching thread has stopped".into()))?
+        let answer = rx.recv().map_err(|_| VlaError::Input("the batching thread has stopped".into()))?;
+        vela_runtime::diag::stage(&self.who, "answered");
+        answer
     }
 }
 
 impl Drop for Client {
     fn drop(&mut self) {
         self.shared.clients.fetch_sub(1, Ordering::SeqCst);
+        vela_runtime::diag::clear(&self.who);
     }
 }
 
@@ -116,7 +128,11 @@ impl SharedModel {
 }
 
 fn run_batches(model: &OpenVla, rx: &mpsc::Receiver<Job>, clients: &AtomicUsize, max_batch: usize, window: Duration) {
-    while let Ok(first) = rx.recv() {
+    let who = format!("openvla-batch {:?}", std::thread::current().id());
+    let mark = |what: &str| vela_runtime::diag::stage(&who, what);
+    loop {
+        mark("waiting for requests");
+        let Ok(first) = rx.recv() else { break };
         let mut jobs = vec![first];
         let deadline = Instant::now() + window;
         while jobs.len() < clients.load(Ordering::SeqCst).clamp(1, max_batch) {
@@ -131,9 +147,11 @@ fn run_batches(model: &OpenVla, rx: &mpsc::Receiver<Job>, clients: &AtomicUsize,
             by_space.entry(j.space.clone()).or_default().push(j);
         }
         for (space, jobs) in by_space {
+            mark(&format!("predicting a batch of {}", jobs.len()));
             let requests: Vec<(&RgbImage, &str)> = jobs.iter().map(|j| (&j.image, j.instruction.as_str())).collect();
             match model.predict_actions_batch(&requests, &space) {
                 Ok(preds) => {
+                    mark("answering");
                     for (j, p) in jobs.iter().zip(preds) {
                         let _ = j.reply.send(Ok(p));
                     }
@@ -147,4 +165,5 @@ fn run_batches(model: &OpenVla, rx: &mpsc::Receiver<Job>, clients: &AtomicUsize,
             }
         }
     }
+    vela_runtime::diag::clear(&who);
 }

@@ -12,6 +12,12 @@ use crate::action::unnormalize;
 use crate::llama::KvCache;
 use crate::Result;
 
+/// Marks this thread's stage for a watchdog's report (`vela_runtime::diag`); the key matches
+/// the batching thread's own, so its entry shows how far into a batch it got.
+fn mark(what: &str) {
+    vela_runtime::diag::stage(&format!("openvla-batch {:?}", std::thread::current().id()), what);
+}
+
 impl OpenVla {
     /// One prediction per request, in order. Images encode as one batch; prompts with the
     /// same token count decode together (no padding, so attention needs no extra mask),
@@ -21,10 +27,12 @@ impl OpenVla {
             return Ok(Vec::new());
         }
         let t0 = Instant::now();
+        mark("batch: pixel values");
         let pixels = requests
             .iter()
             .map(|(img, _)| self.pixel_values(img))
             .collect::<Result<Vec<_>>>()?;
+        mark("batch: vision towers");
         let patches = self.encode_pixels(&Tensor::cat(&pixels, 0)?)?;
         let vision_ms = t0.elapsed().as_secs_f64() * 1e3;
         let ids: Vec<Vec<u32>> = requests.iter().map(|(_, instruction)| self.prompt_ids(instruction)).collect();
@@ -54,11 +62,14 @@ impl OpenVla {
             })
             .collect::<Result<Vec<_>>>()?;
         let mut cache = KvCache::new(self.config.text_config.num_hidden_layers);
+        mark("batch: prefill");
         let mut logits = self.llm.forward_embeds_batch(&Tensor::cat(&embeds, 0)?, &mut cache)?;
         let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
         let t1 = Instant::now();
         let mut tokens = vec![Vec::with_capacity(dims); rows.len()];
         for d in 0..dims {
+            // Reading the token back is where the host waits for the device.
+            mark(&format!("batch: token {d} (reading it back from the device)"));
             let next: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
             for (t, tok) in tokens.iter_mut().zip(&next) {
                 t.push(*tok);

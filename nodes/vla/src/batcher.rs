@@ -128,8 +128,7 @@ impl SharedModel {
 }
 
 fn run_batches(model: &OpenVla, rx: &mpsc::Receiver<Job>, clients: &AtomicUsize, max_batch: usize, window: Duration) {
-    let who = format!("openvla-batch {:?}", std::thread::current().id());
-    let mark = |what: &str| vela_runtime::diag::stage(&who, what);
+    use crate::model::batch::{mark, stage_key};
     loop {
         mark("waiting for requests");
         let Ok(first) = rx.recv() else { break };
@@ -165,5 +164,5 @@ fn run_batches(model: &OpenVla, rx: &mpsc::Receiver<Job>, clients: &AtomicUsize,
             }
         }
     }
-    vela_runtime::diag::clear(&who);
+    vela_runtime::diag::clear(&stage_key());
 }

@@ -16,7 +16,7 @@ use crate::vision::{Projector, VisionBackbone};
 use crate::weights::{parse_torch_dtype, GgufStore, ProgressStore, SafetensorsStore, Weights};
 use crate::{Result, VlaError};
 
-mod batch;
+pub(crate) mod batch;
 pub(crate) mod replay;
 
 /// Pseudo action space that skips un-normalisation and returns values in [-1, 1].

@@ -12,10 +12,15 @@ use crate::action::unnormalize;
 use crate::llama::KvCache;
 use crate::Result;
 
-/// Marks this thread's stage for a watchdog's report (`vela_runtime::diag`); the key matches
-/// the batching thread's own, so its entry shows how far into a batch it got.
-fn mark(what: &str) {
-    vela_runtime::diag::stage(&format!("openvla-batch {:?}", std::thread::current().id()), what);
+/// This thread's name in `vela_runtime::diag` stages; the batching thread uses it too, so one
+/// entry shows both where it waits and how far into a batch it got.
+pub(crate) fn stage_key() -> String {
+    format!("openvla-batch {:?}", std::thread::current().id())
+}
+
+/// Marks this thread's stage for a watchdog's report.
+pub(crate) fn mark(what: &str) {
+    vela_runtime::diag::stage(&stage_key(), what);
 }
 
 impl OpenVla {

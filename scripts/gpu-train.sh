@@ -217,12 +217,11 @@ EOF
             bench "$@"
         fi
     }
-    # One bench of four has hung at start-up in three leases (its policy never answered the first
-    # frame). Candle's kernels reach the card as PTX, which the driver compiles on first use,
-    # each process on its own until the compile cache holds them; here 32 simulator threads share
-    # 16 cores with those compiles. So each quantization predicts once first, one at a time, with
-    # a timeout, and the log says how long each took: that fills the cache and shows whether a
-    # mode hangs on its own.
+    # Each quantization predicts once first, one at a time, with a timeout, and the log says how
+    # long each took: it fills the driver's PTX compile cache and shows whether a mode hangs on its
+    # own. It was added to test compilation as the cause of the start-up hang (issue 9); in lease 7
+    # a bench hung after these warm-ups, so that is not it (at least not for this single-request
+    # path), but the timings stay useful.
     export CUDA_CACHE_MAXSIZE=${CUDA_CACHE_MAXSIZE:-4294967296}
     for q in q4f16 q8f16 fp16; do
         t0=$(date +%s.%N)

@@ -158,13 +158,11 @@ impl fmt::Display for Camera {
 impl FromStr for Camera {
     type Err = SimError;
     fn from_str(s: &str) -> Result<Self, SimError> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "agentview" => Ok(Camera::Agentview),
-            "frontview" => Ok(Camera::Frontview),
-            "birdview" => Ok(Camera::Birdview),
-            "agentview_hand" | "agentview+hand" => Ok(Camera::AgentviewHand),
-            _ => Err(SimError::UnknownCamera(s.to_string())),
-        }
+        let wanted = s.trim().to_ascii_lowercase().replace('+', "_");
+        Camera::ALL
+            .into_iter()
+            .find(|c| c.name() == wanted)
+            .ok_or_else(|| SimError::UnknownCamera(s.to_string()))
     }
 }
 

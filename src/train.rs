@@ -67,6 +67,11 @@ pub struct TrainArgs {
     /// With --image-aug: random crops only, no colour jitter (for instructions that name colours).
     #[arg(long, requires = "image_aug")]
     pub no_colour_jitter: bool,
+    /// Fraction of training samples asked "point at the <cube>" instead of an action, with
+    /// the cube's position as the answer (needs the `object` observations `vela datagen`
+    /// writes). Teaches the model to read which cube an instruction names; 0 = off.
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
+    pub pointing: f64,
     /// Fraction of episodes held out for validation.
     #[arg(long, default_value_t = 0.05)]
     pub val_split: f64,
@@ -155,6 +160,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         weight_decay: a.weight_decay,
         image_aug: a.image_aug,
         no_colour_jitter: a.no_colour_jitter,
+        pointing: a.pointing,
         bf16: a.bf16,
         val_split: a.val_split,
         val_max_samples: a.val_max_samples,
@@ -178,4 +184,14 @@ pub fn run(a: TrainArgs) -> Result<()> {
     println!("last step: {}", fmt(&s.last));
     println!("validation: {}", fmt(&s.validation));
     Ok(())
+}
+
+/// A number in [0, 1).
+fn fraction(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{s:?} is not a number: {e}"))?;
+    if (0.0..1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is outside [0, 1)"))
+    }
 }

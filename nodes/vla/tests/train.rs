@@ -140,7 +140,7 @@ fn lora_merge_equals_unmerged() {
     let actions = vela_vla::action::ActionTokenizer::new(32000, 256);
     let mut col = Collator::new(Box::new(vela_vla::tokenizer::ByteTokenizer), actions, stats.action, towers, 32000, Device::Cpu);
     let samples: Vec<Sample> = (0..3)
-        .map(|c| Sample { image: image::RgbImage::from_raw(28, 28, frame(c, 28).rgb).unwrap(), instruction: format!("task {c}"), action: ACTIONS[c] })
+        .map(|c| Sample::new(image::RgbImage::from_raw(28, 28, frame(c, 28).rgb).unwrap(), format!("task {c}"), ACTIONS[c]))
         .collect();
     let b = col.batch(&samples).unwrap();
     // Training normalises the raw bytes on the device; it must give inference's pixel values.
@@ -246,7 +246,7 @@ fn augmentation_keeps_size_and_changes_pixels_deterministically() {
     let c = vela_vla::train::data::augment_with(&img, &mut vela_vla::rng::SplitMix64::new(5), false);
     assert_eq!(c.get_pixel(8, 24).0, COLOURS[2]);
     assert_ne!(a.get_pixel(8, 24).0, COLOURS[2], "the full augmentation jitters colours");
-    let _ = DataOptions { camera: None, instruction: None, image_size: 28 };
+    let _ = DataOptions { camera: None, instruction: None, image_size: 28, pointing: false };
 }
 
 /// A scratch folder that is removed when the test ends (each holds a few tiny checkpoints and

@@ -34,6 +34,110 @@ pub struct Sample {
     /// Action with the gripper remapped to 1 = open, 0 = closed (`training_action`), not
     /// yet normalised.
     pub action: [f32; 7],
+    /// Pointing questions this frame can answer (`DataOptions::pointing`; empty when the
+    /// episode has no `object` observations).
+    pub pointing: Vec<Pointing>,
+    /// Set when the sample has been turned into one of its pointing questions: the seven
+    /// answer values, already in [-1, 1], which bypass the action statistics.
+    pub point_target: Option<[f32; 7]>,
+}
+
+impl Sample {
+    pub fn new(image: RgbImage, instruction: String, action: [f32; 7]) -> Self {
+        Self { image, instruction, action, pointing: Vec::new(), point_target: None }
+    }
+}
+
+/// An auxiliary "point at the red cube" question about one frame (`vela train --pointing`).
+///
+/// Models trained on Stack data alone learned to ignore which cube the instruction names:
+/// in D0-D4 the small cube always goes on the big one, so the image decides. A question that
+/// names either cube, answered by where that cube is, cannot be solved without reading the
+/// name, and it trains the path from a colour (or size) word to a place in the image that
+/// following an instruction needs. The answer uses the same seven action tokens:
+/// cube - gripper (x, y, z) / 0.3 m, the cube's table x, y / 0.25 m, its lift above where it
+/// started / 0.2 m, then 0.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pointing {
+    pub instruction: String,
+    pub target: [f32; 7],
+}
+
+const POINT_REL_M: f32 = 0.3;
+const POINT_TABLE_M: f32 = 0.25;
+const POINT_LIFT_M: f32 = 0.2;
+
+/// The phrases naming the cube to move and the target cube in an instruction made by the
+/// simulator's template ("stack the red cube on top of the green one"): `("red cube",
+/// "green cube")`. A side named only as "the other" gives `None`; so does a text without
+/// the template's shape.
+pub fn instruction_phrases(text: &str) -> Option<(Option<String>, Option<String>)> {
+    let words: Vec<String> = text.to_lowercase().split_whitespace().map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()).to_string()).collect();
+    let on = words.iter().position(|w| w == "on" || w == "onto")?;
+    let first_the = words[..on].iter().position(|w| w == "the")?;
+    let last_the = on + words[on..].iter().rposition(|w| w == "the")?;
+    let phrase = |ws: &[String]| -> Option<String> {
+        if ws.is_empty() || ws.iter().any(|w| w == "other") {
+            return None;
+        }
+        let mut ws: Vec<&str> = ws.iter().map(String::as_str).collect();
+        if let Some(last) = ws.last_mut() {
+            if *last == "one" {
+                *last = "cube";
+            }
+        }
+        if ws.len() == 1 {
+            ws.push("cube");
+        }
+        Some(ws.join(" "))
+    };
+    let moved = phrase(&words[first_the + 1..on]);
+    let target = phrase(&words[last_the + 1..]);
+    (moved.is_some() || target.is_some()).then_some((moved, target))
+}
+
+/// The pointing questions of every frame of `ep` (see [`Pointing`]). Needs robosuite's 23-D
+/// `object` observation (cube A pos, quat, cube B pos, ...) and `robot0_eef_pos`; the cube
+/// that was moved is the one on top at the end, so only episodes that end stacked have
+/// questions.
+pub fn pointing_questions(ep: &Episode, instructions: &[String]) -> Vec<Vec<Pointing>> {
+    let n = instructions.len();
+    let none = || vec![Vec::new(); n];
+    let (Some(obj), Some(eef)) = (ep.low_dim.get("object"), ep.low_dim.get("robot0_eef_pos")) else { return none() };
+    if n == 0 || obj.dim != 23 || eef.dim != 3 || obj.data.len() < n * 23 || eef.data.len() < n * 3 {
+        return none();
+    }
+    let o = |t: usize, i: usize| obj.data[t * 23 + i] as f32;
+    let (za, zb) = (o(n - 1, 2), o(n - 1, 9));
+    if (za - zb).abs() < 0.03 {
+        return none();
+    }
+    let a_moved = za > zb;
+    let rest = [o(0, 2), o(0, 9)];
+    (0..n)
+        .map(|t| {
+            let Some((moved, target)) = instruction_phrases(&instructions[t]) else { return Vec::new() };
+            [(moved, a_moved), (target, !a_moved)]
+                .into_iter()
+                .filter_map(|(phrase, is_a)| {
+                    let phrase = phrase?;
+                    let (k, r) = if is_a { (0, rest[0]) } else { (7, rest[1]) };
+                    let c = [o(t, k), o(t, k + 1), o(t, k + 2)];
+                    let e = [eef.data[t * 3] as f32, eef.data[t * 3 + 1] as f32, eef.data[t * 3 + 2] as f32];
+                    let v = [
+                        (c[0] - e[0]) / POINT_REL_M,
+                        (c[1] - e[1]) / POINT_REL_M,
+                        (c[2] - e[2]) / POINT_REL_M,
+                        c[0] / POINT_TABLE_M,
+                        c[1] / POINT_TABLE_M,
+                        (c[2] - r) / POINT_LIFT_M,
+                        0.0,
+                    ];
+                    Some(Pointing { instruction: format!("point at the {phrase}"), target: v.map(|x| x.clamp(-1.0, 1.0)) })
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// How episodes are read.
@@ -45,6 +149,8 @@ pub struct DataOptions {
     pub instruction: Option<String>,
     /// Side of the square model input.
     pub image_size: usize,
+    /// Attach each frame's pointing questions ([`Pointing`]).
+    pub pointing: bool,
 }
 
 fn episode_name(ep: &Episode, index: usize) -> String {
@@ -97,11 +203,12 @@ pub fn load_episode(reader: &SharedReader, index: usize, opts: &DataOptions) -> 
             .collect();
         jobs.into_iter().flat_map(|j| j.join().expect("resize thread panicked")).collect()
     });
+    let mut questions = if opts.pointing { pointing_questions(&ep, &instructions) } else { Vec::new() }.into_iter();
     let out = images
         .into_iter()
         .zip(instructions)
         .zip(&ep.actions)
-        .map(|((image, instruction), a)| Sample { image, instruction, action: training_action(a) })
+        .map(|((image, instruction), a)| Sample { pointing: questions.next().unwrap_or_default(), ..Sample::new(image, instruction, training_action(a)) })
         .collect();
     Ok(out)
 }
@@ -227,6 +334,8 @@ pub struct Batch {
     pub gather: Tensor,
     /// Supervised token ids, 8 per sample (7 actions + `</s>`), same order as `gather`.
     pub targets: Vec<u32>,
+    /// Per sample: a pointing question, not an action (left out of the action metrics).
+    pub pointing: Vec<bool>,
     pub size: usize,
 }
 
@@ -256,7 +365,10 @@ impl Collator {
     pub fn tokens(&mut self, s: &Sample) -> Vec<u32> {
         let tok = self.tokenizer.as_ref();
         let mut ids = self.prompts.entry(s.instruction.clone()).or_insert_with(|| prompt_ids(tok, &s.instruction)).clone();
-        ids.extend(normalize(&s.action, &self.stats).iter().map(|&a| self.actions.encode(a)));
+        match &s.point_target {
+            Some(t) => ids.extend(t.iter().map(|&a| self.actions.encode(a))),
+            None => ids.extend(normalize(&s.action, &self.stats).iter().map(|&a| self.actions.encode(a))),
+        }
         ids.push(EOS);
         ids
     }
@@ -285,6 +397,7 @@ impl Collator {
             ids: Tensor::from_vec(ids, (n, l), &self.device)?,
             gather: Tensor::from_vec(gather, n * SUPERVISED, &self.device)?,
             targets,
+            pointing: samples.iter().map(|s| s.point_target.is_some()).collect(),
             size: n,
         })
     }
@@ -370,7 +483,7 @@ pub fn spawn_loader(reader: SharedReader, opts: DataOptions, plan: EpochPlan, se
                     let mut slots: Vec<Option<Sample>> = samples.into_iter().map(Some).collect();
                     let mut shuffled: Vec<Sample> = order.into_iter().map(|i| slots[i].take().expect("permutation")).collect();
                     if let Some(a) = &aug {
-                        augment_samples(&mut shuffled, a.seed, epoch, position, a.colour);
+                        augment_samples(&mut shuffled, a, epoch, position);
                         position += shuffled.len();
                     }
                     Ok(shuffled)
@@ -385,12 +498,16 @@ pub fn spawn_loader(reader: SharedReader, opts: DataOptions, plan: EpochPlan, se
     rx
 }
 
-/// Random-crop augmentation of the samples a loader sends.
+/// Per-sample draws on the samples a loader sends: random crops and pointing questions.
 #[derive(Clone, Debug)]
 pub struct AugPlan {
     pub seed: u64,
+    /// Random crops.
+    pub crop: bool,
     /// Colour jitter on top of the crop.
     pub colour: bool,
+    /// Fraction of samples (with questions) turned into pointing questions.
+    pub point: f64,
     /// Position in the epoch of the first sample of the first chunk loaded (non-zero when a
     /// resumed run starts mid-epoch).
     pub first_position: usize,
@@ -400,7 +517,8 @@ pub struct AugPlan {
 /// frames at 168 px took longer than the GPU step it fed (400 against 230 ms per step on an
 /// H100). Sample `j` is at `offset + j` in the epoch, and its draws depend only on that
 /// position, so neither the threads nor where the crops are drawn change the result.
-pub fn augment_samples(samples: &mut [Sample], seed: u64, epoch: u64, offset: usize, colour: bool) {
+pub fn augment_samples(samples: &mut [Sample], plan: &AugPlan, epoch: u64, offset: usize) {
+    let AugPlan { seed, crop, colour, point, .. } = *plan;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 16);
     let per = samples.len().div_ceil(threads).max(1);
     std::thread::scope(|sc| {
@@ -408,8 +526,18 @@ pub fn augment_samples(samples: &mut [Sample], seed: u64, epoch: u64, offset: us
             sc.spawn(move || {
                 for (j, s) in part.iter_mut().enumerate() {
                     let i = offset + k * per + j;
-                    let mut rng = SplitMix64::new(tensor_seed(seed, &format!("aug/{epoch}/{i}")));
-                    s.image = augment_with(&s.image, &mut rng, colour);
+                    if crop {
+                        let mut rng = SplitMix64::new(tensor_seed(seed, &format!("aug/{epoch}/{i}")));
+                        s.image = augment_with(&s.image, &mut rng, colour);
+                    }
+                    if point > 0.0 && !s.pointing.is_empty() {
+                        let mut rng = SplitMix64::new(tensor_seed(seed, &format!("point/{epoch}/{i}")));
+                        if (rng.uniform() as f64) < point {
+                            let q = &s.pointing[(rng.next_u64() % s.pointing.len() as u64) as usize];
+                            s.instruction = q.instruction.clone();
+                            s.point_target = Some(q.target);
+                        }
+                    }
                 }
             });
         }
@@ -431,5 +559,86 @@ impl EpisodeReader for MemoryReader {
     }
     fn read(&mut self, index: usize) -> vela_data::Result<Episode> {
         self.episodes.get(index).cloned().ok_or_else(|| vela_data::DataError::Other(format!("no episode {index} (have {})", self.episodes.len())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vela_data::LowDim;
+
+    #[test]
+    fn phrases_follow_the_simulators_template() {
+        let p = |s: &str| instruction_phrases(s).unwrap();
+        assert_eq!(p("put the red cube on the green cube"), (Some("red cube".into()), Some("green cube".into())));
+        assert_eq!(p("stack the smaller block on top of the blue one"), (Some("smaller block".into()), Some("blue cube".into())));
+        assert_eq!(p("place the big cube on the other block"), (Some("big cube".into()), None));
+        assert_eq!(p("put the red block on top of the green block."), (Some("red block".into()), Some("green block".into())));
+        assert_eq!(instruction_phrases("stack them"), None);
+        assert_eq!(instruction_phrases("put it on the table"), None);
+    }
+
+    /// Two steps of a Stack_Lang-like episode where the big cube B ends on top of A.
+    fn episode() -> (Episode, Vec<String>) {
+        let mut object = vec![0.0f64; 46];
+        // step 0: A at (0.1, -0.1) resting at z 0.82, B at (-0.1, 0.05, 0.825)
+        object[0..3].copy_from_slice(&[0.1, -0.1, 0.82]);
+        object[7..10].copy_from_slice(&[-0.1, 0.05, 0.825]);
+        // step 1: B stacked on A
+        object[23..26].copy_from_slice(&[0.1, -0.1, 0.82]);
+        object[30..33].copy_from_slice(&[0.1, -0.1, 0.865]);
+        let eef = vec![0.0, 0.0, 1.0, 0.1, -0.1, 0.9];
+        let mut ep = Episode::default();
+        ep.low_dim.insert("object".into(), LowDim { dim: 23, data: object });
+        ep.low_dim.insert("robot0_eef_pos".into(), LowDim { dim: 3, data: eef });
+        let text = "put the green cube on the red one".to_string();
+        (ep, vec![text.clone(), text])
+    }
+
+    #[test]
+    fn pointing_answers_where_the_named_cube_is() {
+        let (ep, instr) = episode();
+        let q = pointing_questions(&ep, &instr);
+        assert_eq!(q.len(), 2);
+        // The moved cube is B (on top at the end), named "green cube".
+        assert_eq!(q[0][0].instruction, "point at the green cube");
+        let t = q[0][0].target;
+        let close = |a: f32, b: f32| (a - b).abs() < 1e-5;
+        assert!(close(t[0], -0.1 / 0.3) && close(t[1], 0.05 / 0.3) && close(t[2], -0.175 / 0.3), "{t:?}");
+        assert!(close(t[3], -0.1 / 0.25) && close(t[4], 0.05 / 0.25) && close(t[5], 0.0), "{t:?}");
+        // The target cube is A, "red cube"; at step 1 B is lifted 4 cm above where it started.
+        assert_eq!(q[0][1].instruction, "point at the red cube");
+        assert!(close(q[0][1].target[3], 0.1 / 0.25));
+        assert!(close(q[1][0].target[5], 0.04 / 0.2), "{:?}", q[1][0].target);
+        assert!(q.iter().flatten().all(|p| p.target.iter().all(|x| (-1.0..=1.0).contains(x))));
+    }
+
+    #[test]
+    fn no_questions_without_a_stack_or_object_observations() {
+        let (mut ep, instr) = episode();
+        // Not stacked at the end: which cube was moved is unknown.
+        ep.low_dim.get_mut("object").unwrap().data[32] = 0.825;
+        assert!(pointing_questions(&ep, &instr).iter().all(Vec::is_empty));
+        ep.low_dim.remove("object");
+        assert!(pointing_questions(&ep, &instr).iter().all(Vec::is_empty));
+    }
+
+    #[test]
+    fn pointing_draws_depend_on_position_only() {
+        let (ep, instr) = episode();
+        let q = pointing_questions(&ep, &instr);
+        let make = || -> Vec<Sample> {
+            (0..64).map(|i| Sample { pointing: q[i % 2].clone(), ..Sample::new(RgbImage::new(4, 4), instr[0].clone(), [0.0; 7]) }).collect()
+        };
+        let plan = AugPlan { seed: 3, crop: false, colour: false, point: 0.25, first_position: 0 };
+        let (mut a, mut b) = (make(), make());
+        augment_samples(&mut a, &plan, 1, 0);
+        augment_samples(&mut b[..32], &plan, 1, 0);
+        augment_samples(&mut b[32..], &plan, 1, 32);
+        let asked: Vec<_> = a.iter().map(|s| (s.instruction.clone(), s.point_target)).collect();
+        assert_eq!(asked, b.iter().map(|s| (s.instruction.clone(), s.point_target)).collect::<Vec<_>>());
+        let n = a.iter().filter(|s| s.point_target.is_some()).count();
+        assert!((6..=28).contains(&n), "{n} of 64 asked");
+        assert!(a.iter().filter(|s| s.point_target.is_some()).all(|s| s.instruction.starts_with("point at the ")));
     }
 }

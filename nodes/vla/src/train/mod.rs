@@ -72,6 +72,10 @@ pub struct TrainOptions {
     /// With `image_aug`: random crops only, no colour jitter.
     #[serde(default)]
     pub no_colour_jitter: bool,
+    /// Fraction of training samples asked a pointing question instead of an action
+    /// ([`data::Pointing`]); 0 = off.
+    #[serde(default)]
+    pub pointing: f64,
     pub val_split: f64,
     /// At most this many validation samples per evaluation (keeps validation cheap).
     pub val_max_samples: usize,
@@ -111,6 +115,7 @@ impl Default for TrainOptions {
             image_aug: false,
             bf16: false,
             no_colour_jitter: false,
+            pointing: 0.0,
             val_split: 0.05,
             val_max_samples: 512,
             log_every: 10,
@@ -155,6 +160,8 @@ struct Fingerprint {
     camera: Option<String>,
     #[serde(default)]
     action_labels: Option<String>,
+    #[serde(default)]
+    pointing: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -213,10 +220,11 @@ fn write_json(path: &Path, v: &impl Serialize) -> Result<()> {
 
 /// Accuracy over the action tokens (not `</s>`) and L1 in action units, from logits at the
 /// supervised positions.
-fn score(logits: &Tensor, targets: &[u32], actions: &ActionTokenizer, stats: &Stats) -> Result<(f32, f32)> {
+fn score(logits: &Tensor, targets: &[u32], pointing: &[bool], actions: &ActionTokenizer, stats: &Stats) -> Result<(f32, f32)> {
     let pred: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
     let (mut hits, mut n, mut l1) = (0usize, 0usize, 0f64);
-    for (p, t) in pred.chunks(SUPERVISED).zip(targets.chunks(SUPERVISED)) {
+    // Pointing questions train the model but are not actions: accuracy and L1 stay about actions.
+    for ((p, t), _) in pred.chunks(SUPERVISED).zip(targets.chunks(SUPERVISED)).zip(pointing).filter(|(_, &q)| !q) {
         let (p, t) = (&p[..SUPERVISED - 1], &t[..SUPERVISED - 1]);
         hits += p.iter().zip(t).filter(|(a, b)| a == b).count();
         n += p.len();
@@ -292,7 +300,7 @@ impl Trainer {
             t3 = Instant::now();
             grad_norm = opt.step(vars, &grads, lr)?;
         }
-        let (acc, l1) = score(&logits, &b.targets, &self.collator.actions, &self.stats)?;
+        let (acc, l1) = score(&logits, &b.targets, &b.pointing, &self.collator.actions, &self.stats)?;
         let loss = loss.to_scalar::<f32>()?;
         let t4 = Instant::now();
         let p = &mut self.phases;
@@ -403,6 +411,7 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
         episodes: n_episodes,
         camera: opts.camera.clone(),
         action_labels: opts.action_labels.clone(),
+        pointing: opts.pointing,
     };
     if let Some(s) = &saved {
         if s.fingerprint != fingerprint {
@@ -459,7 +468,7 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
     let compute = if opts.bf16 { DType::BF16 } else { DType::F32 };
     let profile = std::env::var("VELA_TRAIN_PROFILE").is_ok_and(|v| v == "1");
     let mut trainer = Trainer { params: params.clone(), model, collator, stats: stats.action.clone(), compute, phases: Phases::default(), profile };
-    let data_opts = DataOptions { camera: opts.camera.clone(), instruction: opts.instruction.clone(), image_size: towers[0].image_size };
+    let data_opts = DataOptions { camera: opts.camera.clone(), instruction: opts.instruction.clone(), image_size: towers[0].image_size, pointing: opts.pointing > 0.0 };
 
     let mut opt = AdamW::new(AdamWConfig { weight_decay: opts.weight_decay, max_grad_norm: opts.max_grad_norm, ..Default::default() });
     let mut step = 0u64;
@@ -537,9 +546,11 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
         // Crops are drawn on the loader thread, off the step's critical path; a sample's crop
         // depends only on its position in the epoch, which for the first chunk loaded is the
         // length of the chunks before it.
-        let aug = opts.image_aug.then(|| data::AugPlan {
+        let aug = (opts.image_aug || opts.pointing > 0.0).then(|| data::AugPlan {
             seed: opts.seed,
+            crop: opts.image_aug,
             colour: !opts.no_colour_jitter,
+            point: opts.pointing,
             first_position: plan.chunks[..first_chunk].iter().flatten().map(|e| lengths[e]).sum(),
         });
         let rx = data::spawn_loader(reader.clone(), data_opts.clone(), plan, opts.seed, epoch, first_chunk, aug);

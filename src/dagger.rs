@@ -120,7 +120,7 @@ pub fn run(args: DaggerArgs) -> Result<()> {
     }
     let quantization = vela_vla::Quantization::parse_opt(&args.quantization).context("--quantization")?;
     // Fails now, with the build's own explanation, when CUDA is asked of a CPU build.
-    vela_vla::device::parse_device(&args.device).context("--device")?;
+    vela_vla::device::check_device(&args.device).context("--device")?;
     let tasks: Vec<Variant> = args.tasks.iter().map(|t| t.parse().with_context(|| format!("--tasks {t}"))).collect::<Result<_>>()?;
     ensure!(!tasks.is_empty(), "--tasks is empty");
     let camera: Camera = args.camera.parse().with_context(|| format!("--camera {}", args.camera))?;

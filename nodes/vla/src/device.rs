@@ -6,11 +6,35 @@ use candle_core::{DType, Device};
 
 use crate::{Result, VlaError};
 
-/// `cpu`, `cuda` or `cuda:N`.
+/// `cpu`, `cuda` or `cuda:N`. Opens the device: for CUDA a context handle, a stream and a
+/// cuBLAS handle. Code that only needs to know that a spec is valid uses [`check_device`].
 pub fn parse_device(spec: &str) -> Result<Device> {
+    match parse_spec(spec)? {
+        None => Ok(Device::Cpu),
+        Some(ordinal) => cuda(ordinal),
+    }
+}
+
+/// Checks a device spec without opening the device: a bad spec, or CUDA asked of a CPU
+/// build, gives the same error as [`parse_device`].
+///
+/// Graph nodes check at start and open the device only where a model is loaded. Each
+/// opened CUDA device brings its own stream, cuBLAS handle and kernel modules, and used to be
+/// dropped again by every batched client that joined an already loaded model. On the GPU
+/// machine, eight of those teardowns at once beside the batching thread's first kernels left
+/// every thread spinning in the driver: the start-up hang of `vela bench` (issue 9).
+pub fn check_device(spec: &str) -> Result<()> {
+    if parse_spec(spec)?.is_some() && !cfg!(feature = "cuda") {
+        cuda(0)?;
+    }
+    Ok(())
+}
+
+/// `None` for the CPU, else the CUDA ordinal.
+fn parse_spec(spec: &str) -> Result<Option<usize>> {
     let s = spec.trim().to_ascii_lowercase();
     if s == "cpu" {
-        return Ok(Device::Cpu);
+        return Ok(None);
     }
     let ordinal = match s.strip_prefix("cuda") {
         Some("") => 0,
@@ -20,7 +44,12 @@ pub fn parse_device(spec: &str) -> Result<Device> {
             .ok_or_else(|| VlaError::Input(format!("bad device `{spec}` (cpu|cuda|cuda:N)")))?,
         None => return Err(VlaError::Input(format!("unknown device `{spec}` (cpu|cuda|cuda:N)"))),
     };
-    cuda(ordinal)
+    Ok(Some(ordinal))
+}
+
+/// The compute dtype [`default_dtype`] picks for a spec, without opening the device.
+pub fn default_dtype_for(spec: &str) -> Result<DType> {
+    Ok(if parse_spec(spec)?.is_none() { DType::F32 } else { DType::BF16 })
 }
 
 #[cfg(feature = "cuda")]

@@ -127,13 +127,16 @@ impl OpenVlaNode {
         let batch_wait = std::time::Duration::from_millis(p.u64("batch_wait_ms")?);
         let device_name = p.str("device")?.to_string();
         // Fails here, at graph start, with the build's own explanation when CUDA is missing.
-        let device = crate::device::parse_device(&device_name).map_err(|e| NodeError::param("device", e.to_string()))?;
-        let dtype = crate::device::default_dtype(&device);
+        // The device itself is opened only by the loader that loads the model (see
+        // `device::check_device` for why).
+        crate::device::check_device(&device_name).map_err(|e| NodeError::param("device", e.to_string()))?;
+        let dtype = crate::device::default_dtype_for(&device_name).map_err(|e| NodeError::param("device", e.to_string()))?;
         std::thread::Builder::new()
             .name(format!("load-{}", init.name))
             .spawn(move || {
-                let opts = LoadOptions { quantization, device, dtype };
                 let load = || {
+                    let device = crate::device::parse_device(&device_name)?;
+                    let opts = LoadOptions { quantization, device, dtype };
                     OpenVla::load_with_progress(&dir, &opts, move |n, of| {
                         d.store(n, Ordering::Relaxed);
                         t.store(of, Ordering::Relaxed);

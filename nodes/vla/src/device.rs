@@ -9,10 +9,20 @@ use crate::{Result, VlaError};
 /// `cpu`, `cuda` or `cuda:N`. Opens the device: for CUDA a context handle, a stream and a
 /// cuBLAS handle. Code that only needs to know that a spec is valid uses [`check_device`].
 pub fn parse_device(spec: &str) -> Result<Device> {
-    match parse_spec(spec)? {
+    let parsed = parse_spec(spec)?;
+    OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    match parsed {
         None => Ok(Device::Cpu),
         Some(ordinal) => cuda(ordinal),
     }
+}
+
+static OPENED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many devices this process has opened through [`parse_device`]: nodes that share one
+/// model must open one between them (tested on the CPU, where opening is free).
+pub fn opened() -> usize {
+    OPENED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Checks a device spec without opening the device: a bad spec, or CUDA asked of a CPU

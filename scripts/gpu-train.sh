@@ -202,7 +202,20 @@ for n in p["nodes"]:
 json.dump(p, open(dst, "w"), indent=2)
 EOF
         "$VELA" bench --preset "$res/preset-$3.json" --episodes "$5" --max-steps 200 --variant "$2" --parallel 8 \
-            --save-stats "$res/$3.json" --report "$res/report-$3" --quiet --startup-timeout "${BENCH_STARTUP:-90}" > "$res/$3.log" 2>&1
+            --save-stats "$res/$3.json" --report "$res/report-$3" --quiet --startup-timeout "${BENCH_STARTUP:-90}" > "$res/$3.log" 2>&1 &
+        local pid=$!
+        # Lease 8's hung bench printed its start-up error but never exited (its stuck threads
+        # were still spinning), so its retry never came: a process that has reported the
+        # error gets 15 s to exit, then is killed.
+        while kill -0 "$pid" 2>/dev/null; do
+            if grep -q "has made no step" "$res/$3.log"; then
+                sleep 15
+                kill -9 "$pid" 2>/dev/null && log "$3: killed after its start-up error (it did not exit)"
+                break
+            fi
+            sleep 5
+        done
+        wait "$pid"
     }
     # A bench whose policy never answers its first frame (issue 9; 1 in 4 benches, 4 leases so
     # far) stops after BENCH_STARTUP seconds (the warm-ups below answer in under 8 s) with the

@@ -177,7 +177,10 @@ pub fn run(a: TrainArgs) -> Result<()> {
     };
     let s = train::train(reader, &source, mode, &opts, &device)?;
     let fmt = |m: &Option<train::Metrics>| match m {
-        Some(m) => format!("loss {:.4}, accuracy {:.3}, L1 {:.5}", m.loss, m.accuracy, m.l1),
+        Some(m) => {
+            let text = m.text_sensitivity.map(|t| format!(", text sensitivity {t:.3}")).unwrap_or_default();
+            format!("loss {:.4}, accuracy {:.3}, L1 {:.5}{text}", m.loss, m.accuracy, m.l1)
+        }
         None => "-".into(),
     };
     println!("wrote {} ({} steps, {:.1} samples/s)", s.out.display(), s.steps, s.samples_per_sec);

@@ -92,6 +92,10 @@ fn full_training_learns_the_action_and_exports_a_loadable_model() {
     assert!(last < first * 0.1, "loss {first} -> {last}");
     assert!(acc > 0.9, "accuracy {acc}");
     assert!(!s.val_history.is_empty(), "validation ran each epoch");
+    // The instructions name two colours, so validation also measures how much swapping them
+    // moves the first action token's logits.
+    let t = s.val_history.last().unwrap().text_sensitivity.expect("text sensitivity measured");
+    assert!(t.is_finite() && t > 0.0, "text sensitivity {t}");
 
     // The export loads through the inference code and knows the dataset's action space.
     for f in ["config.json", "training.json", "training.png", "model.safetensors.index.json"] {

@@ -96,6 +96,27 @@ pub fn instruction_phrases(text: &str) -> Option<(Option<String>, Option<String>
     (moved.is_some() || target.is_some()).then_some((moved, target))
 }
 
+/// The cube colours instructions name (the simulator's six).
+const COLOUR_WORDS: [&str; 6] = ["red", "orange", "yellow", "green", "blue", "purple"];
+
+/// `text` with its first two different colour words swapped ("put the red cube on the green
+/// one" → "put the green cube on the red one"); `None` unless it names two colours. The
+/// validation's text-sensitivity check asks the model both.
+pub fn swap_colours(text: &str) -> Option<String> {
+    let words: Vec<&str> = text.split(' ').collect();
+    let colour = |w: &str| {
+        let bare = w.trim_matches(|c: char| !c.is_alphanumeric()).to_ascii_lowercase();
+        COLOUR_WORDS.iter().position(|c| *c == bare)
+    };
+    let i = words.iter().position(|w| colour(w).is_some())?;
+    let j = i + 1 + words[i + 1..].iter().position(|w| colour(w).is_some_and(|c| Some(c) != colour(words[i])))?;
+    let (a, b) = (COLOUR_WORDS[colour(words[i])?], COLOUR_WORDS[colour(words[j])?]);
+    let mut out: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+    out[i] = words[i].replacen(a, b, 1);
+    out[j] = words[j].replacen(b, a, 1);
+    Some(out.join(" "))
+}
+
 /// The pointing questions of every frame of `ep` (see [`Pointing`]). Needs robosuite's 23-D
 /// `object` observation (cube A pos, quat, cube B pos, ...) and `robot0_eef_pos`; the cube
 /// that was moved is the one on top at the end, so only episodes that end stacked have
@@ -566,6 +587,14 @@ impl EpisodeReader for MemoryReader {
 mod tests {
     use super::*;
     use vela_data::LowDim;
+
+    #[test]
+    fn colours_swap_places() {
+        assert_eq!(swap_colours("put the red cube on the green one").as_deref(), Some("put the green cube on the red one"));
+        assert_eq!(swap_colours("stack the blue block on top of the purple block.").as_deref(), Some("stack the purple block on top of the blue block."));
+        assert_eq!(swap_colours("put the red cube on the other one"), None);
+        assert_eq!(swap_colours("red red"), None);
+    }
 
     #[test]
     fn phrases_follow_the_simulators_template() {

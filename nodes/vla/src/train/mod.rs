@@ -144,6 +144,12 @@ pub struct Metrics {
     pub l1: f32,
     pub lr: f64,
     pub grad_norm: f64,
+    /// Validation only: mean largest change of the first action token's logits when the two
+    /// colours of the instruction swap places (`data::swap_colours`). Near 0 means the model
+    /// no longer reads which cube the text names; session 24's models were at 0.01-0.02, a
+    /// random initialisation at 0.3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_sensitivity: Option<f32>,
 }
 
 /// What a resumed run must agree on with the run that saved the state.
@@ -272,19 +278,13 @@ impl Trainer {
     fn step(&mut self, samples: &[Sample], opt: Option<(&mut AdamW, &[(String, candle_core::Var)], f64)>) -> Result<(f32, f32, f32, f64)> {
         let t0 = Instant::now();
         let b = self.collator.batch(samples)?;
-        let mut pixels = b.pixels.clone();
+        let pixels = self.cast(&b.pixels)?;
         let sync = |t: &Tensor| -> Result<()> {
             if self.profile {
                 t.device().synchronize()?;
             }
             Ok(())
         };
-        if self.compute != DType::F32 {
-            // Fresh casts of the current weights (they changed at the last update).
-            let store = model::CastStore { inner: ParamStore(self.params.clone()), dtype: self.compute };
-            self.model = TrainModel::with_dtype(&self.params.config, Arc::new(store), self.compute)?;
-            pixels = pixels.to_dtype(self.compute)?;
-        }
         sync(&pixels)?;
         let t1 = Instant::now();
         let logits = self.model.forward(&pixels, &b.ids, &b.gather)?;
@@ -311,8 +311,48 @@ impl Trainer {
         Ok((loss, acc, l1, grad_norm))
     }
 
+    /// In mixed precision, fresh casts of the current weights (they changed at the last
+    /// update) and the pixels in the compute dtype.
+    fn cast(&mut self, pixels: &Tensor) -> Result<Tensor> {
+        if self.compute == DType::F32 {
+            return Ok(pixels.clone());
+        }
+        let store = model::CastStore { inner: ParamStore(self.params.clone()), dtype: self.compute };
+        self.model = TrainModel::with_dtype(&self.params.config, Arc::new(store), self.compute)?;
+        Ok(pixels.to_dtype(self.compute)?)
+    }
+
+    /// Logits `[n, V]` (f32) of the first action token of each sample.
+    fn first_token_logits(&mut self, samples: &[Sample]) -> Result<Tensor> {
+        let b = self.collator.batch(samples)?;
+        let pixels = self.cast(&b.pixels)?;
+        let first = Tensor::arange_step(0u32, (samples.len() * SUPERVISED) as u32, SUPERVISED as u32, b.gather.device())?;
+        Ok(self.model.forward(&pixels, &b.ids, &b.gather.index_select(&first, 0)?)?)
+    }
+
+    /// [`Metrics::text_sensitivity`] over up to 64 samples spread over `samples`; `None` when
+    /// no instruction names two colours.
+    fn text_sensitivity(&mut self, samples: &[Sample], batch: usize) -> Result<Option<f32>> {
+        let pairs: Vec<(Sample, Sample)> = samples
+            .iter()
+            .filter_map(|s| data::swap_colours(&s.instruction).map(|t| (s.clone(), Sample { instruction: t, ..s.clone() })))
+            .collect();
+        if pairs.is_empty() {
+            return Ok(None);
+        }
+        let every = pairs.len().div_ceil(64);
+        let (a, b): (Vec<Sample>, Vec<Sample>) = pairs.into_iter().step_by(every).unzip();
+        let (mut sum, mut n) = (0f64, 0usize);
+        for (ca, cb) in a.chunks(batch.max(1)).zip(b.chunks(batch.max(1))) {
+            let d = (self.first_token_logits(ca)? - self.first_token_logits(cb)?)?.abs()?.max(1)?;
+            sum += d.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
+            n += ca.len();
+        }
+        Ok(Some((sum / n as f64) as f32))
+    }
+
     /// Teacher-forced metrics over (at most `max` samples of) the validation episodes.
-    fn validate(&mut self, reader: &SharedReader, val: &[usize], opts: &DataOptions, batch: usize, max: usize) -> Result<Option<(f32, f32, f32)>> {
+    fn validate(&mut self, reader: &SharedReader, val: &[usize], opts: &DataOptions, batch: usize, max: usize) -> Result<Option<(f32, f32, f32, Option<f32>)>> {
         if val.is_empty() || max == 0 {
             return Ok(None);
         }
@@ -335,9 +375,10 @@ impl Trainer {
             l1 += e as f64 * k;
             n += b.len();
         }
+        let sensitivity = self.text_sensitivity(&samples, batch)?;
         self.params.set_training(true);
         let n = n.max(1) as f64;
-        Ok(Some(((loss / n) as f32, (acc / n) as f32, (l1 / n) as f32)))
+        Ok(Some(((loss / n) as f32, (acc / n) as f32, (l1 / n) as f32, sensitivity)))
     }
 }
 
@@ -596,7 +637,7 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
                         bar.suspend(|| tracing::info!(per_step_ms = per_step * 1e3, budget_secs = budget, total_steps, epochs = total_steps as f64 / steps_per_epoch as f64, "time budget: step count fixed"));
                     }
                 }
-                let m = Metrics { step, epoch, loss, accuracy, l1, lr, grad_norm };
+                let m = Metrics { step, epoch, loss, accuracy, l1, lr, grad_norm, text_sensitivity: None };
                 history.push(m.clone());
                 window.push(m);
                 bar.set_position(step);
@@ -643,9 +684,10 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
             write_checkpoint(&export_cfg, &dir, None, &tok_source, &|t| Ok(p.merged(&t.name)?.flatten_all()?.to_vec1::<f32>()?))?;
         }
         side_secs += t.elapsed().as_secs_f64();
-        if let Some((loss, accuracy, l1)) = val {
-            bar.suspend(|| tracing::info!(step, epoch, loss, accuracy, l1, "validation"));
-            validation.push(Metrics { step, epoch, loss, accuracy, l1, lr: lr_at(opts.lr, opts.warmup_steps, step, opts.cosine.then_some(total_steps)), grad_norm: 0.0 });
+        if let Some((loss, accuracy, l1, text_sensitivity)) = val {
+            bar.suspend(|| tracing::info!(step, epoch, loss, accuracy, l1, text_sensitivity, "validation"));
+            let lr = lr_at(opts.lr, opts.warmup_steps, step, opts.cosine.then_some(total_steps));
+            validation.push(Metrics { step, epoch, loss, accuracy, l1, lr, grad_norm: 0.0, text_sensitivity });
         }
     }
     bar.finish_and_clear();

@@ -72,6 +72,11 @@ pub struct TrainArgs {
     /// writes). Teaches the model to read which cube an instruction names; 0 = off.
     #[arg(long, default_value_t = 0.0, value_parser = fraction)]
     pub pointing: f64,
+    /// With --model --full: tensors whose names start with these prefixes (comma-separated,
+    /// e.g. `language_model,projector`) restart from a fresh initialisation; the rest keep the
+    /// checkpoint's values.
+    #[arg(long, value_delimiter = ',', requires = "model")]
+    pub reinit: Vec<String>,
     /// Fraction of episodes held out for validation.
     #[arg(long, default_value_t = 0.05)]
     pub val_split: f64,
@@ -161,6 +166,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         image_aug: a.image_aug,
         no_colour_jitter: a.no_colour_jitter,
         pointing: a.pointing,
+        reinit: a.reinit,
         bf16: a.bf16,
         val_split: a.val_split,
         val_max_samples: a.val_max_samples,

@@ -351,3 +351,31 @@ fn bf16_mixed_precision_learns_and_keeps_f32_weights() {
     assert!(e.to_string().contains("--full"), "{e}");
     std::fs::remove_dir_all(&tmp).unwrap();
 }
+
+#[test]
+fn reinit_restarts_only_the_named_tensors() {
+    let tmp = tempdir("reinit");
+    let base = tmp.join("base");
+    tiny_model(&base);
+    let fresh = Params::new(Source::Checkpoint(&base), Mode::Full, 1, &Device::Cpu).unwrap();
+    let p = Params::new(Source::Checkpoint(&base), Mode::Full, 1, &Device::Cpu).unwrap();
+    // Start from weights unlike a fresh init with seed 9 (the checkpoint was made with seed 3).
+    let n = p.reinit(&["language_model".into()], 9).unwrap();
+    let llm = p.plan().iter().filter(|t| t.name.starts_with("language_model")).count();
+    assert!(n > 0 && n <= llm, "{n} of {llm}");
+    let cfg = p.config.clone();
+    let same = |a: &Tensor, b: &Tensor| (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap() == 0.0;
+    for spec in p.plan() {
+        let now = p.merged(&spec.name).unwrap();
+        if spec.name.starts_with("language_model") {
+            let want = Tensor::from_vec(vela_vla::checkpoint::init_tensor(&cfg, spec, 9), spec.shape.as_slice(), &Device::Cpu).unwrap();
+            assert!(same(&now, &want), "{} restarted", spec.name);
+        } else {
+            assert!(same(&now, &fresh.merged(&spec.name).unwrap()), "{} kept", spec.name);
+        }
+    }
+    let e = p.reinit(&["no_such_tower".into()], 9).unwrap_err().to_string();
+    assert!(e.contains("no_such_tower") && e.contains("vision_backbone"), "{e}");
+    let lora = Params::new(Source::Checkpoint(&base), Mode::Lora { rank: 2, alpha: 4.0, dropout: 0.0 }, 1, &Device::Cpu).unwrap();
+    assert!(lora.reinit(&["projector".into()], 9).unwrap_err().to_string().contains("--full"));
+}

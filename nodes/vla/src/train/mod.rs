@@ -76,6 +76,10 @@ pub struct TrainOptions {
     /// ([`data::Pointing`]); 0 = off.
     #[serde(default)]
     pub pointing: f64,
+    /// Tensor-name prefixes (e.g. `language_model`, `projector`) whose values restart from a
+    /// fresh initialisation instead of the starting checkpoint's ([`Params::reinit`]).
+    #[serde(default)]
+    pub reinit: Vec<String>,
     pub val_split: f64,
     /// At most this many validation samples per evaluation (keeps validation cheap).
     pub val_max_samples: usize,
@@ -116,6 +120,7 @@ impl Default for TrainOptions {
             bf16: false,
             no_colour_jitter: false,
             pointing: 0.0,
+            reinit: Vec::new(),
             val_split: 0.05,
             val_max_samples: 512,
             log_every: 10,
@@ -168,6 +173,8 @@ struct Fingerprint {
     action_labels: Option<String>,
     #[serde(default)]
     pointing: f64,
+    #[serde(default)]
+    reinit: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -428,6 +435,13 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
         }
         ModelSource::Dir(dir) => Params::new(Source::Checkpoint(dir), mode.clone(), opts.seed, device)?,
     };
+    if !opts.reinit.is_empty() {
+        if matches!(source, ModelSource::Config(_)) {
+            return Err(VlaError::Train("--reinit needs --model (a fresh --config model is all initialisation already)".into()));
+        }
+        let n = params.reinit(&opts.reinit, opts.seed)?;
+        tracing::info!(tensors = n, prefixes = ?opts.reinit, "restarted from a fresh initialisation");
+    }
     let config = params.config.clone();
     let model = TrainModel::new(&config, Arc::new(ParamStore(params.clone())))?;
     let vars = params.vars();
@@ -453,6 +467,7 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
         camera: opts.camera.clone(),
         action_labels: opts.action_labels.clone(),
         pointing: opts.pointing,
+        reinit: opts.reinit.clone(),
     };
     if let Some(s) = &saved {
         if s.fingerprint != fingerprint {

@@ -150,6 +150,36 @@ impl Params {
         Ok(())
     }
 
+    /// Replaces the starting values of every tensor whose name begins with one of `prefixes`
+    /// by a fresh initialisation (the one `make-checkpoint --seed` writes); returns how many
+    /// tensors changed. Full training only.
+    ///
+    /// Why: the shipped model's language model stopped reading its instruction in training
+    /// (issue 8, session 24), while its vision tower finds the cubes well. Restarting the
+    /// language model and projector on top of the trained tower keeps what the vision learned.
+    pub fn reinit(&self, prefixes: &[String], seed: u64) -> Result<usize> {
+        if self.mode != Mode::Full {
+            return Err(VlaError::Train("--reinit restarts whole tensors: pass --full".into()));
+        }
+        let vars = self.vars.lock().expect("poisoned");
+        let mut changed = 0;
+        for prefix in prefixes {
+            let mut hits = 0;
+            for spec in self.plan.iter().filter(|t| t.name.starts_with(prefix.as_str())) {
+                let Some(var) = vars.get(&spec.name) else { continue };
+                var.set(&Tensor::from_vec(init_tensor(&self.config, spec, seed), spec.shape.as_slice(), &self.device)?)?;
+                hits += 1;
+            }
+            if hits == 0 {
+                let mut roots: Vec<&str> = self.plan.iter().map(|t| t.name.split('.').next().unwrap_or("")).collect();
+                roots.dedup();
+                return Err(VlaError::Train(format!("--reinit {prefix}: no trained tensor starts with it (names start with {})", roots.join(", "))));
+            }
+            changed += hits;
+        }
+        Ok(changed)
+    }
+
     /// The value a checkpoint should hold for `name`: LoRA merged into the base weight
     /// (`W + scale · B · A`) where there is an adapter.
     pub fn merged(&self, name: &str) -> Result<Tensor> {

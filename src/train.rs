@@ -184,7 +184,10 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let s = train::train(reader, &source, mode, &opts, &device)?;
     let fmt = |m: &Option<train::Metrics>| match m {
         Some(m) => {
-            let text = m.text_sensitivity.map(|t| format!(", text sensitivity {t:.3}")).unwrap_or_default();
+            let text = match (m.text_sensitivity, m.image_sensitivity) {
+                (Some(t), Some(i)) => format!(", text sensitivity {t:.3} (image {i:.3})"),
+                _ => String::new(),
+            };
             format!("loss {:.4}, accuracy {:.3}, L1 {:.5}{text}", m.loss, m.accuracy, m.l1)
         }
         None => "-".into(),

@@ -94,8 +94,11 @@ fn full_training_learns_the_action_and_exports_a_loadable_model() {
     assert!(!s.val_history.is_empty(), "validation ran each epoch");
     // The instructions name two colours, so validation also measures how much swapping them
     // moves the first action token's logits.
-    let t = s.val_history.last().unwrap().text_sensitivity.expect("text sensitivity measured");
+    let v = s.val_history.last().unwrap();
+    let (t, i) = (v.text_sensitivity.expect("text sensitivity measured"), v.image_sensitivity.expect("image sensitivity measured"));
     assert!(t.is_finite() && t > 0.0, "text sensitivity {t}");
+    // The frames differ by class, and the model has learned each class's action.
+    assert!(i.is_finite() && i > 0.0, "image sensitivity {i}");
 
     // The export loads through the inference code and knows the dataset's action space.
     for f in ["config.json", "training.json", "training.png", "model.safetensors.index.json"] {

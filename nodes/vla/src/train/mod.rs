@@ -155,6 +155,11 @@ pub struct Metrics {
     /// random initialisation at 0.3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text_sensitivity: Option<f32>,
+    /// Validation only: the same measure when the frame changes instead (same instruction,
+    /// a frame from elsewhere in the validation set). The scale the text change is read
+    /// against: a model early in training can read its text and not yet its image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_sensitivity: Option<f32>,
 }
 
 /// What a resumed run must agree on with the run that saved the state.
@@ -337,9 +342,9 @@ impl Trainer {
         Ok(self.model.forward(&pixels, &b.ids, &b.gather.index_select(&first, 0)?)?)
     }
 
-    /// [`Metrics::text_sensitivity`] over up to 64 samples spread over `samples`; `None` when
-    /// no instruction names two colours.
-    fn text_sensitivity(&mut self, samples: &[Sample], batch: usize) -> Result<Option<f32>> {
+    /// [`Metrics::text_sensitivity`] and [`Metrics::image_sensitivity`] over up to 64
+    /// samples spread over `samples`; `None` when no instruction names two colours.
+    fn sensitivity(&mut self, samples: &[Sample], batch: usize) -> Result<Option<(f32, f32)>> {
         let pairs: Vec<(Sample, Sample)> = samples
             .iter()
             .filter_map(|s| data::swap_colours(&s.instruction).map(|t| (s.clone(), Sample { instruction: t, ..s.clone() })))
@@ -349,17 +354,23 @@ impl Trainer {
         }
         let every = pairs.len().div_ceil(64);
         let (a, b): (Vec<Sample>, Vec<Sample>) = pairs.into_iter().step_by(every).unzip();
-        let (mut sum, mut n) = (0f64, 0usize);
-        for (ca, cb) in a.chunks(batch.max(1)).zip(b.chunks(batch.max(1))) {
-            let d = (self.first_token_logits(ca)? - self.first_token_logits(cb)?)?.abs()?.max(1)?;
-            sum += d.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
+        // A frame half the list away (one step further, so that it is not the same step of
+        // another episode), with the first frame's instruction.
+        let c: Vec<Sample> = (0..a.len()).map(|i| Sample { instruction: a[i].instruction.clone(), ..samples[(i * every + samples.len() / 2 + 1) % samples.len()].clone() }).collect();
+        let (mut text, mut image, mut n) = (0f64, 0f64, 0usize);
+        let k = batch.max(1);
+        for ((ca, cb), cc) in a.chunks(k).zip(b.chunks(k)).zip(c.chunks(k)) {
+            let la = self.first_token_logits(ca)?;
+            let sum = |d: Tensor| -> Result<f64> { Ok(d.abs()?.max(1)?.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?) };
+            text += sum((&la - self.first_token_logits(cb)?)?)?;
+            image += sum((&la - self.first_token_logits(cc)?)?)?;
             n += ca.len();
         }
-        Ok(Some((sum / n as f64) as f32))
+        Ok(Some(((text / n as f64) as f32, (image / n as f64) as f32)))
     }
 
     /// Teacher-forced metrics over (at most `max` samples of) the validation episodes.
-    fn validate(&mut self, reader: &SharedReader, val: &[usize], opts: &DataOptions, batch: usize, max: usize) -> Result<Option<(f32, f32, f32, Option<f32>)>> {
+    fn validate(&mut self, reader: &SharedReader, val: &[usize], opts: &DataOptions, batch: usize, max: usize) -> Result<Option<(f32, f32, f32, Option<(f32, f32)>)>> {
         if val.is_empty() || max == 0 {
             return Ok(None);
         }
@@ -382,7 +393,7 @@ impl Trainer {
             l1 += e as f64 * k;
             n += b.len();
         }
-        let sensitivity = self.text_sensitivity(&samples, batch)?;
+        let sensitivity = self.sensitivity(&samples, batch)?;
         self.params.set_training(true);
         let n = n.max(1) as f64;
         Ok(Some(((loss / n) as f32, (acc / n) as f32, (l1 / n) as f32, sensitivity)))
@@ -652,7 +663,7 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
                         bar.suspend(|| tracing::info!(per_step_ms = per_step * 1e3, budget_secs = budget, total_steps, epochs = total_steps as f64 / steps_per_epoch as f64, "time budget: step count fixed"));
                     }
                 }
-                let m = Metrics { step, epoch, loss, accuracy, l1, lr, grad_norm, text_sensitivity: None };
+                let m = Metrics { step, epoch, loss, accuracy, l1, lr, grad_norm, text_sensitivity: None, image_sensitivity: None };
                 history.push(m.clone());
                 window.push(m);
                 bar.set_position(step);
@@ -699,10 +710,11 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
             write_checkpoint(&export_cfg, &dir, None, &tok_source, &|t| Ok(p.merged(&t.name)?.flatten_all()?.to_vec1::<f32>()?))?;
         }
         side_secs += t.elapsed().as_secs_f64();
-        if let Some((loss, accuracy, l1, text_sensitivity)) = val {
-            bar.suspend(|| tracing::info!(step, epoch, loss, accuracy, l1, text_sensitivity, "validation"));
+        if let Some((loss, accuracy, l1, sensitivity)) = val {
+            let (text_sensitivity, image_sensitivity) = (sensitivity.map(|s| s.0), sensitivity.map(|s| s.1));
+            bar.suspend(|| tracing::info!(step, epoch, loss, accuracy, l1, text_sensitivity, image_sensitivity, "validation"));
             let lr = lr_at(opts.lr, opts.warmup_steps, step, opts.cosine.then_some(total_steps));
-            validation.push(Metrics { step, epoch, loss, accuracy, l1, lr, grad_norm: 0.0, text_sensitivity });
+            validation.push(Metrics { step, epoch, loss, accuracy, l1, lr, grad_norm: 0.0, text_sensitivity, image_sensitivity });
         }
     }
     bar.finish_and_clear();

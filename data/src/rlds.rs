@@ -350,9 +350,16 @@ fn decode_jpeg(bytes: &[u8]) -> std::result::Result<Frame, String> {
         .jpeg_set_out_colorspace(ColorSpace::RGB)
         .set_max_width(MAX_FRAME_SIDE)
         .set_max_height(MAX_FRAME_SIDE);
-    let mut d = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), opts);
-    let rgb = d.decode().map_err(|e| format!("not a decodable JPEG: {e:?}"))?;
-    let (w, h) = d.dimensions().ok_or("JPEG without dimensions")?;
+    // zune-jpeg's arithmetic can overflow on corrupt streams, which panics in builds with
+    // overflow checks (the fuzzer's; found by it in session 24). A corrupt frame is an error
+    // for its episode, never a crash, whatever the build.
+    let decoded = std::panic::catch_unwind(|| {
+        let mut d = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), opts);
+        let rgb = d.decode().map_err(|e| format!("not a decodable JPEG: {e:?}"))?;
+        Ok::<_, String>((rgb, d.dimensions()))
+    });
+    let (rgb, dims) = decoded.map_err(|_| "not a decodable JPEG: the decoder failed on corrupt data".to_string())??;
+    let (w, h) = dims.ok_or("JPEG without dimensions")?;
     if rgb.len() != w * h * 3 {
         return Err(format!("decoded {} bytes for {w}x{h} RGB", rgb.len()));
     }

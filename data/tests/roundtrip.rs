@@ -293,3 +293,13 @@ fn relabel_reads_the_intended_actions_through_hdf5() {
     let e = r.read(1).unwrap_err().to_string();
     assert!(e.contains("demo_1") && e.contains("intended_action"), "{e}");
 }
+
+/// An input the fuzzer found (session 24): a JPEG frame on which zune-jpeg's arithmetic
+/// overflows. With overflow checks on that panicked; now it is an error for the episode.
+#[test]
+fn a_jpeg_that_overflows_the_decoder_is_an_error() {
+    let bytes = include_bytes!("fixtures/zune-jpeg-mul-overflow.tfrecord-example");
+    // Which error comes first depends on the build (without overflow checks the frame decodes
+    // to noise and the attributes fail); what matters is that it is one.
+    assert!(vela_data::rlds::decode_episode(bytes).is_err());
+}

@@ -189,14 +189,14 @@ _all)
     for q in q8f16 q4f16; do "$VELA" vla quantize --model "$out" --quantization "$q" > /dev/null; done
     res="$WORK/out/eval"
     mkdir -p "$res"
-    bench() { # quant variant tag model episodes
-        python3 - "$ROOT/presets/OpenVLA-MimicGen-FP16.json" "$res/preset-$3.json" "$4" "$1" "$DEV" "${CAMERA:-agentview}" <<'EOF'
+    bench() { # quant variant tag model episodes [execute]
+        python3 - "$ROOT/presets/OpenVLA-MimicGen-FP16.json" "$res/preset-$3.json" "$4" "$1" "$DEV" "${CAMERA:-agentview}" "${6:-0}" <<'EOF'
 import json, sys
-src, dst, model, quant, dev, camera = sys.argv[1:]
+src, dst, model, quant, dev, camera, execute = sys.argv[1:]
 p = json.load(open(src))
 for n in p["nodes"]:
     if n["type"] == "OpenVLA":
-        n.setdefault("params", {}).update({"model": model, "quantization": quant, "device": dev})
+        n.setdefault("params", {}).update({"model": model, "quantization": quant, "device": dev, "execute": int(execute)})
     if n["type"] == "MimicGen":
         n.setdefault("params", {})["camera"] = camera
 json.dump(p, open(dst, "w"), indent=2)
@@ -249,12 +249,15 @@ EOF
     # BENCH_TAGS picks a subset (a first lease of two only needs a look at the model).
     tags=${BENCH_TAGS:-d2-int4,d2-int8,d2-fp16,lang-int4,d1-fp16}
     bs=()
-    launch() { # tag: one bench in the background
-        case $1 in
-            d2-int4) bench_retry q4f16 Stack_D2 $1 "$out" $n & bs+=($!) ;;
-            d2-int8) bench_retry q8f16 Stack_D2 $1 "$out" $n & bs+=($!) ;;
-            d2-fp16) bench_retry fp16 Stack_D2 $1 "$out" $n & bs+=($!) ;;
-            lang-int4) bench_retry q4f16 Stack_Lang $1 "$out" $n & bs+=($!) ;;
+    launch() { # tag: one bench in the background; a tag ending in -xN (e.g. d2-int4-x4) sends
+        # only the first N actions of each predicted chunk (a chunked model's receding horizon)
+        local x=0
+        case $1 in *-x[0-9]*) x=${1##*-x} ;; esac
+        case ${1%-x[0-9]*} in
+            d2-int4) bench_retry q4f16 Stack_D2 $1 "$out" $n $x & bs+=($!) ;;
+            d2-int8) bench_retry q8f16 Stack_D2 $1 "$out" $n $x & bs+=($!) ;;
+            d2-fp16) bench_retry fp16 Stack_D2 $1 "$out" $n $x & bs+=($!) ;;
+            lang-int4) bench_retry q4f16 Stack_Lang $1 "$out" $n $x & bs+=($!) ;;
             # Diagnostic: D1 keeps the small cube red and the big one green, so it separates "cannot
             # tell which cube to move" (D2 fails, D1 works) from "cannot grasp or place" (both fail).
             d1-fp16) bench_retry fp16 Stack_D1 $1 "$out" $(( (n + 1) / 2 )) & bs+=($!) ;;

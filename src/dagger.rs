@@ -241,7 +241,8 @@ fn run_task(cfg: &DaggerConfig, path: &std::path::Path, args: &DaggerArgs, quant
                                 let frame = image::RgbImage::from_raw(img.width, img.height, img.data.clone()).ok_or("frame size does not match its buffer")?;
                                 let (client, space) = client.as_ref().ok_or("no policy (--model) to ask")?;
                                 let p = client.predict(frame, instruction, space).map_err(|e| e.to_string())?;
-                                let a: [f32; 7] = p.action.as_slice().try_into().map_err(|_| format!("the policy gave {} action dims, not 7", p.action.len()))?;
+                                // A chunked policy's first action is this step's (DAgger asks again every step).
+                                let a: [f32; 7] = p.action.get(..7).and_then(|a| a.try_into().ok()).filter(|_| p.action.len() % 7 == 0).ok_or_else(|| format!("the policy gave {} action dims, not 7", p.action.len()))?;
                                 Ok(action_from_model(&a, 1.0))
                             })?;
                             if tx.send(Ok((i, ep))).is_err() {

@@ -77,6 +77,11 @@ pub struct TrainArgs {
     /// checkpoint's values.
     #[arg(long, value_delimiter = ',', requires = "model")]
     pub reinit: Vec<String>,
+    /// Actions per prediction: each label holds this step's action and the next K - 1, and
+    /// the simulator executes all K before it asks again (action chunking, as OpenVLA-OFT and
+    /// ACT). Default: the starting model's own (1 for OpenVLA).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub action_chunk: Option<u64>,
     /// Fraction of episodes held out for validation.
     #[arg(long, default_value_t = 0.05)]
     pub val_split: f64,
@@ -167,6 +172,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         no_colour_jitter: a.no_colour_jitter,
         pointing: a.pointing,
         reinit: a.reinit,
+        action_chunk: a.action_chunk.map(|k| k as usize),
         bf16: a.bf16,
         val_split: a.val_split,
         val_max_samples: a.val_max_samples,

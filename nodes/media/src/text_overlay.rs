@@ -28,7 +28,10 @@ impl Rgb {
 
 /// Action vectors as the reference prints them: 3 decimals, no brackets.
 pub fn format_actions(values: &[f32]) -> String {
-    values.iter().map(|v| format!("{v:.3}")).collect::<Vec<_>>().join(" ")
+    // A chunk of several 7-D actions would run off the frame: the current one and a count.
+    let (shown, more) = if values.len() > 7 && values.len() % 7 == 0 { (&values[..7], values.len() / 7 - 1) } else { (values, 0) };
+    let s = shown.iter().map(|v| format!("{v:.3}")).collect::<Vec<_>>().join(" ");
+    if more > 0 { format!("{s} (+{more} more)") } else { s }
 }
 
 struct Style {
@@ -294,6 +297,8 @@ mod tests {
     #[test]
     fn actions_print_like_the_reference() {
         assert_eq!(format_actions(&[0.0123, -0.3, 1.0]), "0.012 -0.300 1.000");
+        let chunk: Vec<f32> = (0..21).map(|i| i as f32).collect();
+        assert_eq!(format_actions(&chunk), "0.000 1.000 2.000 3.000 4.000 5.000 6.000 (+2 more)");
     }
 
     #[test]

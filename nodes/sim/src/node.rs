@@ -210,6 +210,9 @@ pub struct MimicGenNode {
     actions_this_episode: u32,
     next_action: Option<[f32; 7]>,
     last_action: Option<[f32; 7]>,
+    /// The rest of an action chunk (a policy that predicts K actions per frame): executed
+    /// one per step before the policy is asked again.
+    queue: std::collections::VecDeque<[f32; 7]>,
     needs_reset: bool,
     paused: bool,
     primed: bool,
@@ -247,13 +250,14 @@ impl MimicGenNode {
         let variants: Vec<String> = Variant::ALL.iter().map(|v| v.name().to_string()).collect();
         NodeDescriptor::new("MimicGen", "Robotics", "MimicGen Stack")
             .describe("The Panda arm stacking cubes in MuJoCo (robosuite Stack, MimicGen D0-D4 and a language variant).")
-            .input("actions", &[DataType::Actions], "7-D actions in the model's convention (gripper 1 = open, 0 = closed)")
+            .input("actions", &[DataType::Actions], "7-D actions in the model's convention (gripper 1 = open, 0 = closed), or a chunk of several executed in turn")
             .input(
                 "instruction",
                 &[DataType::Text],
                 "replaces the episode's instruction (e.g. a spoken command); in Stack_Lang it decides which cube goes on which",
             )
-            .output("image", DataType::Image, "camera frame after each step")
+            .output("image", DataType::Image, "camera frame for the policy: after each step, or after each action chunk")
+            .output("view", DataType::Image, "every camera frame, for display and recording")
             .output("text", DataType::Text, "the episode's instruction, every step")
             .output("events", DataType::Event, "episode start, success, timeout")
             .param(ParamSpec::new("environment", ParamKind::Choice { options: variants }, "Stack_D2", "task variant").startup_only())
@@ -350,19 +354,36 @@ impl MimicGenNode {
             episode_started_ns: 0,
             counted_since: Instant::now(),
             last_frame_ts: 0,
+            queue: Default::default(),
         })
     }
 
-    fn emit_frame(&mut self, image: crate::RgbImage, ctx: &mut Context) -> Result<(), NodeError> {
+    /// Every frame goes to `view`; the frames that want an answer (`ask`: no chunk left to
+    /// execute, or the episode's last) also go to `image`, after the instruction on `text`.
+    fn emit_frame(&mut self, image: crate::RgbImage, ask: bool, ctx: &mut Context) -> Result<(), NodeError> {
+        let img = Image::rgb8(image.width, image.height, image.data).map_err(NodeError::msg)?;
+        ctx.send("view", img.clone())?;
+        if !ask {
+            return Ok(());
+        }
         let instruction = self.sim.instruction.clone();
         // Instruction first, then the frame: a prompt builder sees the current text with the image.
         ctx.send("text", Text::final_text(instruction.clone()))?;
         self.last_instruction = instruction;
-        let img = Image::rgb8(image.width, image.height, image.data).map_err(NodeError::msg)?;
         self.last_frame_ts = img.timestamp;
         ctx.send("image", img)?;
         self.frame_sent = Some(Instant::now());
         Ok(())
+    }
+
+    /// Takes the next action of a chunk, if one is queued, as the step's policy action.
+    fn dequeue(&mut self) {
+        if self.next_action.is_none() {
+            if let Some(a) = self.queue.pop_front() {
+                self.next_action = Some(a);
+                self.last_action = Some(a);
+            }
+        }
     }
 
     fn reset(&mut self, ctx: &mut Context) -> Result<(), NodeError> {
@@ -386,11 +407,12 @@ impl MimicGenNode {
         self.actions_this_episode = 0;
         self.next_action = None;
         self.last_action = None;
+        self.queue.clear();
         self.needs_reset = false;
         self.primed = false;
         ctx.send("events", Event::EpisodeStart { episode: self.episode, seed, instruction: obs.instruction.clone() })?;
         if let Some(img) = obs.image {
-            self.emit_frame(img, ctx)?;
+            self.emit_frame(img, true, ctx)?;
         }
         Ok(())
     }
@@ -426,6 +448,7 @@ impl MimicGenNode {
         if self.needs_reset {
             return if self.waiting { Ok(()) } else { self.reset(ctx) };
         }
+        self.dequeue();
         let from_policy = self.motion == Motion::Agent && self.next_action.is_some();
         if self.motion == Motion::Agent && self.genlock && !from_policy {
             // Lock-step: wait for the policy. The first frame went out at reset.
@@ -447,11 +470,11 @@ impl MimicGenNode {
         let r = self.sim.step(action)?;
         self.render_ms = t0.elapsed().as_secs_f64() * 1e3;
         self.frames += 1;
-        if let Some(img) = r.obs.image {
-            self.emit_frame(img, ctx)?;
-        }
         let agent_started = self.motion != Motion::Agent || self.actions_this_episode > 0;
         let timeout = agent_started && self.frames >= self.horizon;
+        if let Some(img) = r.obs.image {
+            self.emit_frame(img, self.queue.is_empty() || r.success || timeout, ctx)?;
+        }
         if r.success || timeout {
             self.finished += 1;
             self.frames_per_episode.push(self.frames);
@@ -509,16 +532,20 @@ impl Node for MimicGenNode {
             // their frame's time): applying it would steer the new episode blind.
             Payload::Actions(_) if sent_at < self.episode_started_ns => Ok(()),
             Payload::Actions(a) => {
-                if a.values.len() != 7 {
-                    return Err(NodeError::msg(format!("expected 7-D actions, got {}", a.values.len())));
+                if a.values.is_empty() || a.values.len() % 7 != 0 {
+                    return Err(NodeError::msg(format!("expected 7-D actions (or a chunk of several), got {} values", a.values.len())));
                 }
-                let mut v = [0f32; 7];
-                v.copy_from_slice(&a.values);
-                self.next_action = Some(v);
-                self.last_action = Some(v);
-                // Genlocked: the action itself drives the step, no waiting for a tick.
+                // A chunk replaces whatever was left of the last one: the newest plan wins.
+                self.queue = a.values.chunks_exact(7).map(|c| <[f32; 7]>::try_from(c).expect("chunks of 7")).collect();
+                self.next_action = None;
+                self.dequeue();
+                // Genlocked: the action itself drives the step, no waiting for a tick; a chunk
+                // runs to its end (or the episode's) before the next frame asks again.
                 if self.genlock && self.motion == Motion::Agent && !self.paused {
                     self.step(ctx)?;
+                    while !self.queue.is_empty() && !self.needs_reset && !self.paused {
+                        self.step(ctx)?;
+                    }
                 }
                 Ok(())
             }
@@ -530,6 +557,8 @@ impl Node for MimicGenNode {
                     ctx.alert(AlertLevel::Warning, format!("instruction ignored: {e}"));
                     return Ok(());
                 }
+                // The rest of a chunk was planned for the old instruction.
+                self.queue.clear();
                 match self.on_instruction {
                     OnInstruction::Redirect => ctx.send("text", Text::final_text(self.sim.instruction.clone())),
                     OnInstruction::Restart => {
@@ -556,7 +585,9 @@ impl Node for MimicGenNode {
         if self.needs_reset {
             return self.reset(ctx);
         }
-        if self.genlock && self.motion == Motion::Agent {
+        // Genlocked, steps come from the policy's answers; what is left of a chunk after a
+        // pause plays out on ticks.
+        if self.genlock && self.motion == Motion::Agent && self.queue.is_empty() {
             return Ok(());
         }
         self.step(ctx)

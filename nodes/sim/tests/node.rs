@@ -192,6 +192,51 @@ fn benchmark_hooks_seeded_resets_and_stale_actions() {
     assert!(node.command("reset_episode", &json!({ "seed": -1 }), &mut ctx).is_err());
 }
 
+/// A chunk of actions (a model trained with `--action-chunk`) runs to its end before the
+/// policy sees the next frame; every frame still goes to `view`; an episode that ends
+/// mid-chunk drops the rest.
+#[test]
+fn action_chunks_run_to_their_end_before_the_next_frame_asks() {
+    use vela_sim::MimicGenNode;
+    let given = json!({ "environment": "Stack_D2", "width": 32, "height": 32, "horizon": 5, "auto_reset": false, "seed": 3 });
+    let params = resolve_params(&MimicGenNode::descriptor(), given.as_object().unwrap()).unwrap();
+    let mut node = MimicGenNode::new(&NodeInit { name: "sim", params: &params }).unwrap();
+    let mut ctx = Context::detached("sim", MimicGenNode::descriptor());
+    let count = |sent: &[(String, Message)], port: &str| sent.iter().filter(|(p, _)| p == port).count();
+    let chunk = |k: usize| {
+        let mut m = Message::new("policy", Actions::new(vec![0.0; 7 * k], "x"));
+        m.timestamp = now_ns();
+        m
+    };
+    node.start(&mut ctx).unwrap();
+    let sent = ctx.take_sent();
+    assert_eq!((count(&sent, "image"), count(&sent, "view")), (1, 1), "the first frame asks");
+    node.on_input("actions", chunk(3), &mut ctx).unwrap();
+    let sent = ctx.take_sent();
+    assert_eq!((count(&sent, "image"), count(&sent, "view")), (1, 3), "three steps, one question after the last");
+    assert!(node.summary().unwrap().contains("frame 3"), "{:?}", node.summary());
+    // Two steps are left in the episode: a chunk of four ends it after two, and the last
+    // frame goes to the policy as every episode's last frame does.
+    node.on_input("actions", chunk(4), &mut ctx).unwrap();
+    let sent = ctx.take_sent();
+    assert_eq!((count(&sent, "image"), count(&sent, "view")), (1, 2));
+    let stats = sent
+        .iter()
+        .find_map(|(_, m)| match &m.payload {
+            Payload::Event(Event::Custom { name, data }) if name == vela_sim::node::EPISODE_STATS => Some(data.clone()),
+            _ => None,
+        })
+        .expect("episode stats");
+    assert_eq!(stats["steps"].as_u64(), Some(5));
+    node.tick(&mut ctx).unwrap();
+    assert!(ctx.take_sent().is_empty(), "the rest of the chunk is dropped with the episode");
+    node.command("reset_episode", &json!({ "seed": 4 }), &mut ctx).unwrap();
+    ctx.take_sent();
+    let bad = Message::new("policy", Actions::new(vec![0.0; 8], "x"));
+    let e = node.on_input("actions", bad, &mut ctx).unwrap_err().to_string();
+    assert!(e.contains("7-D") && e.contains("8 values"), "{e}");
+}
+
 /// Says one fixed sentence at start, like a speech recogniser would.
 struct Say(String);
 

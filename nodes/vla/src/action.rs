@@ -75,3 +75,20 @@ pub fn normalize(action: &[f32], stats: &Stats) -> Vec<f32> {
         })
         .collect()
 }
+
+/// The statistics of one action repeated for a chunk of `k` actions laid end to end.
+pub fn tile_stats(s: &Stats, k: usize) -> Stats {
+    if k <= 1 {
+        return s.clone();
+    }
+    let rep = |v: &Vec<f32>| v.iter().copied().cycle().take(v.len() * k).collect::<Vec<f32>>();
+    Stats {
+        mean: rep(&s.mean),
+        std: rep(&s.std),
+        max: rep(&s.max),
+        min: rep(&s.min),
+        q01: rep(&s.q01),
+        q99: rep(&s.q99),
+        mask: s.mask.as_ref().map(|m| m.iter().copied().cycle().take(m.len() * k).collect()),
+    }
+}

@@ -215,6 +215,12 @@ pub struct OpenVlaConfig {
     /// augmentation (`vela train --image-aug` writes 0.9, the crop's area in training).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vela_center_crop: Option<f32>,
+    /// Actions per prediction (`vela train --action-chunk`): the model decodes this many
+    /// 7-D actions in a row, the current one first, and the simulator executes them before it
+    /// asks again. OpenVLA-7B predicts one; chunking is what OpenVLA-OFT and ACT found to
+    /// stop the pauses and drift of single-step policies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vela_action_chunk: Option<usize>,
     /// Explicit tower hyper-parameters for models whose timm ids we cannot infer (our own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vela_vision_towers: Option<Vec<VitConfig>>,
@@ -330,6 +336,7 @@ impl OpenVlaConfig {
             text_config: text,
             norm_stats: norm_stats.clone(),
             vela_center_crop: None,
+            vela_action_chunk: None,
             vela_vision_towers: towers,
             extra: extra.clone(),
         };
@@ -408,6 +415,11 @@ impl OpenVlaConfig {
     /// Size of the tokenizer vocabulary proper (without the padding added for the embedding).
     pub fn base_vocab(&self) -> usize {
         self.text_config.vocab_size - self.pad_to_multiple_of
+    }
+
+    /// Actions decoded per prediction (1 unless trained with `--action-chunk`).
+    pub fn action_chunk(&self) -> usize {
+        self.vela_action_chunk.unwrap_or(1).max(1)
     }
 
     pub fn from_file(path: &Path) -> Result<Self> {

@@ -185,10 +185,20 @@ impl OpenVla {
 
     /// The statistics that un-normalise actions in `action_space` (none for `normalized`) and
     /// the number of action dimensions, i.e. tokens to decode.
-    fn space_stats(&self, action_space: &str) -> Result<(Option<crate::config::Stats>, usize)> {
+    ///
+    /// A model that predicts a chunk of K actions decodes K times the dimensions, and its
+    /// statistics repeat K times, so every consumer of a prediction sees one flat vector of
+    /// K whole actions, the current one first.
+    pub(crate) fn space_stats(&self, action_space: &str) -> Result<(Option<crate::config::Stats>, usize)> {
         let stats = if action_space == NORMALIZED { None } else { Some(self.config.action_stats(action_space)?.clone()) };
         let dims = stats.as_ref().map(|s| s.q01.len()).unwrap_or(7);
-        Ok((stats, dims))
+        let k = self.config.action_chunk();
+        Ok((stats.map(|s| crate::action::tile_stats(&s, k)), dims * k))
+    }
+
+    /// Actions per prediction (`vela_action_chunk`; 1 for OpenVLA-7B).
+    pub fn action_chunk(&self) -> usize {
+        self.config.action_chunk()
     }
 
     /// Pixel values as the model was trained to see them: models trained with random-crop
@@ -218,7 +228,9 @@ impl OpenVla {
 
     pub fn predict_action(&self, img: &RgbImage, instruction: &str, action_space: &str) -> Result<[f32; 7]> {
         let p = self.predict_action_stream(img, instruction, action_space, |_| {})?;
-        p.action.as_slice().try_into().map_err(|_| VlaError::Input(format!("action space has {} dims, not 7", p.action.len())))
+        // The current action; a chunked model's later actions are for the steps after it.
+        let per = p.action.len() / self.action_chunk();
+        p.action[..per].try_into().map_err(|_| VlaError::Input(format!("action space has {per} dims, not 7")))
     }
 
     /// Like [`Self::predict_action`] but calls `on_token` after every decoded token with the
@@ -348,7 +360,8 @@ impl OpenVla {
         let prefill_ms = ms(t);
         let prefill_len = emb.dim(1)?;
         let mut token_ms = Vec::new();
-        while tokens.len() < 7 {
+        let dims = 7 * self.action_chunk();
+        while tokens.len() < dims {
             let t = Instant::now();
             logits = self.llm.forward_embeds(&self.llm.embed(&tokens[tokens.len() - 1..])?, &mut cache)?;
             tokens.push(argmax(&logits)?);

@@ -1,4 +1,5 @@
-//! The OpenVLA node: prompts (instruction + image) in, 7-D actions out.
+//! The OpenVLA node: prompts (instruction + image) in, 7-D actions out (a chunk of several
+//! for models trained with `--action-chunk`; the simulator executes them in turn).
 //!
 //! Loading a model can take seconds (minutes for 7B), so it happens on a loader
 //! thread; until it is ready the node keeps the graph responsive, shows progress in
@@ -43,6 +44,8 @@ pub struct OpenVlaNode {
     quantization: Option<Quantization>,
     action_space: String,
     partial: bool,
+    /// Actions of a chunked model's prediction to send (0 = all of them).
+    execute: usize,
     loading: Loading,
     /// Latest instruction from the `instruction` port (when images come separately).
     instruction: Option<String>,
@@ -85,6 +88,12 @@ impl OpenVlaNode {
             )
             .param(ParamSpec::new("action_space", ParamKind::String, "", "norm_stats key to un-normalise with (empty = the first; `normalized` = raw [-1, 1])"))
             .param(ParamSpec::new("partial", ParamKind::Bool, false, "emit the partial action vector after every decoded token"))
+            .param(ParamSpec::new(
+                "execute",
+                ParamKind::Int { min: Some(0), max: Some(64) },
+                0,
+                "for models that predict a chunk of actions per frame: how many of them to send for execution before the next frame (0 = all)",
+            ))
             .param(
                 ParamSpec::new(
                     "batch",
@@ -155,6 +164,7 @@ impl OpenVlaNode {
             quantization,
             action_space: p.str("action_space")?.to_string(),
             partial: p.bool("partial")?,
+            execute: p.u64("execute")? as usize,
             loading: Loading::InProgress { rx, done, total },
             instruction: None,
             dropped_while_loading: 0,
@@ -222,9 +232,11 @@ impl OpenVlaNode {
         let t0 = Instant::now();
         let mut partials = Vec::new();
         let partial = self.partial;
+        let chunk = policy.model().action_chunk();
+        let dims = 7 * chunk;
         let p = match &*policy {
             Policy::Own(m) => m.predict_action_stream(&img, instruction, &space, |pa| {
-                if partial && pa.index + 1 < 7 {
+                if partial && pa.index + 1 < dims {
                     partials.push(pa.values.clone());
                 }
             }),
@@ -237,7 +249,11 @@ impl OpenVlaNode {
         for v in partials {
             ctx.send_stamped("actions", Actions { values: v, partial: true, space: space.clone() }, image.timestamp)?;
         }
-        ctx.send_stamped("actions", Actions::new(p.action, space), image.timestamp)
+        let mut action = p.action;
+        if self.execute > 0 && self.execute < chunk {
+            action.truncate(action.len() / chunk * self.execute);
+        }
+        ctx.send_stamped("actions", Actions::new(action, space), image.timestamp)
     }
 }
 
@@ -290,6 +306,7 @@ impl Node for OpenVlaNode {
                 self.action_space = s;
             }
             "partial" => self.partial = value.as_bool().unwrap_or(false),
+            "execute" => self.execute = value.as_u64().unwrap_or(0) as usize,
             _ => return Err(NodeError::param(name, "cannot change while running")),
         }
         Ok(())

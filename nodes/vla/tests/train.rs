@@ -117,6 +117,38 @@ fn full_training_learns_the_action_and_exports_a_loadable_model() {
 }
 
 #[test]
+fn chunked_training_predicts_several_actions_and_the_first_is_this_steps() {
+    let tmp = tempdir("chunk");
+    let base = tmp.join("base");
+    tiny_model(&base);
+    let out = tmp.join("out");
+    let o = TrainOptions { max_steps: Some(30), action_chunk: Some(3), ..opts(&out) };
+    let s = train::train(Box::new(dataset(10, 12)), &ModelSource::Dir(base.clone()), Mode::Full, &o, &Device::Cpu).unwrap();
+    // Accuracy is the first action's: the frame shows its class, so it is learnable; the
+    // later two depend on steps the frame does not show and only the loss counts them.
+    let acc = mean(s.history[25..].iter(), |m| m.accuracy);
+    assert!(acc > 0.9, "first-action accuracy {acc}");
+    let cfg = OpenVlaConfig::from_file(&out.join("config.json")).unwrap();
+    assert_eq!(cfg.vela_action_chunk, Some(3));
+    let m = OpenVla::load(&out, &LoadOptions::default()).unwrap();
+    assert_eq!(m.action_chunk(), 3);
+    let f = frame(2, 32);
+    let img = image::RgbImage::from_raw(32, 32, f.rgb).unwrap();
+    let instr = "stack the red block on the green block";
+    let p = m.predict_action_stream(&img, instr, "synthetic_stack", |_| {}).unwrap();
+    assert_eq!((p.action.len(), p.tokens.len()), (21, 21), "three whole actions, un-normalised each");
+    let a = m.predict_action(&img, instr, "synthetic_stack").unwrap();
+    assert_eq!(&a[..], &p.action[..7], "predict_action gives the current action");
+    for d in 0..6 {
+        assert!((a[d] - ACTIONS[2][d]).abs() < 0.05, "dim {d}: {a:?} vs {:?}", ACTIONS[2]);
+    }
+    // Pointing answers are a single action long.
+    let o = TrainOptions { max_steps: Some(1), action_chunk: Some(2), pointing: 0.5, ..opts(&tmp.join("bad")) };
+    let e = train::train(Box::new(dataset(3, 4)), &ModelSource::Dir(base), Mode::Full, &o, &Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("--action-chunk"), "{e}");
+}
+
+#[test]
 fn lora_merge_equals_unmerged() {
     let tmp = tempdir("merge");
     let base = tmp.join("base");
@@ -253,7 +285,7 @@ fn augmentation_keeps_size_and_changes_pixels_deterministically() {
     let c = vela_vla::train::data::augment_with(&img, &mut vela_vla::rng::SplitMix64::new(5), false);
     assert_eq!(c.get_pixel(8, 24).0, COLOURS[2]);
     assert_ne!(a.get_pixel(8, 24).0, COLOURS[2], "the full augmentation jitters colours");
-    let _ = DataOptions { camera: None, instruction: None, image_size: 28, pointing: false };
+    let _ = DataOptions { camera: None, instruction: None, image_size: 28, pointing: false, action_chunk: 1 };
 }
 
 /// A scratch folder that is removed when the test ends (each holds a few tiny checkpoints and

@@ -379,12 +379,13 @@ impl OpenVla {
         let sync = || self.device.synchronize();
         let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
         let ids = self.prompt_ids(instruction);
+        let dims = 7 * self.action_chunk();
         let mut cache = self.replays.lock().unwrap_or_else(|e| e.into_inner());
-        cache.get(self, &self.framed(img), &ids, 7)?;
+        cache.get(self, &self.framed(img), &ids, dims)?;
         sync()?;
         let t = Instant::now();
         let frame = self.framed(img);
-        let r = cache.get(self, &frame, &ids, 7)?;
+        let r = cache.get(self, &frame, &ids, dims)?;
         r.plan.load_frame(&frame)?;
         sync()?;
         let preprocess_ms = ms(t);
@@ -400,7 +401,7 @@ impl OpenVla {
         };
         let projector_ms = timed(PROJECTOR)?;
         let prefill_ms = timed(PREFILL)?;
-        let token_ms = (PREFILL + 1..PREFILL + 7).map(&mut timed).collect::<Result<Vec<_>>>()?;
+        let token_ms = (PREFILL + 1..PREFILL + dims).map(&mut timed).collect::<Result<Vec<_>>>()?;
         Ok(StageTimes {
             preprocess_ms,
             vision_ms,

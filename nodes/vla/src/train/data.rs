@@ -34,6 +34,9 @@ pub struct Sample {
     /// Action with the gripper remapped to 1 = open, 0 = closed (`training_action`), not
     /// yet normalised.
     pub action: [f32; 7],
+    /// The actions of the steps after this one that a chunked model also predicts
+    /// (`--action-chunk K`: K - 1 of them, the episode's last action repeated past its end).
+    pub later: Vec<[f32; 7]>,
     /// Pointing questions this frame can answer (`DataOptions::pointing`; empty when the
     /// episode has no `object` observations).
     pub pointing: Vec<Pointing>,
@@ -44,7 +47,7 @@ pub struct Sample {
 
 impl Sample {
     pub fn new(image: RgbImage, instruction: String, action: [f32; 7]) -> Self {
-        Self { image, instruction, action, pointing: Vec::new(), point_target: None }
+        Self { image, instruction, action, later: Vec::new(), pointing: Vec::new(), point_target: None }
     }
 }
 
@@ -172,6 +175,8 @@ pub struct DataOptions {
     pub image_size: usize,
     /// Attach each frame's pointing questions ([`Pointing`]).
     pub pointing: bool,
+    /// Actions per sample's label (`--action-chunk`; 1 = OpenVLA's single action).
+    pub action_chunk: usize,
 }
 
 fn episode_name(ep: &Episode, index: usize) -> String {
@@ -225,13 +230,25 @@ pub fn load_episode(reader: &SharedReader, index: usize, opts: &DataOptions) -> 
         jobs.into_iter().flat_map(|j| j.join().expect("resize thread panicked")).collect()
     });
     let mut questions = if opts.pointing { pointing_questions(&ep, &instructions) } else { Vec::new() }.into_iter();
+    let labels: Vec<[f32; 7]> = ep.actions.iter().map(|a| training_action(a)).collect();
     let out = images
         .into_iter()
         .zip(instructions)
-        .zip(&ep.actions)
-        .map(|((image, instruction), a)| Sample { pointing: questions.next().unwrap_or_default(), ..Sample::new(image, instruction, training_action(a)) })
+        .enumerate()
+        .map(|(t, (image, instruction))| Sample {
+            pointing: questions.next().unwrap_or_default(),
+            later: chunk_after(&labels, t, opts.action_chunk),
+            ..Sample::new(image, instruction, labels[t])
+        })
         .collect();
     Ok(out)
+}
+
+/// The `k - 1` labels after step `t`; past the episode's end its last action repeats (the
+/// arm has finished; holding that last command is what the demo would have kept doing).
+pub fn chunk_after(labels: &[[f32; 7]], t: usize, k: usize) -> Vec<[f32; 7]> {
+    let last = labels.len().saturating_sub(1);
+    (1..k.max(1)).map(|i| labels[(t + i).min(last)]).collect()
 }
 
 /// Episode indices for training and validation: a seeded shuffle, the first `val_split`
@@ -353,8 +370,10 @@ pub struct Batch {
     pub pixels: Tensor,
     pub ids: Tensor,
     pub gather: Tensor,
-    /// Supervised token ids, 8 per sample (7 actions + `</s>`), same order as `gather`.
+    /// Supervised token ids, [`Batch::per_sample`] per sample (7 per action + `</s>`), same
+    /// order as `gather`.
     pub targets: Vec<u32>,
+    pub per_sample: usize,
     /// Per sample: a pointing question, not an action (left out of the action metrics).
     pub pointing: Vec<bool>,
     pub size: usize,
@@ -371,16 +390,29 @@ pub struct Collator {
     pub pad_id: u32,
     pub n_patches: usize,
     pub device: Device,
+    /// Actions per label (`--action-chunk`).
+    pub chunk: usize,
     prompts: HashMap<String, Vec<u32>>,
 }
 
-/// Supervised tokens per sample.
+/// Supervised tokens per sample of a single-action model (7 actions + `</s>`).
 pub const SUPERVISED: usize = 8;
 
 impl Collator {
     pub fn new(tokenizer: Box<dyn TextTokenizer>, actions: ActionTokenizer, stats: Stats, towers: Vec<VitConfig>, pad_id: u32, device: Device) -> Self {
         let n_patches = towers[0].num_patches();
-        Self { tokenizer, actions, stats, towers, pad_id, n_patches, device, prompts: HashMap::new() }
+        Self { tokenizer, actions, stats, towers, pad_id, n_patches, device, chunk: 1, prompts: HashMap::new() }
+    }
+
+    /// Labels of `k` actions each (the model learns to predict a chunk).
+    pub fn with_chunk(mut self, k: usize) -> Self {
+        self.chunk = k.max(1);
+        self
+    }
+
+    /// Supervised tokens per sample: 7 per action and `</s>`.
+    pub fn supervised(&self) -> usize {
+        7 * self.chunk + 1
     }
 
     pub fn tokens(&mut self, s: &Sample) -> Vec<u32> {
@@ -388,7 +420,14 @@ impl Collator {
         let mut ids = self.prompts.entry(s.instruction.clone()).or_insert_with(|| prompt_ids(tok, &s.instruction)).clone();
         match &s.point_target {
             Some(t) => ids.extend(t.iter().map(|&a| self.actions.encode(a))),
-            None => ids.extend(normalize(&s.action, &self.stats).iter().map(|&a| self.actions.encode(a))),
+            None => {
+                ids.extend(normalize(&s.action, &self.stats).iter().map(|&a| self.actions.encode(a)));
+                for i in 1..self.chunk {
+                    // A sample loaded without its later actions holds its own (the last step).
+                    let a = s.later.get(i - 1).or(s.later.last()).unwrap_or(&s.action);
+                    ids.extend(normalize(a, &self.stats).iter().map(|&a| self.actions.encode(a)));
+                }
+            }
         }
         ids.push(EOS);
         ids
@@ -399,11 +438,12 @@ impl Collator {
         let l = seqs.iter().map(Vec::len).max().unwrap_or(0);
         let seq_len = self.n_patches + l;
         let mut ids = Vec::with_capacity(samples.len() * l);
-        let mut gather = Vec::with_capacity(samples.len() * SUPERVISED);
-        let mut targets = Vec::with_capacity(samples.len() * SUPERVISED);
+        let sup = self.supervised();
+        let mut gather = Vec::with_capacity(samples.len() * sup);
+        let mut targets = Vec::with_capacity(samples.len() * sup);
         for (b, s) in seqs.iter().enumerate() {
             ids.extend(s.iter().copied().chain(std::iter::repeat(self.pad_id).take(l - s.len())));
-            for j in s.len() - SUPERVISED..s.len() {
+            for j in s.len() - sup..s.len() {
                 gather.push((b * seq_len + self.n_patches + j - 1) as u32);
                 targets.push(s[j]);
             }
@@ -416,8 +456,9 @@ impl Collator {
         Ok(Batch {
             pixels,
             ids: Tensor::from_vec(ids, (n, l), &self.device)?,
-            gather: Tensor::from_vec(gather, n * SUPERVISED, &self.device)?,
+            gather: Tensor::from_vec(gather, n * sup, &self.device)?,
             targets,
+            per_sample: sup,
             pointing: samples.iter().map(|s| s.point_target.is_some()).collect(),
             size: n,
         })
@@ -669,5 +710,15 @@ mod tests {
         let n = a.iter().filter(|s| s.point_target.is_some()).count();
         assert!((6..=28).contains(&n), "{n} of 64 asked");
         assert!(a.iter().filter(|s| s.point_target.is_some()).all(|s| s.instruction.starts_with("point at the ")));
+    }
+
+    #[test]
+    fn chunk_labels_look_ahead_and_hold_the_last_action() {
+        let labels: Vec<[f32; 7]> = (0..4).map(|i| [i as f32; 7]).collect();
+        let firsts = |v: Vec<[f32; 7]>| v.iter().map(|a| a[0]).collect::<Vec<_>>();
+        assert_eq!(firsts(chunk_after(&labels, 0, 3)), [1.0, 2.0]);
+        assert_eq!(firsts(chunk_after(&labels, 2, 3)), [3.0, 3.0]);
+        assert_eq!(firsts(chunk_after(&labels, 3, 4)), [3.0, 3.0, 3.0]);
+        assert!(chunk_after(&labels, 1, 1).is_empty());
     }
 }

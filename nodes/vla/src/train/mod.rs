@@ -80,6 +80,10 @@ pub struct TrainOptions {
     /// fresh initialisation instead of the starting checkpoint's ([`Params::reinit`]).
     #[serde(default)]
     pub reinit: Vec<String>,
+    /// Actions per label ([`crate::OpenVlaConfig::vela_action_chunk`]); `None` keeps the
+    /// starting model's.
+    #[serde(default)]
+    pub action_chunk: Option<usize>,
     pub val_split: f64,
     /// At most this many validation samples per evaluation (keeps validation cheap).
     pub val_max_samples: usize,
@@ -121,6 +125,7 @@ impl Default for TrainOptions {
             no_colour_jitter: false,
             pointing: 0.0,
             reinit: Vec::new(),
+            action_chunk: None,
             val_split: 0.05,
             val_max_samples: 512,
             log_every: 10,
@@ -180,6 +185,8 @@ struct Fingerprint {
     pointing: f64,
     #[serde(default)]
     reinit: Vec<String>,
+    #[serde(default = "one")]
+    action_chunk: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -236,14 +243,22 @@ fn write_json(path: &Path, v: &impl Serialize) -> Result<()> {
     std::fs::write(path, s).map_err(|e| VlaError::io(path, e))
 }
 
+fn one() -> usize {
+    1
+}
+
 /// Accuracy over the action tokens (not `</s>`) and L1 in action units, from logits at the
-/// supervised positions.
-fn score(logits: &Tensor, targets: &[u32], pointing: &[bool], actions: &ActionTokenizer, stats: &Stats) -> Result<(f32, f32)> {
+/// supervised positions (`per_sample` of them per sample).
+///
+/// A chunked model is scored on its first action only, the one it is asked for at this frame,
+/// so its figures compare with a single-action model's; the loss covers the whole chunk.
+fn score(logits: &Tensor, targets: &[u32], per_sample: usize, pointing: &[bool], actions: &ActionTokenizer, stats: &Stats) -> Result<(f32, f32)> {
     let pred: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
     let (mut hits, mut n, mut l1) = (0usize, 0usize, 0f64);
+    let first = (SUPERVISED - 1).min(per_sample.saturating_sub(1));
     // Pointing questions train the model but are not actions: accuracy and L1 stay about actions.
-    for ((p, t), _) in pred.chunks(SUPERVISED).zip(targets.chunks(SUPERVISED)).zip(pointing).filter(|(_, &q)| !q) {
-        let (p, t) = (&p[..SUPERVISED - 1], &t[..SUPERVISED - 1]);
+    for ((p, t), _) in pred.chunks(per_sample).zip(targets.chunks(per_sample)).zip(pointing).filter(|(_, &q)| !q) {
+        let (p, t) = (&p[..first], &t[..first]);
         hits += p.iter().zip(t).filter(|(a, b)| a == b).count();
         n += p.len();
         let pa = unnormalize(&p.iter().map(|&x| actions.decode(x)).collect::<Vec<_>>(), stats);
@@ -312,7 +327,7 @@ impl Trainer {
             t3 = Instant::now();
             grad_norm = opt.step(vars, &grads, lr)?;
         }
-        let (acc, l1) = score(&logits, &b.targets, &b.pointing, &self.collator.actions, &self.stats)?;
+        let (acc, l1) = score(&logits, &b.targets, b.per_sample, &b.pointing, &self.collator.actions, &self.stats)?;
         let loss = loss.to_scalar::<f32>()?;
         let t4 = Instant::now();
         let p = &mut self.phases;
@@ -338,7 +353,7 @@ impl Trainer {
     fn first_token_logits(&mut self, samples: &[Sample]) -> Result<Tensor> {
         let b = self.collator.batch(samples)?;
         let pixels = self.cast(&b.pixels)?;
-        let first = Tensor::arange_step(0u32, (samples.len() * SUPERVISED) as u32, SUPERVISED as u32, b.gather.device())?;
+        let first = Tensor::arange_step(0u32, (samples.len() * b.per_sample) as u32, b.per_sample as u32, b.gather.device())?;
         Ok(self.model.forward(&pixels, &b.ids, &b.gather.index_select(&first, 0)?)?)
     }
 
@@ -454,6 +469,13 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
         tracing::info!(tensors = n, prefixes = ?opts.reinit, "restarted from a fresh initialisation");
     }
     let config = params.config.clone();
+    let chunk = opts.action_chunk.unwrap_or_else(|| config.action_chunk()).max(1);
+    if chunk > 1 && opts.pointing > 0.0 {
+        return Err(VlaError::Train("--pointing answers are one action long: it cannot be combined with --action-chunk above 1".into()));
+    }
+    if chunk != config.action_chunk() {
+        tracing::info!(from = config.action_chunk(), to = chunk, "the model learns to predict a different number of actions per frame");
+    }
     let model = TrainModel::new(&config, Arc::new(ParamStore(params.clone())))?;
     let vars = params.vars();
     tracing::info!(trainable = params.n_trainable(), total = params.n_total(), tensors = vars.len(), "model ready");
@@ -479,6 +501,7 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
         action_labels: opts.action_labels.clone(),
         pointing: opts.pointing,
         reinit: opts.reinit.clone(),
+        action_chunk: chunk,
     };
     if let Some(s) = &saved {
         if s.fingerprint != fingerprint {
@@ -531,11 +554,11 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
     tracing::info!(dataset = %dataset_name, episodes = n_episodes, train_episodes = train_eps.len(), val_episodes = val_eps.len(), samples = n_samples, steps_per_epoch, total_steps, "dataset ready");
 
     let actions = ActionTokenizer::new(config.base_vocab() as u32, config.n_action_bins);
-    let collator = Collator::new(tokenizer, actions, stats.action.clone(), towers.clone(), config.pad_token_id, device.clone());
+    let collator = Collator::new(tokenizer, actions, stats.action.clone(), towers.clone(), config.pad_token_id, device.clone()).with_chunk(chunk);
     let compute = if opts.bf16 { DType::BF16 } else { DType::F32 };
     let profile = std::env::var("VELA_TRAIN_PROFILE").is_ok_and(|v| v == "1");
     let mut trainer = Trainer { params: params.clone(), model, collator, stats: stats.action.clone(), compute, phases: Phases::default(), profile };
-    let data_opts = DataOptions { camera: opts.camera.clone(), instruction: opts.instruction.clone(), image_size: towers[0].image_size, pointing: opts.pointing > 0.0 };
+    let data_opts = DataOptions { camera: opts.camera.clone(), instruction: opts.instruction.clone(), image_size: towers[0].image_size, pointing: opts.pointing > 0.0, action_chunk: chunk };
 
     let mut opt = AdamW::new(AdamWConfig { weight_decay: opts.weight_decay, max_grad_norm: opts.max_grad_norm, ..Default::default() });
     let mut step = 0u64;
@@ -559,6 +582,7 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
     if opts.image_aug {
         export_cfg.vela_center_crop = Some(data::AUG_CROP_AREA);
     }
+    export_cfg.vela_action_chunk = (chunk > 1).then_some(chunk);
     let save = |opt: &AdamW, step: u64, history: &[Metrics], validation: &[Metrics], secs: f64, budget_steps: Option<u64>| -> Result<()> {
         let vars: HashMap<String, Tensor> = params.vars().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
         candle_core::safetensors::save(&vars, sdir.join("trainable.safetensors"))?;

@@ -172,16 +172,43 @@ _all)
     elif [ "${TRAIN_BF16:-1}" = 1 ]; then
         precision=(--bf16)
     fi
-    minutes=$(python3 -c "print(max(4.0, ($train_end - $(date +%s)) / 60))")
-    log "train for $minutes min"
     # TRAIN_FROM (above): continue from a checkpoint carried in the repository copy (a lease ends
     # after 30 minutes; the next one picks up the weights, with fresh optimizer state and data).
-    # shellcheck disable=SC2086 # TRAIN_EXTRA is a list of flags
-    "$VELA" train --dataset "$datasets" --dataset-type mimicgen --out "$out" --device "$DEV" "${base[@]}" \
-        --full --epochs 100 --time-budget "$minutes" --batch-size "${TRAIN_BATCH:-128}" --lr "${TRAIN_LR:-1e-3}" \
-        --warmup-steps "${TRAIN_WARMUP:-300}" --cosine --keep-epochs --save-every 1000 --log-every 50 \
-        --dataset-name stack_d4_lang --val-split 0.02 --val-max-samples 512 \
-        --shuffle-episodes "${TRAIN_SHUFFLE:-256}" "${precision[@]}" ${TRAIN_EXTRA---image-aug --no-colour-jitter --action-labels intended} > "$WORK/runs/shipped.log" 2>&1 || { log "training failed"; tail -n 30 "$WORK/runs/shipped.log"; exit 1; }
+    train_once() { # batch
+        minutes=$(python3 -c "print(max(4.0, ($train_end - $(date +%s)) / 60))")
+        log "train for $minutes min at batch $1"
+        # shellcheck disable=SC2086 # TRAIN_EXTRA is a list of flags
+        "$VELA" train --dataset "$datasets" --dataset-type mimicgen --out "$out" --device "$DEV" "${base[@]}" \
+            --full --epochs 100 --time-budget "$minutes" --batch-size "$1" --lr "${TRAIN_LR:-1e-3}" \
+            --warmup-steps "${TRAIN_WARMUP:-300}" --cosine --keep-epochs --save-every 1000 --log-every 50 \
+            --dataset-name stack_d4_lang --val-split 0.02 --val-max-samples 512 \
+            --shuffle-episodes "${TRAIN_SHUFFLE:-256}" "${precision[@]}" ${TRAIN_EXTRA---image-aug --no-colour-jitter --action-labels intended} > "$WORK/runs/shipped.log" 2>&1
+    }
+    train_failed() {
+        log "training failed"
+        # Without the backtrace's frame lines, which would fill the tail.
+        sed 's/\x1b\[[0-9;]*m//g' "$WORK/runs/shipped.log" | tr '\r' '\n' | grep -v '^ *[0-9]*: ' | grep -v '^\s*$' | tail -n 12 | cut -c1-300
+        exit 1
+    }
+    # GPU memory every 5 s while training: tells a leak (growing) from one batch's peak.
+    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -l 5 > "$WORK/gpu-mem.log" 2>/dev/null &
+    memlog=$!
+    batch=${TRAIN_BATCH:-128}
+    if ! train_once "$batch"; then
+        # Longer labels (--action-chunk) multiply the logits kept for the backward pass.
+        if grep -q OUT_OF_MEMORY "$WORK/runs/shipped.log" && [ "$batch" -gt 32 ]; then
+            log "out of GPU memory at batch $batch (peak $(sort -n "$WORK/gpu-mem.log" | tail -n 1) MiB); again at batch $(( batch / 2 ))"
+            mv "$WORK/runs/shipped.log" "$WORK/runs/shipped-oom.log"
+            mkdir -p "$WORK/out" && cp "$WORK/runs/shipped-oom.log" "$WORK/out/"
+            rm -rf "$out"
+            batch=$(( batch / 2 ))
+            train_once "$batch" || train_failed
+        else
+            train_failed
+        fi
+    fi
+    kill "$memlog" 2>/dev/null || true
+    log "GPU memory while training: peak $(sort -n "$WORK/gpu-mem.log" | tail -n 1) MiB, last $(tail -n 1 "$WORK/gpu-mem.log") MiB"
     log "train done"
     mkdir -p "$WORK/out/model"
     find "$out" -maxdepth 1 -type f ! -name '*.gguf' -exec cp {} "$WORK/out/model/" \;
@@ -291,6 +318,7 @@ follow)
     t0=$(date +%s)
     while kill -0 "$(cat "$WORK/all.pid")" 2>/dev/null && [ $(( $(date +%s) - t0 )) -lt "$secs" ]; do sleep 10; done
     grep -v '^\s*$' "$WORK/all.log" | tail -n 20
+    [ -s "$WORK/gpu-mem.log" ] && echo "GPU memory (MiB, every 5 s, last 8): $(tail -n 8 "$WORK/gpu-mem.log" | tr '\n' ' ')"
     [ -f "$WORK/runs/shipped.log" ] && sed 's/\x1b\[[0-9;]*m//g' "$WORK/runs/shipped.log" | tr '\r' '\n' \
         | grep -E 'time budget|validation|dataset ready|step=[0-9]*000 ' | cut -c1-250 | tail -n 8
     # `[ -f ] || continue`, not `&&`: a loop whose last test fails ends the script under pipefail

@@ -219,9 +219,9 @@ fn run_task(cfg: &DaggerConfig, path: &std::path::Path, args: &DaggerArgs, quant
                         // No model: the expert drives every step (--beta 1) and the policy is never asked.
                         let client = match &args.model {
                             Some(model) => {
-                                let (dir, dev) = (model.clone(), args.device.clone());
+                                let (dir, dev, quant) = (model.clone(), args.device.clone(), args.quantization.clone());
                                 let c = Client::join_on(model, quantization, &args.device, workers, Duration::from_millis(20), move || {
-                                    vela_vla::cli::load_on(&dir, Some(&args.quantization), &dev, |_, _| {})
+                                    vela_vla::cli::load_on(&dir, Some(&quant), &dev, |_, _| {})
                                 })
                                 .with_context(|| format!("loading {}", model.display()))?;
                                 let space = match &args.action_space {

@@ -52,19 +52,20 @@ static CLIENTS: AtomicUsize = AtomicUsize::new(0);
 
 impl Client {
     /// Joins (loading the model if no other node has) the batch for `dir` + `quantization`.
-    pub fn join(dir: &Path, quantization: Option<Quantization>, max_batch: usize, load: impl FnOnce() -> Result<OpenVla>) -> Result<Self> {
+    pub fn join(dir: &Path, quantization: Option<Quantization>, max_batch: usize, load: impl FnOnce() -> Result<OpenVla> + Send + 'static) -> Result<Self> {
         Self::join_on(dir, quantization, "cpu", max_batch, WINDOW, load)
     }
 
     /// Like [`Client::join`], for a model on `device` (nodes on different devices never share),
-    /// gathering each batch for up to `window` (the first node to join sets it).
+    /// gathering each batch for up to `window` (the first node to join sets it). `load` runs on
+    /// the batching thread (see [`SharedModel::start`]).
     pub fn join_on(
         dir: &Path,
         quantization: Option<Quantization>,
         device: &str,
         max_batch: usize,
         window: Duration,
-        load: impl FnOnce() -> Result<OpenVla>,
+        load: impl FnOnce() -> Result<OpenVla> + Send + 'static,
     ) -> Result<Self> {
         let who = format!("openvla client {}", CLIENTS.fetch_add(1, Ordering::Relaxed));
         vela_runtime::diag::stage(&who, "joining its shared model (loading it if first)");
@@ -75,7 +76,7 @@ impl Client {
         let s = match found {
             Some(s) => s,
             None => {
-                let started = load().and_then(|m| SharedModel::start(Arc::new(m), max_batch, window));
+                let started = SharedModel::start(load, max_batch, window);
                 let s = Arc::new(started.inspect_err(|_| vela_runtime::diag::clear(&who))?);
                 shared.push((key, Arc::downgrade(&s)));
                 s
@@ -111,14 +112,35 @@ impl Drop for Client {
 }
 
 impl SharedModel {
-    fn start(model: Arc<OpenVla>, max_batch: usize, window: Duration) -> Result<Self> {
+    /// Loads the model on a new batching thread, which then serves the batches.
+    ///
+    /// All of a shared model's device work happens on that one thread, which lives as long as
+    /// the model. Loading on the node's loader thread, which ends right after, left a thread
+    /// tearing down while the batching thread made its first CUDA calls; that is where
+    /// benches on the GPU hung at start-up (issue 9: the batching thread spinning at its
+    /// first "pixel values", a loader thread spinning beside it).
+    fn start(load: impl FnOnce() -> Result<OpenVla> + Send + 'static, max_batch: usize, window: Duration) -> Result<Self> {
         let (tx, rx) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<Arc<OpenVla>>>(1);
         let clients = Arc::new(AtomicUsize::new(0));
-        let (m, c) = (model.clone(), clients.clone());
+        let c = clients.clone();
         std::thread::Builder::new()
             .name("openvla-batch".into())
-            .spawn(move || run_batches(&m, &rx, &c, max_batch.max(1), window))
+            .spawn(move || {
+                crate::model::batch::mark("loading the model");
+                let model = match load() {
+                    Ok(m) => Arc::new(m),
+                    Err(e) => {
+                        crate::model::batch::mark("failed to load");
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(model.clone()));
+                run_batches(&model, &rx, &c, max_batch.max(1), window)
+            })
             .map_err(|e| VlaError::Input(format!("cannot start the batching thread: {e}")))?;
+        let model = ready_rx.recv().map_err(|_| VlaError::Input("the batching thread died while loading the model".into()))??;
         Ok(SharedModel { model, jobs: Mutex::new(tx), clients, max_batch })
     }
 

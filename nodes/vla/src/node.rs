@@ -143,10 +143,11 @@ impl OpenVlaNode {
         std::thread::Builder::new()
             .name(format!("load-{}", init.name))
             .spawn(move || {
-                let load = || {
-                    let device = crate::device::parse_device(&device_name)?;
+                let (dev, from) = (device_name.clone(), dir.clone());
+                let load = move || {
+                    let device = crate::device::parse_device(&dev)?;
                     let opts = LoadOptions { quantization, device, dtype };
-                    OpenVla::load_with_progress(&dir, &opts, move |n, of| {
+                    OpenVla::load_with_progress(&from, &opts, move |n, of| {
                         d.store(n, Ordering::Relaxed);
                         t.store(of, Ordering::Relaxed);
                     })

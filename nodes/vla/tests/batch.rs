@@ -46,7 +46,8 @@ fn a_batch_decodes_what_single_requests_decode() {
 #[test]
 fn nodes_on_one_checkpoint_share_the_model_and_batch_across_threads() {
     let dir = tiny("shared");
-    let load = || OpenVla::load(&dir, &LoadOptions::default());
+    let from = dir.clone();
+    let load = move || OpenVla::load(&from, &LoadOptions::default());
     let a = Client::join(&dir, None, 4, load).unwrap();
     let b = Client::join(&dir, None, 4, || panic!("the second node must not load again")).unwrap();
     assert!(Arc::ptr_eq(a.model(), b.model()));

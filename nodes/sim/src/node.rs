@@ -170,6 +170,30 @@ impl OnInstruction {
     }
 }
 
+/// What a chunk of several actions (from a model trained with `--action-chunk`) does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chunks {
+    /// Executed to its end, then the policy is asked again.
+    Run,
+    /// The policy is asked every step; each step's action averages what the overlapping
+    /// chunks planned for it (ACT's temporal ensembling), which smooths the open-loop drift of
+    /// `Run`.
+    Ensemble,
+}
+
+impl Chunks {
+    fn parse(s: &str) -> Result<Self, NodeError> {
+        match s {
+            "run" => Ok(Self::Run),
+            "ensemble" => Ok(Self::Ensemble),
+            other => Err(NodeError::param("chunks", format!("'{other}' is not one of run, ensemble"))),
+        }
+    }
+}
+
+/// ACT's ensembling weight `exp(-m i)`, `i = 0` for the oldest plan.
+const ENSEMBLE_DECAY: f32 = 0.01;
+
 /// Where actions come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Motion {
@@ -213,6 +237,9 @@ pub struct MimicGenNode {
     /// The rest of an action chunk (a policy that predicts K actions per frame): executed
     /// one per step before the policy is asked again.
     queue: std::collections::VecDeque<[f32; 7]>,
+    chunks: Chunks,
+    /// With `chunks = ensemble`: recent chunks and the episode step each one started at.
+    plans: std::collections::VecDeque<(u32, Vec<[f32; 7]>)>,
     needs_reset: bool,
     paused: bool,
     primed: bool,
@@ -297,6 +324,12 @@ impl MimicGenNode {
                 "redirect",
                 "a new instruction: redirect = the arm continues from where it is towards the new goal; restart = the same scene from its start (the interrupted episode is not counted)",
             ))
+            .param(ParamSpec::new(
+                "chunks",
+                ParamKind::Choice { options: vec!["run".into(), "ensemble".into()] },
+                "run",
+                "a chunk of several actions: run = execute it to its end, then ask again; ensemble = ask every step and average what the last chunks planned for it",
+            ))
             .command("reset_episode", "Reset episode", "start a new episode now (args may give its \"seed\")")
             .command("reset_stats", "Reset stats", "forget successes and episodes, start again")
             .command("pause", "Pause / resume", "freeze the simulation")
@@ -355,6 +388,8 @@ impl MimicGenNode {
             counted_since: Instant::now(),
             last_frame_ts: 0,
             queue: Default::default(),
+            chunks: Chunks::parse(p.str("chunks")?)?,
+            plans: Default::default(),
         })
     }
 
@@ -374,6 +409,23 @@ impl MimicGenNode {
         ctx.send("image", img)?;
         self.frame_sent = Some(Instant::now());
         Ok(())
+    }
+
+    /// Adds a chunk planned from this step on and returns this step's action: the weighted
+    /// mean of what every live chunk planned for it.
+    fn ensemble(&mut self, chunk: Vec<[f32; 7]>) -> [f32; 7] {
+        let t = self.actions_this_episode;
+        self.plans.push_back((t, chunk));
+        self.plans.retain(|(t0, c)| (t - t0) < c.len() as u32);
+        let (mut sum, mut total) = ([0f32; 7], 0f32);
+        for (i, (t0, c)) in self.plans.iter().enumerate() {
+            let w = (-ENSEMBLE_DECAY * i as f32).exp();
+            for (s, v) in sum.iter_mut().zip(c[(t - t0) as usize]) {
+                *s += w * v;
+            }
+            total += w;
+        }
+        sum.map(|s| s / total)
     }
 
     /// Takes the next action of a chunk, if one is queued, as the step's policy action.
@@ -408,6 +460,7 @@ impl MimicGenNode {
         self.next_action = None;
         self.last_action = None;
         self.queue.clear();
+        self.plans.clear();
         self.needs_reset = false;
         self.primed = false;
         ctx.send("events", Event::EpisodeStart { episode: self.episode, seed, instruction: obs.instruction.clone() })?;
@@ -535,10 +588,18 @@ impl Node for MimicGenNode {
                 if a.values.is_empty() || a.values.len() % 7 != 0 {
                     return Err(NodeError::msg(format!("expected 7-D actions (or a chunk of several), got {} values", a.values.len())));
                 }
-                // A chunk replaces whatever was left of the last one: the newest plan wins.
-                self.queue = a.values.chunks_exact(7).map(|c| <[f32; 7]>::try_from(c).expect("chunks of 7")).collect();
-                self.next_action = None;
-                self.dequeue();
+                let chunk: Vec<[f32; 7]> = a.values.chunks_exact(7).map(|c| <[f32; 7]>::try_from(c).expect("chunks of 7")).collect();
+                if self.chunks == Chunks::Ensemble {
+                    let a = self.ensemble(chunk);
+                    self.queue.clear();
+                    self.next_action = Some(a);
+                    self.last_action = Some(a);
+                } else {
+                    // A chunk replaces whatever was left of the last one: the newest plan wins.
+                    self.queue = chunk.into();
+                    self.next_action = None;
+                    self.dequeue();
+                }
                 // Genlocked: the action itself drives the step, no waiting for a tick; a chunk
                 // runs to its end (or the episode's) before the next frame asks again.
                 if self.genlock && self.motion == Motion::Agent && !self.paused {
@@ -559,6 +620,7 @@ impl Node for MimicGenNode {
                 }
                 // The rest of a chunk was planned for the old instruction.
                 self.queue.clear();
+                self.plans.clear();
                 match self.on_instruction {
                     OnInstruction::Redirect => ctx.send("text", Text::final_text(self.sim.instruction.clone())),
                     OnInstruction::Restart => {
@@ -605,6 +667,10 @@ impl Node for MimicGenNode {
             "motion" => self.motion = Motion::parse(value.as_str().unwrap_or(""))?,
             "auto_reset" => self.auto_reset = value.as_bool().unwrap_or(true),
             "episodes" => self.episodes_limit = value.as_u64().unwrap_or(0),
+            "chunks" => {
+                self.chunks = Chunks::parse(value.as_str().unwrap_or(""))?;
+                self.plans.clear();
+            }
             "on_instruction" => self.on_instruction = OnInstruction::parse(value.as_str().unwrap_or(""))?,
             _ => return Err(NodeError::param(name, "cannot change while running")),
         }
@@ -667,5 +733,30 @@ pub fn register(r: &mut Registry) {
     match crate::assets::asset_dir() {
         Ok(_) => r.register(MimicGenNode::descriptor(), |init| Ok(Box::new(MimicGenNode::new(init)?))),
         Err(e) => r.register_unavailable(MimicGenNode::descriptor(), e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vela_runtime::{resolve_params, Node};
+
+    /// Each step's action is the (nearly even) mean of what the live chunks planned for it,
+    /// and a chunk stops counting once its last action is past.
+    #[test]
+    fn ensembling_averages_the_plans_that_cover_a_step() {
+        let given = json!({ "environment": "Stack_D2", "width": 16, "height": 16, "chunks": "ensemble" });
+        let params = resolve_params(&MimicGenNode::descriptor(), given.as_object().unwrap()).unwrap();
+        let mut node = MimicGenNode::new(&NodeInit { name: "sim", params: &params }).unwrap();
+        let plan = |v: f32, k: usize| vec![[v; 7]; k];
+        assert_eq!(node.ensemble(plan(1.0, 2))[0], 1.0);
+        node.actions_this_episode = 1;
+        let a = node.ensemble(plan(0.0, 2))[0];
+        let w = (-ENSEMBLE_DECAY).exp();
+        assert!((a - 1.0 / (1.0 + w)).abs() < 1e-6, "{a}");
+        // Step 2: the first plan (steps 0-1) no longer covers it.
+        node.actions_this_episode = 2;
+        assert_eq!(node.ensemble(plan(0.5, 2))[0], 0.0 * 1.0 / (1.0 + w) + 0.5 * w / (1.0 + w));
+        assert_eq!(node.plans.len(), 2);
     }
 }

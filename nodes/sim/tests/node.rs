@@ -237,6 +237,27 @@ fn action_chunks_run_to_their_end_before_the_next_frame_asks() {
     assert!(e.contains("7-D") && e.contains("8 values"), "{e}");
 }
 
+/// With `chunks = ensemble` the policy is asked after every step, whatever the chunk length.
+#[test]
+fn ensembled_chunks_ask_every_step() {
+    use vela_sim::MimicGenNode;
+    let given = json!({ "environment": "Stack_D2", "width": 32, "height": 32, "chunks": "ensemble" });
+    let params = resolve_params(&MimicGenNode::descriptor(), given.as_object().unwrap()).unwrap();
+    let mut node = MimicGenNode::new(&NodeInit { name: "sim", params: &params }).unwrap();
+    let mut ctx = Context::detached("sim", MimicGenNode::descriptor());
+    node.start(&mut ctx).unwrap();
+    ctx.take_sent();
+    for _ in 0..3 {
+        node.on_input("actions", Message::new("policy", Actions::new(vec![0.0; 28], "x")), &mut ctx).unwrap();
+        let sent = ctx.take_sent();
+        assert_eq!(sent.iter().filter(|(p, _)| p == "image").count(), 1);
+        assert_eq!(sent.iter().filter(|(p, _)| p == "view").count(), 1);
+    }
+    assert!(node.summary().unwrap().contains("frame 3"), "{:?}", node.summary());
+    let bad = resolve_params(&MimicGenNode::descriptor(), json!({ "chunks": "blend" }).as_object().unwrap());
+    assert!(bad.is_err() || MimicGenNode::new(&NodeInit { name: "sim", params: &bad.unwrap() }).is_err(), "an unknown chunk mode is refused");
+}
+
 /// Says one fixed sentence at start, like a speech recogniser would.
 struct Say(String);
 

@@ -59,7 +59,7 @@ fn parse_spec(spec: &str) -> Result<Option<usize>> {
 
 /// The compute dtype [`default_dtype`] picks for a spec, without opening the device.
 pub fn default_dtype_for(spec: &str) -> Result<DType> {
-    Ok(if parse_spec(spec)?.is_none() { DType::F32 } else { DType::BF16 })
+    Ok(dtype_on(parse_spec(spec)?.is_none()))
 }
 
 #[cfg(feature = "cuda")]
@@ -112,7 +112,12 @@ fn cuda(_ordinal: usize) -> Result<Device> {
 /// matmuls are fastest and exact there), bf16 on GPUs (what the checkpoint stores, and what
 /// the PyTorch reference runs).
 pub fn default_dtype(dev: &Device) -> DType {
-    if dev.is_cpu() { DType::F32 } else { DType::BF16 }
+    dtype_on(dev.is_cpu())
+}
+
+/// The one rule behind both defaults: f32 on the CPU, bf16 on a GPU.
+fn dtype_on(cpu: bool) -> DType {
+    if cpu { DType::F32 } else { DType::BF16 }
 }
 
 /// `f32 | bf16 | f16`.

@@ -20,7 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let reader = Arc::new(Mutex::new(reader));
     let eps: Vec<usize> = (0..n).collect();
     let t = Instant::now();
-    let rx = spawn_loader(reader, DataOptions { camera: None, instruction: Some("stack".into()), image_size: size, pointing: false }, EpochPlan::new(&eps, chunk, 0, 0), 0, 0, 0, None);
+    let rx = spawn_loader(reader, DataOptions { camera: None, instruction: Some("stack".into()), image_size: size, pointing: false, action_chunk: 1 }, EpochPlan::new(&eps, chunk, 0, 0), 0, 0, 0, None);
     let mut frames = 0usize;
     for c in rx {
         frames += c?.len();

@@ -739,7 +739,7 @@ pub fn register(r: &mut Registry) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vela_runtime::{resolve_params, Node};
+    use vela_runtime::resolve_params;
 
     /// Each step's action is the (nearly even) mean of what the live chunks planned for it,
     /// and a chunk stops counting once its last action is past.

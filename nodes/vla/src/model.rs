@@ -201,6 +201,11 @@ impl OpenVla {
         self.config.action_chunk()
     }
 
+    /// Action tokens one prediction decodes: 7 per action of the chunk.
+    pub fn action_tokens(&self) -> usize {
+        7 * self.action_chunk()
+    }
+
     /// Pixel values as the model was trained to see them: models trained with random-crop
     /// augmentation (`vela_center_crop` in config.json) look at the centre crop of the same
     /// area, as OpenVLA evaluates its augmented fine-tunes; others at the whole frame.
@@ -360,8 +365,7 @@ impl OpenVla {
         let prefill_ms = ms(t);
         let prefill_len = emb.dim(1)?;
         let mut token_ms = Vec::new();
-        let dims = 7 * self.action_chunk();
-        while tokens.len() < dims {
+        while tokens.len() < self.action_tokens() {
             let t = Instant::now();
             logits = self.llm.forward_embeds(&self.llm.embed(&tokens[tokens.len() - 1..])?, &mut cache)?;
             tokens.push(argmax(&logits)?);

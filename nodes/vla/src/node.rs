@@ -234,7 +234,7 @@ impl OpenVlaNode {
         let mut partials = Vec::new();
         let partial = self.partial;
         let chunk = policy.model().action_chunk();
-        let dims = 7 * chunk;
+        let dims = policy.model().action_tokens();
         let p = match &*policy {
             Policy::Own(m) => m.predict_action_stream(&img, instruction, &space, |pa| {
                 if partial && pa.index + 1 < dims {

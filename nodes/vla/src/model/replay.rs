@@ -379,7 +379,7 @@ impl OpenVla {
         let sync = || self.device.synchronize();
         let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
         let ids = self.prompt_ids(instruction);
-        let dims = 7 * self.action_chunk();
+        let dims = self.action_tokens();
         let mut cache = self.replays.lock().unwrap_or_else(|e| e.into_inner());
         cache.get(self, &self.framed(img), &ids, dims)?;
         sync()?;

@@ -82,6 +82,11 @@ pub struct TrainArgs {
     /// ACT). Default: the starting model's own (1 for OpenVLA).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=16))]
     pub action_chunk: Option<u64>,
+    /// Learning-rate factor for tensors whose names start with PREFIX, as PREFIX=FACTOR
+    /// (comma-separated; 0 freezes them), e.g. `vision_backbone=0.25` to keep a trained vision
+    /// tower while a restarted language model learns.
+    #[arg(long, value_delimiter = ',', value_parser = parse_lr_scale)]
+    pub lr_scale: Vec<(String, f64)>,
     /// Fraction of episodes held out for validation.
     #[arg(long, default_value_t = 0.05)]
     pub val_split: f64,
@@ -173,6 +178,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         pointing: a.pointing,
         reinit: a.reinit,
         action_chunk: a.action_chunk.map(|k| k as usize),
+        lr_scale: a.lr_scale,
         bf16: a.bf16,
         val_split: a.val_split,
         val_max_samples: a.val_max_samples,
@@ -212,4 +218,13 @@ fn fraction(s: &str) -> Result<f64, String> {
     } else {
         Err(format!("{v} is outside [0, 1)"))
     }
+}
+
+fn parse_lr_scale(s: &str) -> Result<(String, f64), String> {
+    let (prefix, factor) = s.split_once('=').ok_or_else(|| format!("expected PREFIX=FACTOR, got {s:?}"))?;
+    let factor: f64 = factor.trim().parse().map_err(|_| format!("{factor:?} is not a number"))?;
+    if prefix.trim().is_empty() || !(factor >= 0.0 && factor.is_finite()) {
+        return Err(format!("expected a tensor-name prefix and a factor >= 0, got {s:?}"));
+    }
+    Ok((prefix.trim().to_string(), factor))
 }

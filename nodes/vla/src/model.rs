@@ -89,6 +89,9 @@ pub struct OpenVla {
     pub weights_kind: String,
     /// The recorded plan of the latest prompt (CUDA graphs; see `replay.rs`).
     replays: std::sync::Mutex<replay::ReplayCache>,
+    /// Actions of a chunk that predictions decode (0: all of them); see
+    /// [`OpenVla::set_decoded_actions`].
+    decoded: std::sync::atomic::AtomicUsize,
 }
 
 /// The inference prompt, without the trailing space the training text had.
@@ -159,6 +162,7 @@ impl OpenVla {
             device: w.device().clone(),
             weights_kind: "memory".into(),
             replays: std::sync::Mutex::new(replay::ReplayCache::new(replay::default_enabled(w.device()))),
+            decoded: std::sync::atomic::AtomicUsize::new(0),
             config,
         })
     }
@@ -192,7 +196,7 @@ impl OpenVla {
     pub(crate) fn space_stats(&self, action_space: &str) -> Result<(Option<crate::config::Stats>, usize)> {
         let stats = if action_space == NORMALIZED { None } else { Some(self.config.action_stats(action_space)?.clone()) };
         let dims = stats.as_ref().map(|s| s.q01.len()).unwrap_or(7);
-        let k = self.config.action_chunk();
+        let k = self.decoded_actions();
         Ok((stats.map(|s| crate::action::tile_stats(&s, k)), dims * k))
     }
 
@@ -201,9 +205,27 @@ impl OpenVla {
         self.config.action_chunk()
     }
 
-    /// Action tokens one prediction decodes: 7 per action of the chunk.
+    /// Decode only the first `n` actions of each chunk (0 or more than the chunk: all).
+    ///
+    /// Why: a chunked model run with a receding horizon of `n` actions (the OpenVLA node's
+    /// `execute`) would otherwise decode tokens nobody uses; executing one action of 4 costs a
+    /// quarter of the decode steps. Decoding is autoregressive, so the first `n` actions are the
+    /// same as the whole chunk's first `n`.
+    pub fn set_decoded_actions(&self, n: usize) {
+        self.decoded.store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Actions one prediction decodes: the chunk, or fewer after [`Self::set_decoded_actions`].
+    pub fn decoded_actions(&self) -> usize {
+        match self.decoded.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => self.action_chunk(),
+            n => n.min(self.action_chunk()),
+        }
+    }
+
+    /// Action tokens one prediction decodes: 7 per decoded action.
     pub fn action_tokens(&self) -> usize {
-        7 * self.action_chunk()
+        7 * self.decoded_actions()
     }
 
     /// Pixel values as the model was trained to see them: models trained with random-crop
@@ -234,7 +256,7 @@ impl OpenVla {
     pub fn predict_action(&self, img: &RgbImage, instruction: &str, action_space: &str) -> Result<[f32; 7]> {
         let p = self.predict_action_stream(img, instruction, action_space, |_| {})?;
         // The current action; a chunked model's later actions are for the steps after it.
-        let per = p.action.len() / self.action_chunk();
+        let per = p.action.len() / self.decoded_actions();
         p.action[..per].try_into().map_err(|_| VlaError::Input(format!("action space has {per} dims, not 7")))
     }
 

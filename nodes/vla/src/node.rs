@@ -233,7 +233,10 @@ impl OpenVlaNode {
         let t0 = Instant::now();
         let mut partials = Vec::new();
         let partial = self.partial;
-        let chunk = policy.model().action_chunk();
+        // Decode only what will be sent. A batched model is shared by every node of the
+        // graph; they come from one preset and share `execute`, and if not, the last setting
+        // wins and a node may get fewer actions than it asked for, never more work.
+        policy.model().set_decoded_actions(self.execute);
         let dims = policy.model().action_tokens();
         let p = match &*policy {
             Policy::Own(m) => m.predict_action_stream(&img, instruction, &space, |pa| {
@@ -251,8 +254,8 @@ impl OpenVlaNode {
             ctx.send_stamped("actions", Actions { values: v, partial: true, space: space.clone() }, image.timestamp)?;
         }
         let mut action = p.action;
-        if self.execute > 0 && self.execute < chunk {
-            action.truncate(action.len() / chunk * self.execute);
+        if self.execute > 0 {
+            action.truncate(7 * self.execute);
         }
         ctx.send_stamped("actions", Actions::new(action, space), image.timestamp)
     }

@@ -142,6 +142,17 @@ fn chunked_training_predicts_several_actions_and_the_first_is_this_steps() {
     for d in 0..6 {
         assert!((a[d] - ACTIONS[2][d]).abs() < 0.05, "dim {d}: {a:?} vs {:?}", ACTIONS[2]);
     }
+    // A receding horizon of two decodes two actions, the same as the whole chunk's first two,
+    // on the single and the batched path.
+    m.set_decoded_actions(2);
+    let two = m.predict_action_stream(&img, instr, "synthetic_stack", |_| {}).unwrap();
+    assert_eq!((two.action.len(), two.tokens.len()), (14, 14));
+    assert_eq!(&two.tokens[..], &p.tokens[..14]);
+    let batch = m.predict_actions_batch(&[(&img, instr), (&img, instr)], "synthetic_stack").unwrap();
+    assert_eq!(&batch[1].tokens[..], &p.tokens[..14]);
+    assert_eq!(m.predict_action(&img, instr, "synthetic_stack").unwrap(), a);
+    m.set_decoded_actions(0);
+    assert_eq!(m.predict_action_stream(&img, instr, "synthetic_stack", |_| {}).unwrap().tokens, p.tokens);
     // Pointing answers are a single action long.
     let o = TrainOptions { max_steps: Some(1), action_chunk: Some(2), pointing: 0.5, ..opts(&tmp.join("bad")) };
     let e = train::train(Box::new(dataset(3, 4)), &ModelSource::Dir(base), Mode::Full, &o, &Device::Cpu).unwrap_err().to_string();
@@ -253,6 +264,11 @@ fn bad_input_gives_clear_errors() {
     let o3 = TrainOptions { out: tmp.join("o3"), ..o.clone() };
     let e = train::train(Box::new(ds), &ModelSource::Dir(base.clone()), mode.clone(), &o3, &Device::Cpu).err().unwrap().to_string();
     assert!(e.contains("demo_0") && e.contains("not finite"), "{e}");
+
+    // A learning-rate factor for tensors that do not exist.
+    let o5 = TrainOptions { lr_scale: vec![("vision_tower".into(), 0.5)], out: tmp.join("o5"), ..o.clone() };
+    let e = train::train(Box::new(dataset(3, 4)), &ModelSource::Dir(base.clone()), mode.clone(), &o5, &Device::Cpu).err().unwrap().to_string();
+    assert!(e.contains("--lr-scale vision_tower") && e.contains("vision_backbone"), "{e}");
 
     // A checkpoint whose config.json does not describe its weights.
     let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(base.join("config.json")).unwrap()).unwrap();

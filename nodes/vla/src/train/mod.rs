@@ -84,6 +84,9 @@ pub struct TrainOptions {
     /// starting model's.
     #[serde(default)]
     pub action_chunk: Option<usize>,
+    /// Learning-rate factors by tensor-name prefix ([`AdamWConfig::lr_scale`]); 0 freezes.
+    #[serde(default)]
+    pub lr_scale: Vec<(String, f64)>,
     pub val_split: f64,
     /// At most this many validation samples per evaluation (keeps validation cheap).
     pub val_max_samples: usize,
@@ -126,6 +129,7 @@ impl Default for TrainOptions {
             pointing: 0.0,
             reinit: Vec::new(),
             action_chunk: None,
+            lr_scale: Vec::new(),
             val_split: 0.05,
             val_max_samples: 512,
             log_every: 10,
@@ -560,7 +564,17 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
     let mut trainer = Trainer { params: params.clone(), model, collator, stats: stats.action.clone(), compute, phases: Phases::default(), profile };
     let data_opts = DataOptions { camera: opts.camera.clone(), instruction: opts.instruction.clone(), image_size: towers[0].image_size, pointing: opts.pointing > 0.0, action_chunk: chunk };
 
-    let mut opt = AdamW::new(AdamWConfig { weight_decay: opts.weight_decay, max_grad_norm: opts.max_grad_norm, ..Default::default() });
+    for (prefix, factor) in &opts.lr_scale {
+        if !(*factor >= 0.0 && factor.is_finite()) {
+            return Err(VlaError::Train(format!("--lr-scale {prefix}={factor}: the factor must be a finite number >= 0")));
+        }
+        if !vars.iter().any(|(n, _)| n.starts_with(prefix.as_str())) {
+            let mut roots: Vec<&str> = vars.iter().map(|(n, _)| n.split('.').next().unwrap_or("")).collect();
+            roots.dedup();
+            return Err(VlaError::Train(format!("--lr-scale {prefix}: no trained tensor starts with it (names start with {})", roots.join(", "))));
+        }
+    }
+    let mut opt = AdamW::new(AdamWConfig { weight_decay: opts.weight_decay, max_grad_norm: opts.max_grad_norm, lr_scale: opts.lr_scale.clone(), ..Default::default() });
     let mut step = 0u64;
     let mut history = Vec::new();
     let mut validation = Vec::new();

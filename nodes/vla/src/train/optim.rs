@@ -17,11 +17,23 @@ pub struct AdamWConfig {
     pub weight_decay: f64,
     /// Clip the global gradient norm to this (None: no clipping, like finetune.py).
     pub max_grad_norm: Option<f64>,
+    /// Learning-rate factors for tensors whose names start with a prefix (the first match
+    /// wins); 0 freezes them. Why: a language model restarted on top of a trained vision
+    /// tower sends large, random gradients into the tower at first, and a smaller rate there
+    /// keeps what it learned.
+    pub lr_scale: Vec<(String, f64)>,
+}
+
+impl AdamWConfig {
+    /// The factor [`AdamWConfig::lr_scale`] gives the tensor `name` (1 without a match).
+    pub fn scale(&self, name: &str) -> f64 {
+        self.lr_scale.iter().find(|(p, _)| name.starts_with(p.as_str())).map_or(1.0, |(_, f)| *f)
+    }
 }
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        Self { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, max_grad_norm: Some(1.0) }
+        Self { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, max_grad_norm: Some(1.0), lr_scale: Vec::new() }
     }
 }
 
@@ -57,6 +69,10 @@ impl AdamW {
         let c1 = 1.0 - b1.powi(t);
         let c2 = 1.0 - b2.powi(t);
         for (name, var, g) in present {
+            let lr = lr * self.cfg.scale(name);
+            if lr == 0.0 {
+                continue;
+            }
             let g = if clip < 1.0 { (g * clip)? } else { g.clone() };
             let m = match self.m.get(name) {
                 Some(m) => ((m * b1)? + (&g * (1.0 - b1))?)?,
@@ -123,7 +139,27 @@ pub fn lr_at(base: f64, warmup: u64, step: u64, cosine_total: Option<u64>) -> f6
 
 #[cfg(test)]
 mod tests {
-    use super::lr_at;
+    use super::{lr_at, AdamW, AdamWConfig};
+    use candle_core::{Device, Tensor, Var};
+
+    #[test]
+    fn lr_scale_slows_or_freezes_tensors_by_prefix() {
+        let dev = Device::Cpu;
+        let vars: Vec<(String, Var)> = ["vision.w", "proj.w", "llm.w"]
+            .iter()
+            .map(|n| (n.to_string(), Var::from_tensor(&Tensor::zeros(4, candle_core::DType::F32, &dev).unwrap()).unwrap()))
+            .collect();
+        let loss = vars.iter().map(|(_, v)| v.as_tensor().sum_all().unwrap()).reduce(|a, b| (a + b).unwrap()).unwrap();
+        let grads = loss.backward().unwrap();
+        let cfg = AdamWConfig { weight_decay: 0.0, max_grad_norm: None, lr_scale: vec![("vision".into(), 0.0), ("proj".into(), 0.5)], ..Default::default() };
+        let mut opt = AdamW::new(cfg);
+        opt.step(&vars, &grads, 0.1).unwrap();
+        let moved = |i: usize| vars[i].1.as_tensor().to_vec1::<f32>().unwrap()[0];
+        assert_eq!(moved(0), 0.0, "a factor of 0 freezes the tensor");
+        // Adam's first step moves each weight by about the rate, against the gradient.
+        assert!((moved(2) + 0.1).abs() < 1e-4, "{}", moved(2));
+        assert!((moved(1) - moved(2) / 2.0).abs() < 1e-5, "{} vs {}", moved(1), moved(2));
+    }
 
     #[test]
     fn warmup_then_constant_or_cosine() {

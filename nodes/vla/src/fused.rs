@@ -509,6 +509,39 @@ mod imp {
             && gemv_shapes_ok(gu.layout().start_offset(), k)
     }
 
+    /// A Q4_K weight [`dequantize_q4k`] can expand: on CUDA, 2-D, rows of whole blocks.
+    pub fn q4k_applies(w: &candle_core::quantized::QTensor) -> bool {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        // VELA_Q4K_KERNELS=0: candle's kernels instead, to measure what these save.
+        super::enabled()
+            && *ON.get_or_init(|| std::env::var("VELA_Q4K_KERNELS").map_or(true, |v| v != "0"))
+            && w.dtype() == candle_core::quantized::GgmlDType::Q4K
+            && w.device().is_cuda()
+            && w.shape().dims().len() == 2
+            && w.shape().dims()[1] % 256 == 0
+    }
+
+    /// A Q4_K weight `[N, K]` expanded to f16 for a prompt's GEMM (candle's
+    /// `dequantize_f16`, at a higher share of the card's bandwidth).
+    pub fn dequantize_q4k(w: &candle_core::quantized::QTensor) -> candle_core::Result<Tensor> {
+        let (n, k) = w.shape().dims2()?;
+        if !q4k_applies(w) {
+            candle_core::bail!("vela-dequant-q4k: not a CUDA Q4_K matrix of whole blocks ({:?} {:?})", w.dtype(), w.shape());
+        }
+        let candle_core::Device::Cuda(dev) = w.device() else { candle_core::bail!("vela-dequant-q4k: not on CUDA") };
+        let blocks = n * k / 256;
+        let stream = dev.cuda_stream();
+        let (src, _wsync) = w.device_ptr_with_guard(&stream)?;
+        // SAFETY: every element is written by the kernel (one warp per 256-weight block).
+        let out = unsafe { dev.alloc::<half::f16>(n * k)? };
+        let (dst, _sync) = out.device_ptr(out.stream());
+        let warps = 8;
+        let cfg = LaunchConfig { grid_dim: (blocks.div_ceil(warps) as u32, 1, 1), block_dim: (32 * warps as u32, 1, 1), shared_mem_bytes: 0 };
+        launch(&dev, "vela_dequant_q4k_f16", cfg, &[Arg::Ptr(src as u64), Arg::Ptr(dst), Arg::I32(blocks as i32)])?;
+        drop((_sync, _wsync));
+        Ok(Tensor::from_storage(Storage::Cuda(CudaStorage::wrap_cuda_slice(out, dev.clone())), (n, k), candle_core::op::BackpropOp::none(), false))
+    }
+
     /// [`crate::preprocess::ResizeAxis`] on the device (`left`, `count`, `offset` u32,
     /// `weights` f32).
     pub struct AxisTensors {
@@ -694,6 +727,14 @@ mod imp {
             let got = resize(&frame, &rows, &cols)?;
             let want = Tensor::from_slice(crate::preprocess::resize(&img, 224).as_raw(), (224, 224, 3), dev)?;
             let mut c = compare("resize (exact)", format!("{w}x{h} -> 224"), &got.to_dtype(DType::F32)?, &want.to_dtype(DType::F32)?)?;
+            c.passed = c.max_abs == 0.0;
+            out.push(c);
+        }
+
+        // Q4_K: the expansion for prefill must equal candle's, value for value.
+        for (n_out, k) in [(3 * hidden, hidden), (hidden, inter)] {
+            let w = candle_core::quantized::QTensor::quantize(&rnd(&[n_out, k], 0.02)?.to_dtype(DType::F32)?, candle_core::quantized::GgmlDType::Q4K)?;
+            let mut c = compare("dequantize_q4k (exact)", format!("{n_out}x{k}"), &dequantize_q4k(&w)?, &w.dequantize_f16(dev)?)?;
             c.passed = c.max_abs == 0.0;
             out.push(c);
         }

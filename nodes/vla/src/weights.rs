@@ -238,6 +238,9 @@ impl Module for Lin {
                     // to f16 and handing them to cuBLAS costs a pass over the weights but
                     // runs the arithmetic on the tensor cores at full rate.
                     QMatMul::QTensor(q) if x.device().is_cuda() && rows > DEQUANTIZED_ROWS => {
+                        #[cfg(feature = "cuda")]
+                        let wd = if crate::fused::q4k_applies(q) { crate::fused::dequantize_q4k(q)? } else { q.dequantize_f16(x.device())? };
+                        #[cfg(not(feature = "cuda"))]
                         let wd = q.dequantize_f16(x.device())?;
                         x.to_dtype(DType::F16)?.broadcast_matmul(&wd.t()?)?.to_dtype(x.dtype())?
                     }

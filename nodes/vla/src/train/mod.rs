@@ -569,9 +569,7 @@ pub fn train(reader: Box<dyn EpisodeReader>, source: &ModelSource, mode: Mode, o
             return Err(VlaError::Train(format!("--lr-scale {prefix}={factor}: the factor must be a finite number >= 0")));
         }
         if !vars.iter().any(|(n, _)| n.starts_with(prefix.as_str())) {
-            let mut roots: Vec<&str> = vars.iter().map(|(n, _)| n.split('.').next().unwrap_or("")).collect();
-            roots.dedup();
-            return Err(VlaError::Train(format!("--lr-scale {prefix}: no trained tensor starts with it (names start with {})", roots.join(", "))));
+            return Err(params::no_tensor_under("--lr-scale", prefix, vars.iter().map(|(n, _)| n.as_str())));
         }
     }
     let mut opt = AdamW::new(AdamWConfig { weight_decay: opts.weight_decay, max_grad_norm: opts.max_grad_norm, lr_scale: opts.lr_scale.clone(), ..Default::default() });

@@ -171,9 +171,7 @@ impl Params {
                 hits += 1;
             }
             if hits == 0 {
-                let mut roots: Vec<&str> = self.plan.iter().map(|t| t.name.split('.').next().unwrap_or("")).collect();
-                roots.dedup();
-                return Err(VlaError::Train(format!("--reinit {prefix}: no trained tensor starts with it (names start with {})", roots.join(", "))));
+                return Err(no_tensor_under("--reinit", prefix, self.plan.iter().map(|t| t.name.as_str())));
             }
             changed += hits;
         }
@@ -194,6 +192,14 @@ impl Params {
     pub fn plan(&self) -> &[TensorSpec] {
         &self.plan
     }
+}
+
+/// The error for an option (`--reinit`, `--lr-scale`) naming a prefix that no tensor has: it
+/// lists the first parts of the names there are, so a typo is easy to see.
+pub(crate) fn no_tensor_under<'a>(option: &str, prefix: &str, names: impl Iterator<Item = &'a str>) -> VlaError {
+    let mut roots: Vec<&str> = names.map(|n| n.split('.').next().unwrap_or("")).collect();
+    roots.dedup();
+    VlaError::Train(format!("{option} {prefix}: no trained tensor starts with it (names start with {})", roots.join(", ")))
 }
 
 /// The [`Store`] the model is built from.

@@ -95,5 +95,6 @@ xz -6 -T0 -c "$STAGE/vela" > .gpu/vela.xz && rm "$STAGE/vela"
 tar cf - -C "$STAGE" lib assets gl cache | xz -6 -T0 -c > .gpu/bundle.tar.xz
 cp scripts/gpu-unpack.sh .gpu/unpack.sh
 cp scripts/gpu-bench.sh scripts/gpu-train.sh benchmarks/openvla_torch.py benchmarks/gpu_report.py .gpu/
+bash scripts/build-kprof.sh > /dev/null
 ls -la .gpu
 stage_end

@@ -247,7 +247,8 @@ fn eval(a: EvalArgs) -> Result<()> {
 #[cfg(feature = "cuda")]
 fn check_fused(device: &str, save: Option<&Path>) -> Result<()> {
     let dev = vela_vla::parse_device(device)?;
-    let rows = vela_vla::fused::self_check(&dev)?;
+    let mut rows = vela_vla::fused::self_check(&dev)?;
+    rows.extend(vela_vla::fused_train::self_check(&dev)?);
     println!("{:<22} {:<24} {:>10} {:>10}  ok", "kernel", "shape", "rel L2", "max abs");
     for r in &rows {
         println!("{:<22} {:<24} {:>10.2e} {:>10.2e}  {}", r.kernel, r.shape, r.rel_l2, r.max_abs, if r.passed { "yes" } else { "NO" });

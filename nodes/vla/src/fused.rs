@@ -80,8 +80,8 @@ mod imp {
 
     /// Device address (bytes) of a contiguous bf16 tensor's first element, and the guard that
     /// must outlive the launch.
-    struct Ptr<'a> {
-        addr: u64,
+    pub(crate) struct Ptr<'a> {
+        pub(crate) addr: u64,
         _storage: candle_core::StorageRef<'a>,
     }
 
@@ -90,7 +90,7 @@ mod imp {
     }
 
     /// [`ptr`] for any element type.
-    fn ptr_of<T: candle_core::cuda_backend::CudaDType>(t: &Tensor) -> candle_core::Result<Ptr<'_>> {
+    pub(crate) fn ptr_of<T: candle_core::cuda_backend::CudaDType>(t: &Tensor) -> candle_core::Result<Ptr<'_>> {
         let (storage, layout) = t.storage_and_layout();
         let (o1, _) = layout.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("fused kernel: input not contiguous".into()))?;
         let addr = match &*storage {
@@ -121,13 +121,13 @@ mod imp {
     }
 
     /// A kernel argument, owned here so the launch builder can borrow it.
-    enum Arg {
+    pub(crate) enum Arg {
         Ptr(u64),
         I32(i32),
         F32(f32),
     }
 
-    fn launch(dev: &CudaDevice, name: &str, cfg: LaunchConfig, args: &[Arg]) -> candle_core::Result<()> {
+    pub(crate) fn launch(dev: &CudaDevice, name: &str, cfg: LaunchConfig, args: &[Arg]) -> candle_core::Result<()> {
         let f = dev.get_or_load_custom_func(name, MODULE, PTX)?;
         let mut b = f.builder();
         for a in args {
@@ -143,7 +143,7 @@ mod imp {
         Ok(())
     }
 
-    fn cpu_only(name: &str) -> candle_core::Result<(CpuStorage, Shape)> {
+    pub(crate) fn cpu_only(name: &str) -> candle_core::Result<(CpuStorage, Shape)> {
         candle_core::bail!("{name} is a CUDA kernel")
     }
 
@@ -638,7 +638,7 @@ mod imp {
     /// Agreement bar: both sides are bf16 with different summation orders and roundings.
     pub const CHECK_TOLERANCE: f32 = 1e-2;
 
-    fn compare(kernel: &'static str, shape: String, fused: &Tensor, reference: &Tensor) -> candle_core::Result<Check> {
+    pub(crate) fn compare(kernel: &'static str, shape: String, fused: &Tensor, reference: &Tensor) -> candle_core::Result<Check> {
         let (a, b) = (fused.to_dtype(DType::F32)?.flatten_all()?, reference.to_dtype(DType::F32)?.flatten_all()?);
         let diff = (&a - &b)?;
         let rel_l2 = (diff.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()?) / b.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()?.max(1e-30);

@@ -13,6 +13,7 @@ pub mod config;
 pub mod device;
 pub mod eval;
 pub mod fused;
+pub mod fused_train;
 pub mod llama;
 pub mod model;
 pub mod node;

@@ -4,7 +4,8 @@
 //! candle 0.11's fused `softmax_last_dim`, `rms_norm`, `layer_norm` and `rope` have no backward
 //! pass: gradients silently stop at them. Training builds the model from variables, so
 //! `track_op()` is true there and the slow paths run; inference never tracks ops and keeps
-//! the fast kernels. The two paths compute the same function.
+//! the fast kernels. The two paths compute the same function. On CUDA in bf16, training takes
+//! differentiable kernels of our own instead ([`crate::fused_train`]).
 
 use candle_core::{Tensor, D};
 use candle_nn::LayerNorm;
@@ -14,11 +15,22 @@ fn tracked(ts: &[&Tensor]) -> bool {
 }
 
 pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
-    if tracked(&[x]) { candle_nn::ops::softmax(x, D::Minus1) } else { candle_nn::ops::softmax_last_dim(x) }
+    if !tracked(&[x]) {
+        return candle_nn::ops::softmax_last_dim(x);
+    }
+    #[cfg(feature = "cuda")]
+    if crate::fused_train::softmax_applies(x) {
+        return crate::fused_train::softmax_last_dim(x);
+    }
+    candle_nn::ops::softmax(x, D::Minus1)
 }
 
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> candle_core::Result<Tensor> {
     if tracked(&[x, weight]) {
+        #[cfg(feature = "cuda")]
+        if crate::fused_train::norm_applies(x, weight, None) {
+            return crate::fused_train::norm(x, weight, None, eps);
+        }
         candle_nn::ops::rms_norm_slow(x, weight, eps)
     } else {
         candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps)
@@ -42,6 +54,8 @@ impl candle_core::Module for Ln {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let w = self.inner.weight();
         match self.inner.bias() {
+            #[cfg(feature = "cuda")]
+            Some(b) if tracked(&[x, w, b]) && crate::fused_train::norm_applies(x, w, Some(b)) => crate::fused_train::norm(x, w, Some(b), self.eps as f32),
             Some(b) if tracked(&[x, w, b]) => candle_nn::ops::layer_norm_slow(x, w, b, self.eps as f32),
             _ => self.inner.forward(x),
         }

@@ -362,3 +362,160 @@ extern "C" __global__ void vela_dequant_q4k_f16(const q4k_block* blocks, __half*
     *(uint2*)y = *(const uint2*)lo;
     *(uint2*)(y + 32) = *(const uint2*)hi;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Training kernels (src/fused_train.rs). candle's LayerNorm, RMSNorm and softmax have no
+// backward pass, so training composed them from ~10 element-wise ops each (~25 more in the
+// backward), most of them broadcasts on candle's strided path; with AdamW's ~20 ops per tensor
+// they were over half of a training step's kernel time. Arithmetic in f32, bf16 in and out.
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, o));
+    return v;
+}
+
+// Mean (0 for RMSNorm) and 1/sqrt(variance + eps) of one row, by a warp, in two passes.
+__device__ __forceinline__ void row_stats(const bf16* xr, int D, float eps, int centered, float& mean, float& rstd) {
+    float s = 0.f;
+    if (centered) {
+        for (int c = threadIdx.x & 31; c < D; c += 32) s += ld(xr + c);
+        s = warp_sum(s);
+    }
+    mean = centered ? s / D : 0.f;
+    float ss = 0.f;
+    for (int c = threadIdx.x & 31; c < D; c += 32) {
+        float d = ld(xr + c) - mean;
+        ss += d * d;
+    }
+    rstd = rsqrtf(warp_sum(ss) / D + eps);
+}
+
+// y = (x - mean) * rstd * w (+ b): LayerNorm (centered = 1) or RMSNorm (0, b null). A warp per
+// row of x [rows, D].
+extern "C" __global__ void vela_norm_fwd_bf16(const bf16* x, const bf16* w, const bf16* b, bf16* y, int rows, int D,
+                                              float eps, int centered) {
+    int r = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    if (r >= rows) return;
+    const bf16* xr = x + (size_t)r * D;
+    float mean, rstd;
+    row_stats(xr, D, eps, centered, mean, rstd);
+    for (int c = threadIdx.x & 31; c < D; c += 32) {
+        float o = (ld(xr + c) - mean) * rstd * ld(w + c) + (b ? ld(b + c) : 0.f);
+        y[(size_t)r * D + c] = __float2bfloat16(o);
+    }
+}
+
+// Backward of vela_norm_fwd_bf16: dx for every row, and per CUDA block the partial sums of
+// dw = Σ dy·x̂ and db = Σ dy over its rows, written to partial[block][2][D] (summed over blocks
+// by the caller, in a fixed order, so the result is deterministic). A block takes
+// rows_per_block consecutive rows, its warps one row at a time; D ≤ 32·32, and the shared
+// memory holds warps·2·D floats.
+#define NORM_MAXK 32
+extern "C" __global__ void vela_norm_bwd_bf16(const bf16* x, const bf16* w, const bf16* dy, bf16* dx, float* partial,
+                                              int rows, int D, float eps, int centered, int rows_per_block) {
+    extern __shared__ float sh[];
+    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    float dw[NORM_MAXK], db[NORM_MAXK];
+#pragma unroll
+    for (int k = 0; k < NORM_MAXK; k++) dw[k] = db[k] = 0.f;
+    int r0 = blockIdx.x * rows_per_block, r1 = min(rows, r0 + rows_per_block);
+    for (int r = r0 + wid; r < r1; r += nw) {
+        const bf16 *xr = x + (size_t)r * D, *gr = dy + (size_t)r * D;
+        float mean, rstd;
+        row_stats(xr, D, eps, centered, mean, rstd);
+        float a = 0.f, s = 0.f;
+#pragma unroll
+        for (int k = 0; k < NORM_MAXK; k++) {
+            int c = lane + 32 * k;
+            if (c >= D) break;
+            float xh = (ld(xr + c) - mean) * rstd, g = ld(gr + c);
+            float gw = g * ld(w + c);
+            a += gw * xh;
+            s += gw;
+            dw[k] += g * xh;
+            db[k] += g;
+        }
+        a = warp_sum(a) / D;
+        s = centered ? warp_sum(s) / D : 0.f;
+        for (int c = lane; c < D; c += 32) {
+            float xh = (ld(xr + c) - mean) * rstd;
+            dx[(size_t)r * D + c] = __float2bfloat16(rstd * (ld(gr + c) * ld(w + c) - s - xh * a));
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < NORM_MAXK; k++) {
+        int c = lane + 32 * k;
+        if (c >= D) break;
+        sh[(wid * 2) * D + c] = dw[k];
+        sh[(wid * 2 + 1) * D + c] = db[k];
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < 2 * D; i += blockDim.x) {
+        float t = 0.f;
+        for (int q = 0; q < nw; q++) t += sh[q * 2 * D + i];
+        partial[(size_t)blockIdx.x * 2 * D + i] = t;
+    }
+}
+
+// Softmax over the last axis (n), a warp per row.
+extern "C" __global__ void vela_softmax_fwd_bf16(const bf16* x, bf16* y, int rows, int n) {
+    int r = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+    if (r >= rows) return;
+    const bf16* xr = x + (size_t)r * n;
+    float m = -INFINITY;
+    for (int c = lane; c < n; c += 32) m = fmaxf(m, ld(xr + c));
+    m = warp_max(m);
+    float s = 0.f;
+    for (int c = lane; c < n; c += 32) s += __expf(ld(xr + c) - m);
+    float inv = 1.f / warp_sum(s);
+    for (int c = lane; c < n; c += 32) y[(size_t)r * n + c] = __float2bfloat16(__expf(ld(xr + c) - m) * inv);
+}
+
+// dx = y · (dy − Σ dy·y), a warp per row.
+extern "C" __global__ void vela_softmax_bwd_bf16(const bf16* y, const bf16* dy, bf16* dx, int rows, int n) {
+    int r = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+    if (r >= rows) return;
+    const bf16 *yr = y + (size_t)r * n, *gr = dy + (size_t)r * n;
+    float s = 0.f;
+    for (int c = lane; c < n; c += 32) s += ld(yr + c) * ld(gr + c);
+    s = warp_sum(s);
+    for (int c = lane; c < n; c += 32) dx[(size_t)r * n + c] = __float2bfloat16(ld(yr + c) * (ld(gr + c) - s));
+}
+
+// Σ g² of one f32 tensor in f64, as per-block partials out[0..gridDim.x) (summed by the
+// caller, in order). 256 threads.
+extern "C" __global__ void vela_sumsq_f32(const float* g, int n, double* out) {
+    __shared__ double sh[8];
+    double s = 0.0;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        double v = g[i];
+        s += v * v;
+    }
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffff, s, o);
+    if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = s;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double t = 0.0;
+        for (int q = 0; q < (blockDim.x >> 5); q++) t += sh[q];
+        out[blockIdx.x] = t;
+    }
+}
+
+// One AdamW step of one f32 tensor, in place (torch's update: decoupled decay, bias-corrected
+// moments; g scaled by the clipping factor first).
+extern "C" __global__ void vela_adamw_f32(float* p, float* m, float* v, const float* g, int n, float lr, float b1,
+                                          float b2, float c1, float c2, float eps, float wd, float clip) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        float gi = g[i] * clip;
+        float mi = b1 * m[i] + (1.f - b1) * gi;
+        float vi = b2 * v[i] + (1.f - b2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = p[i] * (1.f - lr * wd) - lr * ((mi / c1) / (sqrtf(vi / c2) + eps));
+    }
+}

@@ -524,6 +524,11 @@ mod imp {
     /// A Q4_K weight `[N, K]` expanded to f16 for a prompt's GEMM (candle's
     /// `dequantize_f16`, at a higher share of the card's bandwidth).
     pub fn dequantize_q4k(w: &candle_core::quantized::QTensor) -> candle_core::Result<Tensor> {
+        dequantize_q4k_as(w, DType::F16)
+    }
+
+    /// [`dequantize_q4k`] to `F16` or `BF16` (bf16 activations multiply it without casts).
+    pub fn dequantize_q4k_as(w: &candle_core::quantized::QTensor, dtype: DType) -> candle_core::Result<Tensor> {
         let (n, k) = w.shape().dims2()?;
         if !q4k_applies(w) {
             candle_core::bail!("vela-dequant-q4k: not a CUDA Q4_K matrix of whole blocks ({:?} {:?})", w.dtype(), w.shape());
@@ -532,14 +537,28 @@ mod imp {
         let blocks = n * k / 256;
         let stream = dev.cuda_stream();
         let (src, _wsync) = w.device_ptr_with_guard(&stream)?;
-        // SAFETY: every element is written by the kernel (one warp per 256-weight block).
-        let out = unsafe { dev.alloc::<half::f16>(n * k)? };
-        let (dst, _sync) = out.device_ptr(out.stream());
         let warps = 8;
         let cfg = LaunchConfig { grid_dim: (blocks.div_ceil(warps) as u32, 1, 1), block_dim: (32 * warps as u32, 1, 1), shared_mem_bytes: 0 };
-        launch(&dev, "vela_dequant_q4k_f16", cfg, &[Arg::Ptr(src as u64), Arg::Ptr(dst), Arg::I32(blocks as i32)])?;
-        drop((_sync, _wsync));
-        Ok(Tensor::from_storage(Storage::Cuda(CudaStorage::wrap_cuda_slice(out, dev.clone())), (n, k), candle_core::op::BackpropOp::none(), false))
+        // SAFETY (both arms): every element is written by the kernel (one warp per 256-weight block).
+        let storage = match dtype {
+            DType::F16 => {
+                let out = unsafe { dev.alloc::<half::f16>(n * k)? };
+                let (dst, _sync) = out.device_ptr(out.stream());
+                launch(&dev, "vela_dequant_q4k_f16", cfg, &[Arg::Ptr(src as u64), Arg::Ptr(dst), Arg::I32(blocks as i32)])?;
+                drop(_sync);
+                CudaStorage::wrap_cuda_slice(out, dev.clone())
+            }
+            DType::BF16 => {
+                let out = unsafe { dev.alloc::<bf16>(n * k)? };
+                let (dst, _sync) = out.device_ptr(out.stream());
+                launch(&dev, "vela_dequant_q4k_bf16", cfg, &[Arg::Ptr(src as u64), Arg::Ptr(dst), Arg::I32(blocks as i32)])?;
+                drop(_sync);
+                CudaStorage::wrap_cuda_slice(out, dev.clone())
+            }
+            other => candle_core::bail!("vela-dequant-q4k: no {other:?} expansion"),
+        };
+        drop(_wsync);
+        Ok(Tensor::from_storage(Storage::Cuda(storage), (n, k), candle_core::op::BackpropOp::none(), false))
     }
 
     /// [`crate::preprocess::ResizeAxis`] on the device (`left`, `count`, `offset` u32,
@@ -735,6 +754,9 @@ mod imp {
         for (n_out, k) in [(3 * hidden, hidden), (hidden, inter)] {
             let w = candle_core::quantized::QTensor::quantize(&rnd(&[n_out, k], 0.02)?.to_dtype(DType::F32)?, candle_core::quantized::GgmlDType::Q4K)?;
             let mut c = compare("dequantize_q4k (exact)", format!("{n_out}x{k}"), &dequantize_q4k(&w)?, &w.dequantize_f16(dev)?)?;
+            c.passed = c.max_abs == 0.0;
+            out.push(c);
+            let mut c = compare("dequantize_q4k bf16 (exact)", format!("{n_out}x{k}"), &dequantize_q4k_as(&w, DType::BF16)?, &w.dequantize(dev)?.to_dtype(DType::BF16)?)?;
             c.passed = c.max_abs == 0.0;
             out.push(c);
         }

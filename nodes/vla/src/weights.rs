@@ -237,6 +237,12 @@ impl Module for Lin {
                     // ran a 279-position 7B prefill in 34 ms on an H100; expanding the blocks
                     // to f16 and handing them to cuBLAS costs a pass over the weights but
                     // runs the arithmetic on the tensor cores at full rate.
+                    // bf16 rows times a Q4_K matrix expanded straight to bf16: no casts
+                    // (`VELA_Q4K_BF16=0`: through f16, to measure what this saves).
+                    #[cfg(feature = "cuda")]
+                    QMatMul::QTensor(q) if x.device().is_cuda() && rows > DEQUANTIZED_ROWS && x.dtype() == DType::BF16 && crate::fused::q4k_applies(q) && q4k_bf16() => {
+                        x.broadcast_matmul(&crate::fused::dequantize_q4k_as(q, DType::BF16)?.t()?)?
+                    }
                     QMatMul::QTensor(q) if x.device().is_cuda() && rows > DEQUANTIZED_ROWS => {
                         #[cfg(feature = "cuda")]
                         let wd = if crate::fused::q4k_applies(q) { crate::fused::dequantize_q4k(q)? } else { q.dequantize_f16(x.device())? };
@@ -254,6 +260,13 @@ impl Module for Lin {
             Lin::Lora { base, lora } => base.forward(x)? + lora.forward(x)?,
         }
     }
+}
+
+/// Whether a bf16 prefill expands Q4_K weights to bf16 (default) rather than f16.
+#[cfg(feature = "cuda")]
+fn q4k_bf16() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("VELA_Q4K_BF16").map_or(true, |v| v != "0"))
 }
 
 /// Above this many input rows a quantized layer on CUDA multiplies through dequantized f16

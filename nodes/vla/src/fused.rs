@@ -368,6 +368,13 @@ mod imp {
     /// Positions per block of the split attention.
     const ATTN_CHUNK: usize = 64;
 
+    /// Whether decode attention reads each cached row with a warp (default), or with the
+    /// previous kernel's one thread per position (`VELA_ATTN_ROWS=0`, for measuring).
+    fn attn_rows() -> bool {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *ON.get_or_init(|| std::env::var("VELA_ATTN_ROWS").map_or(true, |v| v != "0"))
+    }
+
     impl CustomOp1 for DecodeAttn<'_> {
         fn name(&self) -> &'static str {
             "vela-decode-attn"
@@ -381,7 +388,7 @@ mod imp {
             if b != 1 || t != 1 || kd != d || h % kvh != 0 || self.n == 0 || self.n > cap {
                 candle_core::bail!("vela-decode-attn: q {:?} over cache {:?} at {}", l.shape(), self.k_cache.shape(), self.n);
             }
-            if d % 8 != 0 || d > 256 || ATTN_THREADS % (d / 2) != 0 {
+            if d % 64 != 0 || d > 256 {
                 candle_core::bail!("vela-decode-attn: head dim {d} unsupported");
             }
             let dev = s.device().clone();
@@ -396,7 +403,7 @@ mod imp {
             let cfg = LaunchConfig { grid_dim: (h as u32, splits as u32, 1), block_dim: (ATTN_THREADS as u32, 1, 1), shared_mem_bytes: 0 };
             let mut args: Vec<Arg> = [q, kc.addr, vc.addr, pp].map(Arg::Ptr).into();
             args.extend([h, kvh, d, cap, self.n, ATTN_CHUNK].map(|i| Arg::I32(i as i32)));
-            launch(&dev, "vela_decode_attn_part_bf16", cfg, &args)?;
+            launch(&dev, if attn_rows() { "vela_decode_attn_part_bf16" } else { "vela_decode_attn_part_thread_bf16" }, cfg, &args)?;
             let cfg = LaunchConfig { grid_dim: (h as u32, 1, 1), block_dim: (d as u32, 1, 1), shared_mem_bytes: 0 };
             launch(&dev, "vela_decode_attn_merge_bf16", cfg, &[Arg::Ptr(pp), Arg::Ptr(o), Arg::I32(splits as i32), Arg::I32(d as i32)])?;
             drop((_s1, _s2));

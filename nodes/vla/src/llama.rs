@@ -349,11 +349,11 @@ impl Llama {
             && x.device().is_cuda()
             && x.dtype() == DType::BF16
             && x.dim(0).is_ok_and(|b| b == 1)
-            // The attention kernel's limits: 16-byte row loads, a pair of dimensions per
-            // thread of a 256-thread block.
+            // The attention kernel's limits: a warp per cached row, each lane D/32 values
+            // read as pairs.
             && cache.capacity.is_some()
             && !x.track_op()
-            && { let hd = self.cfg.head_dim(); hd % 8 == 0 && hd <= 256 && 256 % (hd / 2) == 0 }
+            && { let hd = self.cfg.head_dim(); hd % 64 == 0 && hd <= 256 }
             && self.layers.iter().all(|l| matches!((&l.qkv, &l.gate_up), (Parallel::Fused { .. }, Parallel::Fused { .. })))
     }
 

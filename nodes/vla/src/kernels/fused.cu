@@ -10,6 +10,16 @@ typedef __nv_bfloat16 bf16;
 __device__ __forceinline__ float ld(const bf16* p) { return __bfloat162float(*p); }
 __device__ __forceinline__ float round_bf16(float x) { return __bfloat162float(__float2bfloat16(x)); }
 
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, o));
+    return v;
+}
+
 __device__ float block_sum(float v, float* shared) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
@@ -108,8 +118,79 @@ extern "C" __global__ void vela_add_rmsnorm_bf16(const bf16* x, const bf16* r, c
 // about 15 us a layer). q: [H, D] (already scaled); caches: [KVH, cap, D]. Pass 1: block
 // (h, s) takes positions [s*chunk, min(n, (s+1)*chunk)), chunk <= blockDim = 256, and writes
 // part[h][s] = (sum of exp(score - m) * v over its positions [D], m, sum of exp(score - m)).
-// Needs D % 8 == 0, D <= 256 and 256 % (D / 2) == 0 (checked by the caller).
+// A warp reads one cached row at a time, each lane D/32 neighbouring values, so every row is
+// one coalesced read (a thread per position, reading its row alone, took 12.8 us a layer at
+// 279 positions on an H200, most of it waiting on scattered loads).
+// Needs D % 64 == 0 and D <= 256 (checked by the caller).
 extern "C" __global__ void vela_decode_attn_part_bf16(const bf16* q, const bf16* k_cache, const bf16* v_cache,
+                                                      float* part, int H, int KVH, int D, int cap, int n, int chunk) {
+    __shared__ float scores[256];
+    __shared__ float red[32];
+    __shared__ float acc_w[8 * 256];
+    int h = blockIdx.x, s = blockIdx.y, kh = h / (H / KVH), tid = threadIdx.x;
+    int lane = tid & 31, warp = tid >> 5, nw = blockDim.x >> 5, pairs = D / 64;
+    int j0 = s * chunk, len = min(n - j0, chunk);
+    float2 qv[4];
+    const __nv_bfloat162* qh = (const __nv_bfloat162*)(q + (size_t)h * D) + lane * pairs;
+#pragma unroll
+    for (int e = 0; e < 4; e++)
+        if (e < pairs) qv[e] = __bfloat1622float2(qh[e]);
+    const __nv_bfloat162* kb = (const __nv_bfloat162*)(k_cache + ((size_t)kh * cap + j0) * D) + lane * pairs;
+    const __nv_bfloat162* vb = (const __nv_bfloat162*)(v_cache + ((size_t)kh * cap + j0) * D) + lane * pairs;
+    for (int j = warp; j < len; j += nw) {
+        const __nv_bfloat162* kr = kb + (size_t)j * (D / 2);
+        float dot = 0.f;
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            if (e < pairs) {
+                float2 f = __bfloat1622float2(kr[e]);
+                dot += qv[e].x * f.x + qv[e].y * f.y;
+            }
+        dot = warp_sum(dot);
+        if (lane == 0) scores[j] = dot;
+    }
+    __syncthreads();
+    float score = tid < len ? scores[tid] : -INFINITY;
+    float m = block_max(score, red);
+    float e = tid < len ? expf(score - m) : 0.f;
+    if (tid < len) scores[tid] = e;
+    float l = block_sum(e, red);
+    float2 a[4];
+#pragma unroll
+    for (int k = 0; k < 4; k++) a[k] = make_float2(0.f, 0.f);
+    for (int j = warp; j < len; j += nw) {
+        const __nv_bfloat162* vr = vb + (size_t)j * (D / 2);
+        float p = scores[j];
+#pragma unroll
+        for (int k = 0; k < 4; k++)
+            if (k < pairs) {
+                float2 f = __bfloat1622float2(vr[k]);
+                a[k].x += p * f.x;
+                a[k].y += p * f.y;
+            }
+    }
+#pragma unroll
+    for (int k = 0; k < 4; k++)
+        if (k < pairs) {
+            acc_w[warp * D + 2 * (lane * pairs + k)] = a[k].x;
+            acc_w[warp * D + 2 * (lane * pairs + k) + 1] = a[k].y;
+        }
+    __syncthreads();
+    float* dst = part + ((size_t)h * gridDim.y + s) * (D + 2);
+    for (int d = tid; d < D; d += blockDim.x) {
+        float t = 0.f;
+        for (int w = 0; w < nw; w++) t += acc_w[w * D + d];
+        dst[d] = t;
+    }
+    if (tid == 0) {
+        dst[D] = m;
+        dst[D + 1] = l;
+    }
+}
+
+// The previous pass 1, a thread per position reading its cached row alone (needs D % 8 == 0,
+// D <= 256, 256 % (D / 2) == 0); kept for measuring the one above (`VELA_ATTN_ROWS=0`).
+extern "C" __global__ void vela_decode_attn_part_thread_bf16(const bf16* q, const bf16* k_cache, const bf16* v_cache,
                                                       float* part, int H, int KVH, int D, int cap, int n, int chunk) {
     __shared__ float scores[256];
     __shared__ float red[32];
@@ -382,16 +463,6 @@ extern "C" __global__ void vela_dequant_q4k_bf16(const q4k_block* blocks, bf16* 
 // backward pass, so training composed them from ~10 element-wise ops each (~25 more in the
 // backward), most of them broadcasts on candle's strided path; with AdamW's ~20 ops per tensor
 // they were over half of a training step's kernel time. Arithmetic in f32, bf16 in and out.
-
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
-    return v;
-}
-
-__device__ __forceinline__ float warp_max(float v) {
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, o));
-    return v;
-}
 
 // Mean (0 for RMSNorm) and 1/sqrt(variance + eps) of one row, by a warp, in two passes.
 __device__ __forceinline__ void row_stats(const bf16* xr, int D, float eps, int centered, float& mean, float& rstd) {

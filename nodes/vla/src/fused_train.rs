@@ -10,7 +10,8 @@
 //!
 //! Only on CUDA, bf16, for the shapes the kernels handle; the CPU and everything else keep the
 //! composed ops, which remain the reference (`vela vla check-fused` compares the two, values
-//! and gradients). `VELA_TRAIN_KERNELS=0` switches them off, for measuring.
+//! and gradients). RoPE joined them later (its backward is the inverse rotation).
+//! `VELA_TRAIN_KERNELS=0` switches them off, for measuring.
 
 #[cfg(feature = "cuda")]
 pub use imp::*;
@@ -258,6 +259,57 @@ mod imp {
         x.contiguous()?.apply_op1(Softmax)
     }
 
+    /// Whether [`rope`] takes `x` (`[B, H, T, D]`) with tables `[T, D/2]`.
+    pub fn rope_applies(x: &Tensor, cos: &Tensor, sin: &Tensor) -> bool {
+        super::enabled()
+            && is_bf16_cuda(&[x, cos, sin])
+            && x.rank() == 4
+            && x.dim(D::Minus1).is_ok_and(|d| d % 2 == 0)
+            && cos.dims() == [x.dims()[2], x.dims()[3] / 2]
+            && cos.shape() == sin.shape()
+    }
+
+    /// Rotary embedding (rotate-half layout); `sign` −1 rotates back, which is its backward.
+    struct Rope {
+        cos: Tensor,
+        sin: Tensor,
+        sign: f32,
+    }
+
+    impl CustomOp1 for Rope {
+        fn name(&self) -> &'static str {
+            "vela-rope-train"
+        }
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+            cpu_only("vela-rope-train")
+        }
+        fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+            let shape = l.shape().clone();
+            let (_, _, t, d) = shape.dims4()?;
+            let rows = shape.elem_count() / d.max(1);
+            let dev = s.device().clone();
+            let (c, sn) = (ptr_of::<bf16>(&self.cos)?, ptr_of::<bf16>(&self.sin)?);
+            let out = alloc_bf16(s, rows * d)?;
+            let (o, _sync) = out.device_ptr(out.stream());
+            let n = rows * d / 2;
+            let cfg = LaunchConfig { grid_dim: (n.div_ceil(256) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+            let args = [Arg::Ptr(addr::<bf16>(s, l)?), Arg::Ptr(c.addr), Arg::Ptr(sn.addr), Arg::Ptr(o), Arg::I32(rows as i32), Arg::I32(t as i32), Arg::I32(d as i32), Arg::F32(self.sign)];
+            launch(&dev, "vela_rope_train_bf16", cfg, &args)?;
+            drop((_sync, c, sn));
+            Ok((CudaStorage::wrap_cuda_slice(out, dev), shape))
+        }
+        fn bwd(&self, _x: &Tensor, _res: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
+            let back = Rope { cos: self.cos.clone(), sin: self.sin.clone(), sign: -self.sign };
+            Ok(Some(dy.contiguous()?.apply_op1_no_bwd(&back)?))
+        }
+    }
+
+    /// Rotary embedding of `x` (`[B, H, T, D]`), differentiable in `x` (the tables are
+    /// constants). Callers check [`rope_applies`].
+    pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
+        x.contiguous()?.apply_op1(Rope { cos: cos.contiguous()?, sin: sin.contiguous()?, sign: 1.0 })
+    }
+
     fn grid_stride(n: usize) -> LaunchConfig {
         LaunchConfig { grid_dim: (n.div_ceil(256 * 4).clamp(1, 1024) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
     }
@@ -385,6 +437,20 @@ mod imp {
             let reference = run(&[x], &r, true, &|t| candle_nn::ops::softmax(&t[0], D::Minus1))?;
             out.push(compare("softmax fwd", format!("{rows}x{n}"), &fused.0, &reference.0)?);
             out.push(compare("softmax bwd", format!("{rows}x{n}"), &fused.1[0], &reference.1[0])?);
+        }
+        // Rotary embedding at the small model's LLM shapes (4 heads of 64, 189 positions).
+        {
+            let (b, h, t, d) = (16usize, 4usize, 189usize, 64usize);
+            let x = rnd(&[b, h, t, d], 1.0)?;
+            let freqs = Tensor::arange(0f32, t as f32, dev)?.reshape((t, 1))?.broadcast_mul(&Tensor::rand(0f32, 1.0, (1, d / 2), dev)?)?;
+            let (cos, sin) = (freqs.cos()?, freqs.sin()?);
+            let (cos_b, sin_b) = (cos.to_dtype(DType::BF16)?, sin.to_dtype(DType::BF16)?);
+            let r = Tensor::randn(0f32, 1.0, (b, h, t, d), dev)?;
+            let fused = run(&[x.clone()], &r, false, &|v| rope(&v[0], &cos_b, &sin_b))?;
+            let (cos_r, sin_r) = (cos_b.to_dtype(DType::F32)?, sin_b.to_dtype(DType::F32)?);
+            let reference = run(&[x], &r, true, &|v| candle_nn::rotary_emb::rope_slow(&v[0], &cos_r, &sin_r))?;
+            out.push(compare("rope fwd", format!("{b}x{h}x{t}x{d}"), &fused.0, &reference.0)?);
+            out.push(compare("rope bwd", format!("{b}x{h}x{t}x{d}"), &fused.1[0], &reference.1[0])?);
         }
         // AdamW: a second step (non-zero moments), clipped, against the formula.
         let n = 8_200_000usize;

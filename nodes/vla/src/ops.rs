@@ -64,5 +64,12 @@ impl candle_core::Module for Ln {
 
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
     let x = x.contiguous()?;
-    if tracked(&[&x]) { candle_nn::rotary_emb::rope_slow(&x, cos, sin) } else { candle_nn::rotary_emb::rope(&x, cos, sin) }
+    if !tracked(&[&x]) {
+        return candle_nn::rotary_emb::rope(&x, cos, sin);
+    }
+    #[cfg(feature = "cuda")]
+    if crate::fused_train::rope_applies(&x, cos, sin) {
+        return crate::fused_train::rope(&x, cos, sin);
+    }
+    candle_nn::rotary_emb::rope_slow(&x, cos, sin)
 }

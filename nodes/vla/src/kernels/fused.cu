@@ -604,3 +604,18 @@ extern "C" __global__ void vela_adamw_f32(float* p, float* m, float* v, const fl
         p[i] = p[i] * (1.f - lr * wd) - lr * ((mi / c1) / (sqrtf(vi / c2) + eps));
     }
 }
+
+// Rotary embedding of x [BH, T, D] (rotate-half layout) with tables [T, D/2]; sign = -1 applies
+// the inverse rotation, which is the backward pass. A thread per (row, pair).
+extern "C" __global__ void vela_rope_train_bf16(const bf16* x, const bf16* cos, const bf16* sin, bf16* y, int rows, int T,
+                                                int D, float sign) {
+    int half = D / 2;
+    long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (i >= (long long)rows * half) return;
+    int r = (int)(i / half), p = (int)(i % half), t = r % T;
+    float c = ld(cos + (size_t)t * half + p), s = sign * ld(sin + (size_t)t * half + p);
+    const bf16* xr = x + (size_t)r * D;
+    float x1 = ld(xr + p), x2 = ld(xr + p + half);
+    y[(size_t)r * D + p] = __float2bfloat16(x1 * c - x2 * s);
+    y[(size_t)r * D + p + half] = __float2bfloat16(x2 * c + x1 * s);
+}

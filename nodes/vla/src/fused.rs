@@ -121,6 +121,7 @@ mod imp {
     }
 
     /// A kernel argument, owned here so the launch builder can borrow it.
+    #[derive(Clone, Copy)]
     pub(crate) enum Arg {
         Ptr(u64),
         I32(i32),

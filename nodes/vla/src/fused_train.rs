@@ -64,9 +64,27 @@ mod imp {
         LaunchConfig { grid_dim: (rows.div_ceil(WARPS) as u32, 1, 1), block_dim: (32 * WARPS as u32, 1, 1), shared_mem_bytes: 0 }
     }
 
-    fn alloc_bf16(s: &CudaStorage, n: usize) -> candle_core::Result<candle_core::cuda_backend::cudarc::driver::CudaSlice<bf16>> {
-        // SAFETY: every caller's kernel writes all n elements.
-        unsafe { s.device().alloc::<bf16>(n) }
+    /// The shape of a row-wise op's input, its last axis and its number of rows.
+    fn rows_of(l: &Layout) -> (Shape, usize, usize) {
+        let shape = l.shape().clone();
+        let d = *shape.dims().last().unwrap_or(&0);
+        let rows = shape.elem_count() / d.max(1);
+        (shape, d, rows)
+    }
+
+    /// Launches `kernel` with the pointer arguments `inputs`, then a fresh bf16 output of
+    /// `n` elements (which the kernel must write in full), then `rest`; returns the output.
+    fn launch_out(s: &CudaStorage, n: usize, kernel: &str, cfg: LaunchConfig, inputs: &[u64], rest: &[Arg]) -> candle_core::Result<CudaStorage> {
+        let dev = s.device().clone();
+        // SAFETY: the kernel writes all n elements (the callers' contract).
+        let out = unsafe { dev.alloc::<bf16>(n)? };
+        let (o, sync) = out.device_ptr(out.stream());
+        let mut args: Vec<Arg> = inputs.iter().map(|&p| Arg::Ptr(p)).collect();
+        args.push(Arg::Ptr(o));
+        args.extend_from_slice(rest);
+        launch(&dev, kernel, cfg, &args)?;
+        drop(sync);
+        Ok(CudaStorage::wrap_cuda_slice(out, dev))
     }
 
     /// LayerNorm (with bias) or RMSNorm (without), forward.
@@ -77,28 +95,14 @@ mod imp {
 
     impl Norm {
         fn fwd(&self, x: (&CudaStorage, &Layout), w: (&CudaStorage, &Layout), b: Option<(&CudaStorage, &Layout)>) -> candle_core::Result<(CudaStorage, Shape)> {
-            let shape = x.1.shape().clone();
-            let d = *shape.dims().last().unwrap_or(&0);
-            let rows = shape.elem_count() / d.max(1);
-            let dev = x.0.device().clone();
-            let out = alloc_bf16(x.0, rows * d)?;
-            let (o, _sync) = out.device_ptr(out.stream());
-            let args = [
-                Arg::Ptr(addr::<bf16>(x.0, x.1)?),
-                Arg::Ptr(addr::<bf16>(w.0, w.1)?),
-                Arg::Ptr(match b {
-                    Some(b) => addr::<bf16>(b.0, b.1)?,
-                    None => 0,
-                }),
-                Arg::Ptr(o),
-                Arg::I32(rows as i32),
-                Arg::I32(d as i32),
-                Arg::F32(self.eps),
-                Arg::I32(b.is_some() as i32),
-            ];
-            launch(&dev, "vela_norm_fwd_bf16", rows_grid(rows), &args)?;
-            drop(_sync);
-            Ok((CudaStorage::wrap_cuda_slice(out, dev), shape))
+            let (shape, d, rows) = rows_of(x.1);
+            let b_addr = match b {
+                Some(b) => addr::<bf16>(b.0, b.1)?,
+                None => 0,
+            };
+            let inputs = [addr::<bf16>(x.0, x.1)?, addr::<bf16>(w.0, w.1)?, b_addr];
+            let rest = [Arg::I32(rows as i32), Arg::I32(d as i32), Arg::F32(self.eps), Arg::I32(b.is_some() as i32)];
+            Ok((launch_out(x.0, rows * d, "vela_norm_fwd_bf16", rows_grid(rows), &inputs, &rest)?, shape))
         }
     }
 
@@ -152,20 +156,12 @@ mod imp {
             cpu_only(self.name())
         }
         fn cuda_fwd(&self, x: &CudaStorage, xl: &Layout, dy: &CudaStorage, dyl: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
-            let shape = xl.shape().clone();
-            let d = *shape.dims().last().unwrap_or(&0);
-            let rows = shape.elem_count() / d.max(1);
+            let (shape, d, rows) = rows_of(xl);
             let blocks = self.partial.dim(0)?;
-            let dev = x.device().clone();
             let (w, partial) = (ptr_of::<bf16>(&self.w)?, ptr_of::<f32>(&self.partial)?);
-            let out = alloc_bf16(x, rows * d)?;
-            let (o, _sync) = out.device_ptr(out.stream());
             let cfg = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (32 * WARPS as u32, 1, 1), shared_mem_bytes: (WARPS * 2 * d * 4) as u32 };
-            let args = [
-                Arg::Ptr(addr::<bf16>(x, xl)?),
-                Arg::Ptr(w.addr),
-                Arg::Ptr(addr::<bf16>(dy, dyl)?),
-                Arg::Ptr(o),
+            let inputs = [addr::<bf16>(x, xl)?, w.addr, addr::<bf16>(dy, dyl)?];
+            let rest = [
                 Arg::Ptr(partial.addr),
                 Arg::I32(rows as i32),
                 Arg::I32(d as i32),
@@ -173,9 +169,9 @@ mod imp {
                 Arg::I32(self.centered as i32),
                 Arg::I32(self.rows_per_block as i32),
             ];
-            launch(&dev, "vela_norm_bwd_bf16", cfg, &args)?;
-            drop((_sync, w, partial));
-            Ok((CudaStorage::wrap_cuda_slice(out, dev), shape))
+            let out = launch_out(x, rows * d, "vela_norm_bwd_bf16", cfg, &inputs, &rest)?;
+            drop((w, partial));
+            Ok((out, shape))
         }
     }
 
@@ -215,16 +211,9 @@ mod imp {
             cpu_only(self.name())
         }
         fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
-            let shape = l.shape().clone();
-            let n = *shape.dims().last().unwrap_or(&0);
-            let rows = shape.elem_count() / n.max(1);
-            let dev = s.device().clone();
-            let out = alloc_bf16(s, rows * n)?;
-            let (o, _sync) = out.device_ptr(out.stream());
-            let args = [Arg::Ptr(addr::<bf16>(s, l)?), Arg::Ptr(o), Arg::I32(rows as i32), Arg::I32(n as i32)];
-            launch(&dev, "vela_softmax_fwd_bf16", rows_grid(rows), &args)?;
-            drop(_sync);
-            Ok((CudaStorage::wrap_cuda_slice(out, dev), shape))
+            let (shape, n, rows) = rows_of(l);
+            let rest = [Arg::I32(rows as i32), Arg::I32(n as i32)];
+            Ok((launch_out(s, rows * n, "vela_softmax_fwd_bf16", rows_grid(rows), &[addr::<bf16>(s, l)?], &rest)?, shape))
         }
         fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
             Ok(Some(y.contiguous()?.apply_op2_no_bwd(&dy.contiguous()?, &SoftmaxBwd)?))
@@ -241,16 +230,10 @@ mod imp {
             cpu_only(self.name())
         }
         fn cuda_fwd(&self, y: &CudaStorage, yl: &Layout, dy: &CudaStorage, dyl: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
-            let shape = yl.shape().clone();
-            let n = *shape.dims().last().unwrap_or(&0);
-            let rows = shape.elem_count() / n.max(1);
-            let dev = y.device().clone();
-            let out = alloc_bf16(y, rows * n)?;
-            let (o, _sync) = out.device_ptr(out.stream());
-            let args = [Arg::Ptr(addr::<bf16>(y, yl)?), Arg::Ptr(addr::<bf16>(dy, dyl)?), Arg::Ptr(o), Arg::I32(rows as i32), Arg::I32(n as i32)];
-            launch(&dev, "vela_softmax_bwd_bf16", rows_grid(rows), &args)?;
-            drop(_sync);
-            Ok((CudaStorage::wrap_cuda_slice(out, dev), shape))
+            let (shape, n, rows) = rows_of(yl);
+            let inputs = [addr::<bf16>(y, yl)?, addr::<bf16>(dy, dyl)?];
+            let rest = [Arg::I32(rows as i32), Arg::I32(n as i32)];
+            Ok((launch_out(y, rows * n, "vela_softmax_bwd_bf16", rows_grid(rows), &inputs, &rest)?, shape))
         }
     }
 
@@ -284,19 +267,15 @@ mod imp {
             cpu_only("vela-rope-train")
         }
         fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
-            let shape = l.shape().clone();
-            let (_, _, t, d) = shape.dims4()?;
-            let rows = shape.elem_count() / d.max(1);
-            let dev = s.device().clone();
+            let (shape, d, rows) = rows_of(l);
+            let t = shape.dims4()?.2;
             let (c, sn) = (ptr_of::<bf16>(&self.cos)?, ptr_of::<bf16>(&self.sin)?);
-            let out = alloc_bf16(s, rows * d)?;
-            let (o, _sync) = out.device_ptr(out.stream());
             let n = rows * d / 2;
             let cfg = LaunchConfig { grid_dim: (n.div_ceil(256) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-            let args = [Arg::Ptr(addr::<bf16>(s, l)?), Arg::Ptr(c.addr), Arg::Ptr(sn.addr), Arg::Ptr(o), Arg::I32(rows as i32), Arg::I32(t as i32), Arg::I32(d as i32), Arg::F32(self.sign)];
-            launch(&dev, "vela_rope_train_bf16", cfg, &args)?;
-            drop((_sync, c, sn));
-            Ok((CudaStorage::wrap_cuda_slice(out, dev), shape))
+            let rest = [Arg::I32(rows as i32), Arg::I32(t as i32), Arg::I32(d as i32), Arg::F32(self.sign)];
+            let out = launch_out(s, rows * d, "vela_rope_train_bf16", cfg, &[addr::<bf16>(s, l)?, c.addr, sn.addr], &rest)?;
+            drop((c, sn));
+            Ok((out, shape))
         }
         fn bwd(&self, _x: &Tensor, _res: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
             let back = Rope { cos: self.cos.clone(), sin: self.sin.clone(), sign: -self.sign };

@@ -113,6 +113,21 @@ extern "C" __global__ void vela_add_rmsnorm_bf16(const bf16* x, const bf16* r, c
         norm[c] = __float2bfloat16(ld(sum + c) * scale * ld(w + c));
 }
 
+// The end of pass 1: the block's partial sums (n_acc rows of D in acc), its max m and sum l,
+// into part[h][s].
+__device__ __forceinline__ void write_attn_part(float* part, const float* acc, int n_acc, int D, float m, float l) {
+    float* dst = part + ((size_t)blockIdx.x * gridDim.y + blockIdx.y) * (D + 2);
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float t = 0.f;
+        for (int k = 0; k < n_acc; k++) t += acc[k * D + d];
+        dst[d] = t;
+    }
+    if (threadIdx.x == 0) {
+        dst[D] = m;
+        dst[D + 1] = l;
+    }
+}
+
 // Attention of one new position over the first n cached ones, split over the positions so
 // that 32 heads still fill the card (one block per head left 100 of 132 SMs idle and took
 // about 15 us a layer). q: [H, D] (already scaled); caches: [KVH, cap, D]. Pass 1: block
@@ -176,16 +191,7 @@ extern "C" __global__ void vela_decode_attn_part_bf16(const bf16* q, const bf16*
             acc_w[warp * D + 2 * (lane * pairs + k) + 1] = a[k].y;
         }
     __syncthreads();
-    float* dst = part + ((size_t)h * gridDim.y + s) * (D + 2);
-    for (int d = tid; d < D; d += blockDim.x) {
-        float t = 0.f;
-        for (int w = 0; w < nw; w++) t += acc_w[w * D + d];
-        dst[d] = t;
-    }
-    if (tid == 0) {
-        dst[D] = m;
-        dst[D + 1] = l;
-    }
+    write_attn_part(part, acc_w, nw, D, m, l);
 }
 
 // The previous pass 1, a thread per position reading its cached row alone (needs D % 8 == 0,
@@ -233,16 +239,7 @@ extern "C" __global__ void vela_decode_attn_part_thread_bf16(const bf16* q, cons
     acc[stripe * D + 2 * pd] = a0;
     acc[stripe * D + 2 * pd + 1] = a1;
     __syncthreads();
-    float* dst = part + ((size_t)h * gridDim.y + s) * (D + 2);
-    for (int d = tid; d < D; d += blockDim.x) {
-        float t = 0.f;
-        for (int k = 0; k < stripes; k++) t += acc[k * D + d];
-        dst[d] = t;
-    }
-    if (tid == 0) {
-        dst[D] = m;
-        dst[D + 1] = l;
-    }
+    write_attn_part(part, acc, stripes, D, m, l);
 }
 
 // Pass 2: merges the S parts of each head into the attention output [H * D]. Grid H, D threads.

@@ -50,6 +50,18 @@ impl AdamW {
         Self { cfg, step: 0, m: HashMap::new(), v: HashMap::new() }
     }
 
+    /// Counts a new step; returns the clipping factor for a gradient norm of `norm` and the
+    /// step's bias corrections 1 − β₁ᵗ and 1 − β₂ᵗ.
+    fn next_step(&mut self, norm: f64) -> (f64, f64, f64) {
+        let clip = match self.cfg.max_grad_norm {
+            Some(max) if norm > max => max / (norm + 1e-6),
+            _ => 1.0,
+        };
+        self.step += 1;
+        let t = self.step as i32;
+        (clip, 1.0 - self.cfg.beta1.powi(t), 1.0 - self.cfg.beta2.powi(t))
+    }
+
     /// One update of every variable that got a gradient; returns the gradient norm before
     /// clipping.
     pub fn step(&mut self, vars: &[(String, Var)], grads: &GradStore, lr: f64) -> Result<f64> {
@@ -66,15 +78,8 @@ impl AdamW {
         // per tensor (118 times a step for the small model).
         let parts = present.iter().map(|(_, _, g)| g.to_dtype(DType::F64)?.sqr()?.sum_all()).collect::<candle_core::Result<Vec<_>>>()?;
         let norm = if parts.is_empty() { 0.0 } else { Tensor::stack(&parts, 0)?.sum_all()?.to_scalar::<f64>()?.sqrt() };
-        let clip = match self.cfg.max_grad_norm {
-            Some(max) if norm > max => max / (norm + 1e-6),
-            _ => 1.0,
-        };
-        self.step += 1;
-        let t = self.step as i32;
+        let (clip, c1, c2) = self.next_step(norm);
         let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
-        let c1 = 1.0 - b1.powi(t);
-        let c2 = 1.0 - b2.powi(t);
         for (name, var, g) in present {
             let lr = lr * self.cfg.scale(name);
             if lr == 0.0 {
@@ -106,12 +111,7 @@ impl AdamW {
     fn step_fused(&mut self, present: &[(&String, &Var, &Tensor)], lr: f64) -> Result<f64> {
         let gs: Vec<Tensor> = present.iter().map(|(_, _, g)| g.contiguous()).collect::<candle_core::Result<_>>()?;
         let norm = crate::fused_train::sum_of_squares(&gs.iter().collect::<Vec<_>>())?.sqrt();
-        let clip = match self.cfg.max_grad_norm {
-            Some(max) if norm > max => max / (norm + 1e-6),
-            _ => 1.0,
-        };
-        self.step += 1;
-        let t = self.step as i32;
+        let (clip, c1, c2) = self.next_step(norm);
         let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
         for ((name, var, _), g) in present.iter().zip(&gs) {
             let lr = lr * self.cfg.scale(name);
@@ -131,8 +131,8 @@ impl AdamW {
                 lr: lr as f32,
                 beta1: b1 as f32,
                 beta2: b2 as f32,
-                c1: (1.0 - b1.powi(t)) as f32,
-                c2: (1.0 - b2.powi(t)) as f32,
+                c1: c1 as f32,
+                c2: c2 as f32,
                 eps: self.cfg.eps as f32,
                 weight_decay: self.cfg.weight_decay as f32,
                 clip: clip as f32,

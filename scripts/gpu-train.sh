@@ -36,7 +36,10 @@
 #    position gain, also for DAGGER's labels): scripted-expert demos
 #    with noisy execution and clean labels (`vela dagger --beta 1`); see the _all stage;
 #    CAMERA=agentview_hand: the view every stage records and the benches feed the model;
-#    BENCH_STARTUP: seconds a bench may take to its first step before it retries, default 90)
+#    BENCH_STARTUP: seconds a bench may take to its first step before it retries, default 90;
+#    TRAIN_EPOCHS=N: the main run trains N epochs instead of until TRAIN_END_MIN;
+#    STUDY_SUBSETS="1 2", STUDY_EPOCHS, STUDY_EPISODES, STUDY_AT_ONCE: issue 8's demos × epochs
+#    study, extra runs on the first K datagen files of each task, every epoch benched; out/study.tsv)
 set -euo pipefail
 G=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$G/.." && pwd)
@@ -174,16 +177,36 @@ _all)
     fi
     # TRAIN_FROM (above): continue from a checkpoint carried in the repository copy (a lease ends
     # after 30 minutes; the next one picks up the weights, with fresh optimizer state and data).
-    train_once() { # batch
-        minutes=$(python3 -c "print(max(4.0, ($train_end - $(date +%s)) / 60))")
-        log "train for $minutes min at batch $1"
+    train_run() { # out datasets log batch [epochs]: a fixed number of epochs, or without one
+        # the time left until TRAIN_END_MIN
+        local length
+        if [ -n "${5:-}" ]; then
+            length=(--epochs "$5")
+            log "train $(basename "$1"): $5 epochs at batch $4"
+        else
+            minutes=$(python3 -c "print(max(4.0, ($train_end - $(date +%s)) / 60))")
+            length=(--epochs 100 --time-budget "$minutes")
+            log "train for $minutes min at batch $4"
+        fi
         # shellcheck disable=SC2086 # TRAIN_EXTRA is a list of flags
-        "$VELA" train --dataset "$datasets" --dataset-type mimicgen --out "$out" --device "$DEV" "${base[@]}" \
-            --full --epochs 100 --time-budget "$minutes" --batch-size "$1" --lr "${TRAIN_LR:-1e-3}" \
+        "$VELA" train --dataset "$2" --dataset-type mimicgen --out "$1" --device "$DEV" "${base[@]}" \
+            --full "${length[@]}" --batch-size "$4" --lr "${TRAIN_LR:-1e-3}" \
             --warmup-steps "${TRAIN_WARMUP:-300}" --cosine --keep-epochs --save-every 1000 --log-every 50 \
             --dataset-name stack_d4_lang --val-split 0.02 --val-max-samples 512 \
-            --shuffle-episodes "${TRAIN_SHUFFLE:-256}" "${precision[@]}" ${TRAIN_EXTRA---image-aug --no-colour-jitter --action-labels intended} > "$WORK/runs/shipped.log" 2>&1
+            --shuffle-episodes "${TRAIN_SHUFFLE:-256}" "${precision[@]}" ${TRAIN_EXTRA---image-aug --no-colour-jitter --action-labels intended} > "$3" 2>&1
     }
+    train_once() { train_run "$out" "$datasets" "$WORK/runs/shipped.log" "$1" "${TRAIN_EPOCHS:-}"; }
+    # The first K datagen files of each task, and how many demos they hold.
+    subset() { for i in $(seq 1 "$1"); do for t in Stack_D4 Stack_Lang; do f="$WORK/data/$t-$i/$t.hdf5"; [ -f "$f" ] && echo "$f"; done; done | paste -sd, -; }
+    subset_demos() { for i in $(seq 1 "$1"); do cat "$WORK"/data/Stack_*-"$i"/datagen_report.json; done | python3 -c "
+import json, sys
+s, d, n = sys.stdin.read(), json.JSONDecoder(), 0
+i = 0
+while i < len(s.rstrip()):
+    o, i = d.raw_decode(s, i)
+    n += sum(t['kept'] for t in o['tasks'])
+    while i < len(s) and s[i].isspace(): i += 1
+print(n)"; }
     train_failed() {
         log "training failed"
         # Without the backtrace's frame lines, which would fill the tail.
@@ -194,6 +217,17 @@ _all)
     nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -l 5 > "$WORK/gpu-mem.log" 2>/dev/null &
     memlog=$!
     batch=${TRAIN_BATCH:-128}
+    # STUDY_SUBSETS="1 2": issue 8's study of demos × epochs × success. Before the main run, one
+    # run per K trains on the first K datagen files of each task, STUDY_EPOCHS epochs (default
+    # TRAIN_EPOCHS, else 3), from the same start with the same recipe, exporting every epoch; the
+    # study stage below benches each exported epoch of these runs and of the main run.
+    for k in ${STUDY_SUBSETS:-}; do
+        [ "$k" -lt "$per" ] || { log "study: $k files per task is all of them (the main run); skipped"; continue; }
+        train_run "$WORK/runs/study-k$k" "$(subset "$k")" "$WORK/runs/study-k$k.log" "$batch" "${STUDY_EPOCHS:-${TRAIN_EPOCHS:-3}}" \
+            || { log "study run k$k failed"; tail -n 5 "$WORK/runs/study-k$k.log"; }
+        mkdir -p "$WORK/out" && cp "$WORK/runs/study-k$k.log" "$WORK/out/"
+        cp "$WORK/runs/study-k$k/training.json" "$WORK/out/study-k$k-training.json" 2>/dev/null || true
+    done
     if ! train_once "$batch"; then
         # Longer labels (--action-chunk) multiply the logits kept for the backward pass.
         if grep -q OUT_OF_MEMORY "$WORK/runs/shipped.log" && [ "$batch" -gt 32 ]; then
@@ -275,6 +309,7 @@ EOF
     n=${BENCH_EPISODES:-100}
     # BENCH_TAGS picks a subset (a first lease of two only needs a look at the model).
     tags=${BENCH_TAGS:-d2-int4,d2-int8,d2-fp16,lang-int4,d1-fp16}
+    [ "$tags" = none ] && tags=   # a study lease may bench only the study's cells
     bs=()
     launch() { # tag: one bench in the background; a tag ending in -xN (e.g. d2-int4-x4) sends
         # only the first N actions of each predicted chunk (a chunked model's receding horizon)
@@ -299,10 +334,43 @@ EOF
     wait "${bs[@]}" || true
     for t in ${tags//,/ }; do echo "$t: $(grep -E 'successes' "$res/$t.log" | tail -n 1)"; done
     log "benches done"
-    # The epochs axis of the study while time is left (fp16, 50 episodes, four at once).
+    # The demos × epochs study (STUDY_SUBSETS): every exported epoch of every run, fp16 on
+    # Stack_D2, STUDY_EPISODES episodes each, four benches at a time; then a table of the cells.
     start=$(cat "$WORK/all.start")
     eps=$(ls -d "$out"/epochs/epoch-* 2>/dev/null | sort)
-    if [ $(( $(date +%s) - start )) -lt $(( 23 * 60 )) ] && [ -n "$eps" ]; then
+    if [ -n "${STUDY_SUBSETS:-}" ]; then
+        log "study: every epoch of $(ls -d "$WORK"/runs/study-k*/ "$out" 2>/dev/null | xargs -n1 basename | paste -sd' ' -)"
+        cells=()
+        for k in ${STUDY_SUBSETS} "$per"; do
+            run="$WORK/runs/study-k$k"; [ "$k" = "$per" ] && run=$out
+            for d in $(ls -d "$run"/epochs/epoch-* 2>/dev/null | sort); do cells+=("k$k-$(basename "$d")=$d"); done
+        done
+        ps=()
+        for c in "${cells[@]}"; do
+            while [ "$(jobs -rp | wc -l)" -ge "${STUDY_AT_ONCE:-4}" ]; do wait -n || true; done
+            bench_retry fp16 Stack_D2 "study-${c%%=*}" "${c#*=}" "${STUDY_EPISODES:-50}" & ps+=($!)
+            sleep 10
+        done
+        wait "${ps[@]}" || true
+        { printf 'cell\tfiles_per_task\tdemos\tepoch\tsamples_seen\tepisodes\tsuccesses\n'
+          for c in "${cells[@]}"; do
+            tag=${c%%=*}; k=${tag%%-*}; k=${k#k}; e=${tag##*-}
+            tj="$WORK/runs/study-k$k/training.json"; [ "$k" = "$per" ] && tj="$out/training.json"
+            python3 - "$res/study-$tag.json" "$tj" "$tag" "$k" "$(subset_demos "$k")" "$e" <<'EOF'
+import json, sys
+stats, training, tag, k, demos, epoch = sys.argv[1:]
+t = json.load(open(training))
+seen = t["steps_per_epoch"] * int(epoch) * t["args"]["batch_size"]
+try:
+    s = json.load(open(stats))["summary"]
+    print(f"{tag}\t{k}\t{demos}\t{int(epoch)}\t{seen}\t{s['episodes']}\t{s['successes']}")
+except (OSError, KeyError, ValueError):
+    print(f"{tag}\t{k}\t{demos}\t{int(epoch)}\t{seen}\t0\t")
+EOF
+          done; } > "$WORK/out/study.tsv"
+        column -t "$WORK/out/study.tsv" 2>/dev/null || cat "$WORK/out/study.tsv"
+    elif [ $(( $(date +%s) - start )) -lt $(( 23 * 60 )) ] && [ -n "$eps" ]; then
+        # The epochs axis of the main run while time is left (fp16, 50 episodes, four at once).
         log "study"
         # A quarter, half and three quarters of the way (the final model is the fp16 bench above).
         pick=$(echo "$eps" | python3 -c "import sys; e=sys.stdin.read().split(); n=len(e); print(' '.join(sorted({e[max(0, round(n*f)-1)] for f in (0.25, 0.5, 0.75)})))")

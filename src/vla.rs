@@ -135,6 +135,11 @@ pub struct EvalArgs {
     /// cpu, cuda or cuda:N (cuda needs a build with the `cuda` feature; computes in bf16).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Each action value as the probability-weighted mean of the bins within N of the most
+    /// likely one (0: the argmax bin, as OpenVLA; the OpenVLA node's `decode_window`). Applies
+    /// to --model and --eval-model.
+    #[arg(long, default_value_t = 0)]
+    decode_window: usize,
 }
 
 pub fn run(cmd: VlaCommand) -> Result<()> {
@@ -212,10 +217,14 @@ fn eval(a: EvalArgs) -> Result<()> {
         anyhow::bail!("dataset {} not found", a.dataset.display());
     }
     let model = load(&a.model, a.quantization.as_deref(), &a.device)?;
+    model.set_decode_window(a.decode_window);
     let eval_model = match &a.eval_model {
         Some(dir) => Some(load(dir, a.eval_quantization.as_deref(), &a.device)?),
         None => None,
     };
+    if let Some(m) = &eval_model {
+        m.set_decode_window(a.decode_window);
+    }
     let mut reader = vela_data::convert::open(&a.dataset, a.dataset_type)
         .with_context(|| format!("opening dataset {}", a.dataset.display()))?;
     let opts = vela_vla::eval::DatasetOptions {

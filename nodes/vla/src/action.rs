@@ -43,6 +43,29 @@ impl ActionTokenizer {
         let idx = (self.vocab as i64 - token as i64 - 1).clamp(0, self.centers.len() as i64 - 1);
         self.centers[idx as usize] as f32
     }
+
+    /// Normalised value from the logits of the `n_bins` action ids (`first_action_id..vocab`,
+    /// in id order): the probability-weighted mean of the bin centres within `window` bins of
+    /// the most likely one. `window = 0` is the bin centre of the argmax, as [`Self::decode`].
+    ///
+    /// Why: a policy whose token accuracy is about 0.3 spreads its probability over
+    /// neighbouring bins, and the argmax throws that away, snapping to one bin of 2/255. The
+    /// mean stays local to the mode, so a two-peaked distribution (go left or go right) is
+    /// not averaged into a move between the peaks.
+    pub fn decode_window(&self, bin_logits: &[f32], window: usize) -> f32 {
+        let n = bin_logits.len();
+        // Id `first_action_id + j` is `vocab - (n - j)`, whose centre index is `n - j - 1`.
+        let centre = |j: usize| self.centers[(n - j - 1).min(self.centers.len() - 1)];
+        let Some((best, &max)) = bin_logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)) else { return 0.0 };
+        let (lo, hi) = (best.saturating_sub(window), (best + window).min(n - 1));
+        let (mut num, mut den) = (0.0f64, 0.0f64);
+        for j in lo..=hi {
+            let w = ((bin_logits[j] - max) as f64).exp();
+            num += w * centre(j);
+            den += w;
+        }
+        (num / den) as f32
+    }
 }
 
 /// `0.5·(n+1)·(q99−q01) + q01` on masked dimensions; unmasked ones (the gripper) pass through.
@@ -90,5 +113,49 @@ pub fn tile_stats(s: &Stats, k: usize) -> Stats {
         q01: rep(&s.q01),
         q99: rep(&s.q99),
         mask: s.mask.as_ref().map(|m| m.iter().copied().cycle().take(m.len() * k).collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ActionTokenizer;
+
+    /// Logits over the 256 action ids with `peaks` as (bin index in id order, logit), the rest
+    /// far below.
+    fn logits(peaks: &[(usize, f32)]) -> Vec<f32> {
+        let mut v = vec![-50.0; 256];
+        for &(j, l) in peaks {
+            v[j] = l;
+        }
+        v
+    }
+
+    #[test]
+    fn window_zero_is_the_argmax_bin_centre() {
+        let t = ActionTokenizer::new(32000, 256);
+        for j in [0, 1, 100, 200, 254, 255] {
+            let l = logits(&[(j, 3.0), ((j + 7) % 256, 1.0)]);
+            assert_eq!(t.decode_window(&l, 0), t.decode(t.first_action_id() + j as u32), "bin {j}");
+        }
+    }
+
+    #[test]
+    fn the_window_averages_neighbours_and_ignores_a_far_mode() {
+        let t = ActionTokenizer::new(32000, 256);
+        let centre = |j: usize| t.decode(t.first_action_id() + j as u32);
+        // Equal neighbours either side: the mean is the mode's centre.
+        let l = logits(&[(100, 2.0), (99, 1.0), (101, 1.0)]);
+        assert!((t.decode_window(&l, 4) - centre(100)).abs() < 1e-6);
+        // Two equally likely neighbouring bins: halfway between their centres.
+        let l = logits(&[(100, 2.0), (101, 2.0)]);
+        assert!((t.decode_window(&l, 1) - 0.5 * (centre(100) + centre(101))).abs() < 1e-6);
+        // A second mode 50 bins away, nearly as likely, is outside a window of 8.
+        let l = logits(&[(100, 2.0), (150, 1.9)]);
+        assert!((t.decode_window(&l, 8) - centre(100)).abs() < 1e-6);
+        // The window is clipped at both ends of the range.
+        for j in [0, 255] {
+            let v = t.decode_window(&logits(&[(j, 1.0)]), 16);
+            assert!((v - centre(j)).abs() < 1e-6 && (-1.0..=1.0).contains(&v));
+        }
     }
 }

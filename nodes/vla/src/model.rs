@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, D};
 use image::RgbImage;
 
 use crate::action::{unnormalize, ActionTokenizer};
@@ -92,6 +92,9 @@ pub struct OpenVla {
     /// Actions of a chunk that predictions decode (0: all of them); see
     /// [`OpenVla::set_decoded_actions`].
     decoded: std::sync::atomic::AtomicUsize,
+    /// Bins either side of the mode that a decoded value averages over (0: the argmax bin);
+    /// see [`OpenVla::set_decode_window`].
+    window: std::sync::atomic::AtomicUsize,
 }
 
 /// The inference prompt, without the trailing space the training text had.
@@ -163,6 +166,7 @@ impl OpenVla {
             weights_kind: "memory".into(),
             replays: std::sync::Mutex::new(replay::ReplayCache::new(replay::default_enabled(w.device()))),
             decoded: std::sync::atomic::AtomicUsize::new(0),
+            window: std::sync::atomic::AtomicUsize::new(0),
             config,
         })
     }
@@ -223,6 +227,42 @@ impl OpenVla {
         }
     }
 
+    /// Decode each action value as the probability-weighted mean of the bins within `w` of the
+    /// most likely one (0, the default: the argmax bin's centre, as OpenVLA does). The token
+    /// fed back to the decoder stays the most likely action token, so only the emitted values
+    /// change. See [`crate::action::ActionTokenizer::decode_window`] for why.
+    ///
+    /// CUDA's replayed plan keeps only token ids on the device, so a window above 0 decodes
+    /// without it (op by op).
+    pub fn set_decode_window(&self, w: usize) {
+        self.window.store(w, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn decode_window(&self) -> usize {
+        self.window.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The next token of each row of `logits` (`[V]` or `[B, V]`) and its normalised action
+    /// value: the argmax over the whole vocabulary, or with a decode window the most likely
+    /// action token and the windowed mean around it.
+    pub(crate) fn pick_tokens(&self, logits: &Tensor) -> Result<Vec<(u32, f32)>> {
+        let logits = if logits.rank() == 1 { logits.unsqueeze(0)? } else { logits.clone() };
+        let w = self.decode_window();
+        if w == 0 {
+            let ids: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
+            return Ok(ids.into_iter().map(|t| (t, self.actions.decode(t))).collect());
+        }
+        let (first, n) = (self.actions.first_action_id(), self.actions.n_bins());
+        let bins: Vec<Vec<f32>> = logits.narrow(D::Minus1, first as usize, n)?.to_dtype(DType::F32)?.to_vec2()?;
+        Ok(bins
+            .iter()
+            .map(|row| {
+                let best = row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(j, _)| j).unwrap_or(0);
+                (first + best as u32, self.actions.decode_window(row, w))
+            })
+            .collect())
+    }
+
     /// Action tokens one prediction decodes: 7 per decoded action.
     pub fn action_tokens(&self) -> usize {
         7 * self.decoded_actions()
@@ -269,7 +309,7 @@ impl OpenVla {
         action_space: &str,
         mut on_token: impl FnMut(&PartialAction),
     ) -> Result<ActionPrediction> {
-        if self.replay_enabled() {
+        if self.replay_enabled() && self.decode_window() == 0 {
             if action_space != NORMALIZED {
                 // An unknown action space is the caller's error, not the replay's.
                 self.config.action_stats(action_space)?;
@@ -453,9 +493,9 @@ impl ActionStream<'_> {
 
     fn step(&mut self) -> Result<Option<PartialAction>> {
         let Some(logits) = self.logits.take() else { return Ok(None) };
-        let tok = argmax(&logits)?;
+        let (tok, value) = self.model.pick_tokens(&logits)?[0];
         self.tokens.push(tok);
-        self.normalized.push(self.model.actions.decode(tok));
+        self.normalized.push(value);
         let index = self.tokens.len() - 1;
         if self.tokens.len() < self.dims {
             let emb = self.model.llm.embed(&[tok])?;

@@ -46,6 +46,8 @@ pub struct OpenVlaNode {
     partial: bool,
     /// Actions of a chunked model's prediction to send (0 = all of them).
     execute: usize,
+    /// Bins either side of the most likely one that each action value averages (0: argmax).
+    decode_window: usize,
     loading: Loading,
     /// Latest instruction from the `instruction` port (when images come separately).
     instruction: Option<String>,
@@ -93,6 +95,12 @@ impl OpenVlaNode {
                 ParamKind::Int { min: Some(0), max: Some(64) },
                 0,
                 "for models that predict a chunk of actions per frame: how many of them to send for execution before the next frame (0 = all)",
+            ))
+            .param(ParamSpec::new(
+                "decode_window",
+                ParamKind::Int { min: Some(0), max: Some(255) },
+                0,
+                "0 = each action value is its most likely bin (OpenVLA); N = the probability-weighted mean of the bins within N of it",
             ))
             .param(
                 ParamSpec::new(
@@ -166,6 +174,7 @@ impl OpenVlaNode {
             action_space: p.str("action_space")?.to_string(),
             partial: p.bool("partial")?,
             execute: p.u64("execute")? as usize,
+            decode_window: p.u64("decode_window")? as usize,
             loading: Loading::InProgress { rx, done, total },
             instruction: None,
             dropped_while_loading: 0,
@@ -234,9 +243,10 @@ impl OpenVlaNode {
         let mut partials = Vec::new();
         let partial = self.partial;
         // Decode only what will be sent. A batched model is shared by every node of the
-        // graph; they come from one preset and share `execute`, and if not, the last setting
-        // wins and a node may get fewer actions than it asked for, never more work.
+        // graph; they come from one preset and share `execute` and `decode_window`, and if
+        // not, the last setting wins and a node may get fewer actions than it asked for, never more work.
         policy.model().set_decoded_actions(self.execute);
+        policy.model().set_decode_window(self.decode_window);
         let dims = policy.model().action_tokens();
         let p = match &*policy {
             Policy::Own(m) => m.predict_action_stream(&img, instruction, &space, |pa| {
@@ -311,6 +321,7 @@ impl Node for OpenVlaNode {
             }
             "partial" => self.partial = value.as_bool().unwrap_or(false),
             "execute" => self.execute = value.as_u64().unwrap_or(0) as usize,
+            "decode_window" => self.decode_window = value.as_u64().unwrap_or(0) as usize,
             _ => return Err(NodeError::param(name, "cannot change while running")),
         }
         Ok(())

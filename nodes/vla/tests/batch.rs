@@ -61,3 +61,37 @@ fn nodes_on_one_checkpoint_share_the_model_and_batch_across_threads() {
     });
     assert_eq!(got, want);
 }
+
+#[test]
+fn a_decode_window_changes_values_not_tokens_and_batches_alike() {
+    let dir = tiny("window");
+    let m = OpenVla::load(&dir, &LoadOptions::default()).unwrap();
+    let space = m.action_spaces()[0].clone();
+    let imgs = [frame(4), frame(5)];
+    let instr = "stack the red cube on the green cube";
+    let first = vela_vla::action::ActionTokenizer::new(m.config.base_vocab() as u32, 256).first_action_id();
+    m.set_decode_window(0);
+    let argmax: Vec<_> = imgs.iter().map(|i| m.predict_action_stream(i, instr, &space, |_| {}).unwrap()).collect();
+    m.set_decode_window(6);
+    let windowed: Vec<_> = imgs.iter().map(|i| m.predict_action_stream(i, instr, &space, |_| {}).unwrap()).collect();
+    let reqs: Vec<(&RgbImage, &str)> = imgs.iter().map(|i| (i, instr)).collect();
+    let batched = m.predict_actions_batch(&reqs, &space).unwrap();
+    m.set_decode_window(0);
+    for ((a, w), b) in argmax.iter().zip(&windowed).zip(&batched) {
+        // With a window the fed-back token is the most likely *action* token.
+        assert!(w.tokens.iter().all(|&t| t >= first), "{:?}", w.tokens);
+        for (i, (&ta, &tw)) in a.tokens.iter().zip(&w.tokens).enumerate() {
+            if ta >= first && a.tokens[..i] == w.tokens[..i] {
+                assert_eq!(ta, tw, "an action-token argmax is kept");
+            }
+        }
+        assert!(w.normalized.iter().all(|v| (-1.0..=1.0).contains(v)));
+        assert_eq!(w.tokens, b.tokens, "batched and single decoding pick the same tokens");
+        for (x, y) in w.normalized.iter().zip(&b.normalized) {
+            assert!((x - y).abs() < 1e-3, "{x} vs {y}");
+        }
+    }
+    // A random model spreads its probability, so the window moves some values off the centres.
+    let moved = argmax.iter().zip(&windowed).flat_map(|(a, w)| a.normalized.iter().zip(&w.normalized)).filter(|(x, y)| (*x - *y).abs() > 1e-6).count();
+    assert!(moved > 0, "the window changed no value");
+}

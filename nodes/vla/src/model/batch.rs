@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use candle_core::{Tensor, D};
+use candle_core::Tensor;
 use image::RgbImage;
 
 use super::{ActionPrediction, OpenVla};
@@ -72,12 +72,15 @@ impl OpenVla {
         let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
         let t1 = Instant::now();
         let mut tokens = vec![Vec::with_capacity(dims); rows.len()];
+        let mut values = vec![Vec::with_capacity(dims); rows.len()];
         for d in 0..dims {
             // Reading the token back is where the host waits for the device.
             mark(&format!("batch: token {d} (reading it back from the device)"));
-            let next: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
-            for (t, tok) in tokens.iter_mut().zip(&next) {
-                t.push(*tok);
+            let picked = self.pick_tokens(&logits)?;
+            let next: Vec<u32> = picked.iter().map(|p| p.0).collect();
+            for ((t, v), (tok, value)) in tokens.iter_mut().zip(values.iter_mut()).zip(picked) {
+                t.push(tok);
+                v.push(value);
             }
             if d + 1 < dims {
                 let emb = self.llm.embed(&next)?.transpose(0, 1)?;
@@ -87,9 +90,8 @@ impl OpenVla {
         let decode_ms = t1.elapsed().as_secs_f64() * 1e3;
         Ok(rows
             .iter()
-            .zip(tokens)
-            .map(|(&r, tokens)| {
-                let normalized: Vec<f32> = tokens.iter().map(|&t| self.actions.decode(t)).collect();
+            .zip(tokens.into_iter().zip(values))
+            .map(|(&r, (tokens, normalized))| {
                 let action = match &stats {
                     Some(s) => unnormalize(&normalized, s),
                     None => normalized.clone(),

@@ -250,14 +250,14 @@ print(n)"; }
     for q in q8f16 q4f16; do "$VELA" vla quantize --model "$out" --quantization "$q" > /dev/null; done
     res="$WORK/out/eval"
     mkdir -p "$res"
-    bench() { # quant variant tag model episodes [execute]
-        python3 - "$ROOT/presets/OpenVLA-MimicGen-FP16.json" "$res/preset-$3.json" "$4" "$1" "$DEV" "${CAMERA:-agentview}" "${6:-0}" <<'EOF'
+    bench() { # quant variant tag model episodes [execute] [decode_window]
+        python3 - "$ROOT/presets/OpenVLA-MimicGen-FP16.json" "$res/preset-$3.json" "$4" "$1" "$DEV" "${CAMERA:-agentview}" "${6:-0}" "${7:-0}" <<'EOF'
 import json, sys
-src, dst, model, quant, dev, camera, execute = sys.argv[1:]
+src, dst, model, quant, dev, camera, execute, window = sys.argv[1:]
 p = json.load(open(src))
 for n in p["nodes"]:
     if n["type"] == "OpenVLA":
-        n.setdefault("params", {}).update({"model": model, "quantization": quant, "device": dev, "execute": int(execute)})
+        n.setdefault("params", {}).update({"model": model, "quantization": quant, "device": dev, "execute": int(execute), "decode_window": int(window)})
     if n["type"] == "MimicGen":
         n.setdefault("params", {})["camera"] = camera
 json.dump(p, open(dst, "w"), indent=2)
@@ -312,14 +312,17 @@ EOF
     [ "$tags" = none ] && tags=   # a study lease may bench only the study's cells
     bs=()
     launch() { # tag: one bench in the background; a tag ending in -xN (e.g. d2-int4-x4) sends
-        # only the first N actions of each predicted chunk (a chunked model's receding horizon)
-        local x=0
-        case $1 in *-x[0-9]*) x=${1##*-x} ;; esac
-        case ${1%-x[0-9]*} in
-            d2-int4) bench_retry q4f16 Stack_D2 $1 "$out" $n $x & bs+=($!) ;;
-            d2-int8) bench_retry q8f16 Stack_D2 $1 "$out" $n $x & bs+=($!) ;;
-            d2-fp16) bench_retry fp16 Stack_D2 $1 "$out" $n $x & bs+=($!) ;;
-            lang-int4) bench_retry q4f16 Stack_Lang $1 "$out" $n $x & bs+=($!) ;;
+        # only the first N actions of each predicted chunk (a chunked model's receding horizon),
+        # one ending in -wN (e.g. d2-int4-w8, after any -xN) decodes with the OpenVLA node's
+        # decode_window N
+        local x=0 w=0 base=$1
+        case $base in *-w[0-9]*) w=${base##*-w}; base=${base%-w[0-9]*} ;; esac
+        case $base in *-x[0-9]*) x=${base##*-x}; base=${base%-x[0-9]*} ;; esac
+        case $base in
+            d2-int4) bench_retry q4f16 Stack_D2 $1 "$out" $n $x $w & bs+=($!) ;;
+            d2-int8) bench_retry q8f16 Stack_D2 $1 "$out" $n $x $w & bs+=($!) ;;
+            d2-fp16) bench_retry fp16 Stack_D2 $1 "$out" $n $x $w & bs+=($!) ;;
+            lang-int4) bench_retry q4f16 Stack_Lang $1 "$out" $n $x $w & bs+=($!) ;;
             # Diagnostic: D1 keeps the small cube red and the big one green, so it separates "cannot
             # tell which cube to move" (D2 fails, D1 works) from "cannot grasp or place" (both fail).
             d1-fp16) bench_retry fp16 Stack_D1 $1 "$out" $(( (n + 1) / 2 )) & bs+=($!) ;;

@@ -10,7 +10,7 @@ START (e.g. 18/50): the starting checkpoint's successes over the same seeds, dra
 import csv
 import sys
 
-from training_chain_plot import wilson
+from training_chain_plot import legend, point, save, wilson
 
 COLOURS = ["#c0392b", "#d68910", "#2471a3", "#1e8449", "#7d3c98"]
 
@@ -51,22 +51,16 @@ def main():
         for e, k, n in sorted(cells):
             lo, hi = wilson(k, n)
             x = sx(e) + dx
-            out.append(f'<line x1="{x}" x2="{x}" y1="{sy(lo)}" y2="{sy(hi)}" stroke="{colour}" stroke-width="1.5"/>')
-            out.append(f'<circle cx="{x}" cy="{sy(k / n)}" r="4" fill="{colour}"><title>{demos} demos, epoch {e}: {k}/{n}</title></circle>')
+            point(out, x, sy(k / n), sy(lo), sy(hi), colour, f"{demos} demos, epoch {e}: {k}/{n}")
             pts.append(f"{x},{sy(k / n)}")
         out.append(f'<polyline points="{" ".join(pts)}" fill="none" stroke="{colour}" stroke-dasharray="4 3"/>')
-        ly = mt + 14 + 16 * i
-        out.append(f'<circle cx="{w - mr + 16}" cy="{ly}" r="4" fill="{colour}"/><text x="{w - mr + 24}" y="{ly + 4}">{demos} demos</text>')
+        legend(out, w - mr + 16, mt + 14 + 16 * i, colour, f"{demos} demos")
     if start:
         k, n = start
         lo, hi = wilson(k, n)
-        out.append(f'<line x1="{sx(0)}" x2="{sx(0)}" y1="{sy(lo)}" y2="{sy(hi)}" stroke="#555" stroke-width="1.5"/>')
-        out.append(f'<circle cx="{sx(0)}" cy="{sy(k / n)}" r="4" fill="#555"/>')
-        ly = mt + 14 + 16 * len(by_demos)
-        out.append(f'<circle cx="{w - mr + 16}" cy="{ly}" r="4" fill="#555"/><text x="{w - mr + 24}" y="{ly + 4}">start ({k}/{n})</text>')
-    out.append("</svg>")
-    open(dst, "w").write("\n".join(out) + "\n")
-    print(f"wrote {dst}")
+        point(out, sx(0), sy(k / n), sy(lo), sy(hi), "#555", f"the starting model: {k}/{n}")
+        legend(out, w - mr + 16, mt + 14 + 16 * len(by_demos), "#555", f"start ({k}/{n})")
+    save(out, dst)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,23 @@ def wilson(k, n, z=1.96):
     return max(0.0, c - h), min(1.0, c + h)
 
 
+def point(out, x, y, lo, hi, colour, title=""):
+    """A success rate at (x, y) with its interval from lo to hi (SVG coordinates)."""
+    out.append(f'<line x1="{x}" x2="{x}" y1="{lo}" y2="{hi}" stroke="{colour}" stroke-width="1.5"/>')
+    tip = f"<title>{title}</title>" if title else ""
+    out.append(f'<circle cx="{x}" cy="{y}" r="4" fill="{colour}">{tip}</circle>' if tip else f'<circle cx="{x}" cy="{y}" r="4" fill="{colour}"/>')
+
+
+def legend(out, x, y, colour, text):
+    out.append(f'<circle cx="{x}" cy="{y}" r="4" fill="{colour}"/><text x="{x + 8}" y="{y + 4}">{text}</text>')
+
+
+def save(out, dst):
+    out.append("</svg>")
+    open(dst, "w").write("\n".join(out) + "\n")
+    print(f"wrote {dst}")
+
+
 def main():
     rows = list(csv.DictReader(open(SRC)))
     w, h, ml, mr, mt, mb = 680, 360, 60, 80, 30, 50
@@ -48,18 +65,15 @@ def main():
         x, k, n = int(r["samples_seen"]), int(r["successes"]), int(r["episodes"])
         lo, hi = wilson(k, n)
         colour = "#c0392b" if r["labels"] == "executed" else "#2471a3"
-        out.append(f'<line x1="{sx(x)}" x2="{sx(x)}" y1="{sy(lo)}" y2="{sy(hi)}" stroke="{colour}" stroke-width="1.5"/>')
-        out.append(f'<circle cx="{sx(x)}" cy="{sy(k/n)}" r="4" fill="{colour}"/>')
+        point(out, sx(x), sy(k / n), sy(lo), sy(hi), colour)
         # Alternate above and below: the early points sit close together.
         dy = (-8 if i % 2 == 0 else 16) if k else -8 - 12 * (i % 2)
         out.append(f'<text x="{sx(x)+5}" y="{sy(k/n)+dy}" font-size="9">{k}/{n}, {int(r["demos_so_far"])//1000} k demos</text>')
         pts.append(f"{sx(x)},{sy(k/n)}")
     out.append(f'<polyline points="{" ".join(pts)}" fill="none" stroke="#888" stroke-dasharray="4 3"/>')
-    out.append(f'<circle cx="{ml+20}" cy="{mt+14}" r="4" fill="#c0392b"/><text x="{ml+28}" y="{mt+18}">executed (noisy) labels</text>')
-    out.append(f'<circle cx="{ml+20}" cy="{mt+30}" r="4" fill="#2471a3"/><text x="{ml+28}" y="{mt+34}">intended labels</text>')
-    out.append("</svg>")
-    open(DST, "w").write("\n".join(out) + "\n")
-    print(f"wrote {DST}")
+    legend(out, ml + 20, mt + 14, "#c0392b", "executed (noisy) labels")
+    legend(out, ml + 20, mt + 30, "#2471a3", "intended labels")
+    save(out, DST)
 
 
 if __name__ == "__main__":

@@ -38,12 +38,34 @@ pub struct RobomimicWriter {
     gzip_level: u8,
 }
 
+/// libhdf5 opens files without `O_CLOEXEC`, so a process started by another thread while a file
+/// is open inherits its descriptor, and with it the file's lock: until that child exits, nobody
+/// can create or rewrite the file ("unable to lock file"). Mark the descriptor close-on-exec.
+fn close_on_exec(file: &hdf5::File) {
+    let mut handle: *mut std::ffi::c_void = std::ptr::null_mut();
+    // SAFETY: `file` is open; for the default (sec2) driver the handle points at its `int` fd,
+    // which lives as long as the file; libhdf5's lock is held by `sync`.
+    let rc = hdf5::sync::sync(|| unsafe { hdf5_sys::h5f::H5Fget_vfd_handle(file.id(), hdf5_sys::h5p::H5P_DEFAULT, &mut handle) });
+    if rc < 0 || handle.is_null() {
+        return;
+    }
+    // SAFETY: see above; fcntl on a valid fd only changes its flags.
+    unsafe {
+        let fd = *(handle as *const std::ffi::c_int);
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+        }
+    }
+}
+
 impl RobomimicWriter {
     /// Creates (or truncates) `path`; `env_args` and `name` are stored at once.
     pub fn create(path: impl AsRef<Path>, meta: &DatasetMeta) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let fail = |e: hdf5::Error| format_err(&path, format!("cannot create HDF5 file: {e}"));
         let file = hdf5::File::create(&path).map_err(fail)?;
+        close_on_exec(&file);
         let data = file.create_group("data").map_err(fail)?;
         let w = Self { path, file, data, total: 0, demos: Vec::new(), gzip_level: DEFAULT_GZIP_LEVEL };
         let env_args = serde_json::to_string(&meta.env_args).map_err(|e| DataError::Other(e.to_string()))?;
@@ -168,8 +190,13 @@ impl RobomimicReader {
         if let Err(e) = std::fs::metadata(&path) {
             return Err(DataError::Io { path, source: e });
         }
-        let file = hdf5::File::open(&path)
+        // Reading takes no lock: a reader should never stop a writer (another process, or a
+        // copy of this descriptor that a child started meanwhile inherited) from replacing the file.
+        let file = hdf5::File::with_options()
+            .with_fapl(|p| p.file_locking(false))
+            .open(&path)
             .map_err(|e| format_err(&path, format!("not a readable HDF5 file (truncated or corrupt?): {e}")))?;
+        close_on_exec(&file);
         let data = file.group("data").map_err(|_| format_err(&path, "no `data` group: not a robomimic file".into()))?;
         let env_args = match read_str_attr(&data, "env_args") {
             Ok(Some(s)) => serde_json::from_str(&s).map_err(|e| DataError::Invalid {
@@ -565,11 +592,31 @@ mod tests {
         let lite = r.read_lowdim(3).unwrap();
         assert!(lite.images.is_empty());
         assert_eq!(lite.actions, eps[3].actions);
-        let f = hdf5::File::open(&path).unwrap();
+        let f = hdf5::File::with_options().with_fapl(|p| p.file_locking(false)).open(&path).unwrap();
         assert_eq!(f.group("data").unwrap().attr("total").unwrap().read_scalar::<u64>().unwrap(), 120);
         let img = f.dataset("data/demo_0/obs/agentview_image").unwrap();
         assert_eq!(img.chunk(), Some(vec![1, 16, 16, 3]));
         assert_eq!(img.filters(), vec![hdf5::filters::Filter::Deflate(DEFAULT_GZIP_LEVEL)]);
+    }
+
+    /// A process started while a file is open must not inherit it: its copy of the descriptor
+    /// would keep the file locked against the next writer until that process exits.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn open_files_are_not_inherited_by_child_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("open.hdf5");
+        let meta = DatasetMeta { name: "stack_d0".into(), env_args: serde_json::json!({}) };
+        let inherited = |p: &Path| {
+            let o = std::process::Command::new("ls").args(["-l", "/proc/self/fd"]).output().unwrap();
+            String::from_utf8_lossy(&o.stdout).contains(p.to_str().unwrap())
+        };
+        let w = RobomimicWriter::create(&path, &meta).unwrap();
+        assert!(!inherited(&path), "the writer's file leaked into a child");
+        Box::new(w).finish().unwrap();
+        let r = RobomimicReader::open(&path).unwrap();
+        assert!(!inherited(&path), "the reader's file leaked into a child");
+        drop(r);
     }
 
     fn expect_err(path: &Path, episode: &str, key: &str) {
@@ -584,14 +631,14 @@ mod tests {
         let path = dir.path().join("bad.hdf5");
         write(&path, 1);
         {
-            let f = hdf5::File::open_rw(&path).unwrap();
+            let f = hdf5::File::with_options().with_fapl(|p| p.file_locking(false)).open_rw(&path).unwrap();
             f.unlink("data/demo_0/actions").unwrap();
         }
         expect_err(&path, "demo_0", "`actions`: missing");
 
         write(&path, 1);
         {
-            let f = hdf5::File::open_rw(&path).unwrap();
+            let f = hdf5::File::with_options().with_fapl(|p| p.file_locking(false)).open_rw(&path).unwrap();
             f.unlink("data/demo_0/actions").unwrap();
             f.new_dataset::<f32>().shape([10, 6]).create("data/demo_0/actions").unwrap();
         }
@@ -599,7 +646,7 @@ mod tests {
 
         write(&path, 1);
         {
-            let f = hdf5::File::open_rw(&path).unwrap();
+            let f = hdf5::File::with_options().with_fapl(|p| p.file_locking(false)).open_rw(&path).unwrap();
             f.unlink("data/demo_0/obs/agentview_image").unwrap();
             f.new_dataset::<u8>().shape([9, 16, 16, 3]).create("data/demo_0/obs/agentview_image").unwrap();
         }

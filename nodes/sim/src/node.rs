@@ -637,7 +637,12 @@ impl Node for MimicGenNode {
     }
 
     fn tick_interval(&self) -> Option<Duration> {
-        Some(self.interval)
+        // No ticks while a tick would do nothing (paused, done, or genlocked and waiting for the
+        // policy): at framerate 0 they would spin a core that the policy needs (on the 2-core
+        // box, a second candle thread ran slower than one because of it). Every way out of
+        // these states is a callback, after which the engine asks again.
+        let idle = self.paused || self.waiting || (!self.needs_reset && self.genlock && self.motion == Motion::Agent && self.queue.is_empty());
+        if idle { None } else { Some(self.interval) }
     }
 
     fn tick(&mut self, ctx: &mut Context) -> Result<(), NodeError> {

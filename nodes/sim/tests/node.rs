@@ -115,7 +115,9 @@ async fn an_episode_limit_ends_the_run_after_consecutive_seeds() {
 async fn genlock_waits_for_actions_and_widget_commands_work() {
     let engine = Engine::new(registry());
     engine
-        .add_node(NodeSpec::new("sim", "MimicGen").param("environment", "Stack_D1").param("width", 32).param("height", 32))
+        .add_node(
+            NodeSpec::new("sim", "MimicGen").param("environment", "Stack_D1").param("width", 32).param("height", 32).param("framerate", 0.0),
+        )
         .await
         .unwrap();
     engine.add_node(NodeSpec::new("frames", "Collector")).await.unwrap();
@@ -124,6 +126,10 @@ async fn genlock_waits_for_actions_and_widget_commands_work() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Genlocked with no policy: only the first frame of the episode goes out.
     assert_eq!(engine.stats().await["frames"].received, 1);
+    // ... and, even free-running (framerate 0), the waiting node is not ticked in a loop that
+    // would spin a core the policy needs.
+    let calls = engine.stats().await["sim"].processed;
+    assert!(calls < 10, "{calls} callbacks while waiting for an action");
     engine.command("sim", "reset_episode", json!({})).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(engine.stats().await["frames"].received, 2);

@@ -150,23 +150,6 @@ fn error_chain(e: &anyhow::Error) -> String {
     out
 }
 
-/// Caps candle's CPU threads at one fewer than the cores when a graph runs, unless
-/// `CANDLE_NUM_THREADS` says otherwise. candle's matmul threads wait for each other actively,
-/// so with one per core they fight the simulator's renderer and the engine for the same cores:
-/// on the 2-core box the shipped INT4 policy took 230 ms per action (p95 561) with two threads
-/// and 58 ms with one, in the same graph (BENCHMARKS.md). Offline commands (`vla eval/bench`,
-/// `train`) keep every core.
-fn leave_a_core_for_the_graph() {
-    if std::env::var_os("CANDLE_NUM_THREADS").is_some() {
-        return;
-    }
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let threads = cores.saturating_sub(1).max(1);
-    // Edition 2021: set_var is safe; no other thread exists yet (as for SIGPIPE above).
-    std::env::set_var("CANDLE_NUM_THREADS", threads.to_string());
-    tracing::debug!("candle uses {threads} of {cores} cores (CANDLE_NUM_THREADS overrides)");
-}
-
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
     if matches!(cli.command, Command::Nodes { .. } | Command::Preset { .. } | Command::Dataset { .. }) {
@@ -178,9 +161,10 @@ fn real_main() -> Result<()> {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
-    if matches!(cli.command, Command::Run(_) | Command::Bench(_) | Command::Studio { .. }) {
-        leave_a_core_for_the_graph();
-    }
+    // Graphs use candle's default of one thread per core. They used to leave a core to the
+    // simulator, whose node spun that core while it waited for the policy; it no longer spins,
+    // and on the 2-core box the shipped INT4 preset now steps 24 times a second with two candle
+    // threads against 20 with one (BENCHMARKS.md, "CPU threads when a graph runs").
     let store = presets::store(cli.presets_dir.as_deref());
     match cli.command {
         Command::Nodes { json } => nodes(json),

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod cpu_ops;
 pub mod device;
 pub mod eval;
 pub mod fused;

@@ -330,7 +330,7 @@ impl Llama {
             let r = x.clone();
             let n = layer.post_norm.forward(&x)?;
             let [g, u] = <[Tensor; 2]>::try_from(layer.gate_up.forward(&n)?).expect("two projections");
-            let y = layer.down.forward(&(candle_nn::ops::silu(&g)? * u)?)?;
+            let y = layer.down.forward(&crate::cpu_ops::silu_mul(&g, &u)?)?;
             x = (r + y)?;
         }
         if let Some(c) = cache {

@@ -133,7 +133,7 @@ impl VitBlock {
         };
         let y = self.attn.forward(&self.norm1.forward(x)?)?;
         let x = (x + scale(y, &self.ls1)?)?;
-        let h = self.fc1.forward(&self.norm2.forward(&x)?)?.gelu_erf()?;
+        let h = crate::cpu_ops::gelu_erf(&self.fc1.forward(&self.norm2.forward(&x)?)?)?;
         let y = self.fc2.forward(&h)?;
         Ok((&x + scale(y, &self.ls2)?)?)
     }
@@ -292,7 +292,7 @@ impl Projector {
         for (i, l) in self.layers.iter().enumerate() {
             h = l.forward(&h)?;
             if i < last {
-                h = h.gelu_erf()?;
+                h = crate::cpu_ops::gelu_erf(&h)?;
             }
         }
         Ok(h)

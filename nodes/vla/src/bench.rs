@@ -411,7 +411,7 @@ pub fn summary(r: &BenchReport) -> String {
     format!(
         "{card} {mode} ({dtype}{graphs}): preprocess {pre:.2} ms, vision {v:.2} ms, projector {p:.2} ms, prefill {pf:.2} ms ({len} positions), \
          {tok:.2} ms/token, total p50 {t:.2} ms / p95 {t95:.2} ms ({aps:.1} actions/s, {tps:.0} tokens/s)\n\
-         floor {fl:.2} ms (decode {fd:.2} ms at {bw:.0} GB/s, prompt {fp:.2} ms at {tf:.0} TFLOP/s): ratio {ratio:.2}; memory {mem}; tokens {tokens:?}{agree}",
+         floor {fl:.2} ms (decode {fd:.2} ms at {bw:.0} GB/s, prompt {fp:.2} ms at {tf}): ratio {ratio:.2}; memory {mem}; tokens {tokens:?}{agree}",
         card = r.card,
         mode = r.mode,
         dtype = r.dtype,
@@ -430,7 +430,11 @@ pub fn summary(r: &BenchReport) -> String {
         fd = r.floor.decode_ms,
         bw = r.ceilings.copy_gb_s,
         fp = r.floor.prompt_ms,
-        tf = r.ceilings.matmul_tflop_s,
+        // A CPU core's matmul rate is a fraction of a TFLOP/s.
+        tf = match r.ceilings.matmul_tflop_s {
+            t if t < 1.0 => format!("{:.0} GFLOP/s", t * 1e3),
+            t => format!("{t:.0} TFLOP/s"),
+        },
         ratio = r.ratio,
         tokens = r.tokens,
         agree = r.replay_matches_eager.map(|(a, n)| format!("; replay = eager on {a}/{n} inputs")).unwrap_or_default(),

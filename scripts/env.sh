@@ -9,6 +9,20 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export MUJOCO_DYNAMIC_LINK_DIR="${MUJOCO_DYNAMIC_LINK_DIR:-$VELA_CACHE/mujoco/lib}"
 mkdir -p "$VELA_CACHE"
 
+# Build flags (.cargo/config.toml's [build] section) or a rustc that differ from the ones the
+# target dir was built with make all of it stale, and cargo keeps the old artifacts beside the
+# new: the switch to x86-64-v3 doubled the dir to 59 GB and filled this machine's disk. So the
+# dir starts afresh then (and once where no stamp says what built it). Call from the repo root.
+prune_stale_target() {
+    local stamp="$CARGO_TARGET_DIR/.vela-build-flags" want
+    want="$(rustc -V 2>/dev/null); $(sed -n '/^\[build\]/,/^\[/p' .cargo/config.toml | grep -v '^#' | tr -s '\n' ' ')"
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] && { [ -d "$CARGO_TARGET_DIR/debug" ] || [ -d "$CARGO_TARGET_DIR/release" ]; }; then
+        echo "==> build flags or rustc changed since $CARGO_TARGET_DIR was built: removing its stale debug/ and release/"
+        rm -rf "$CARGO_TARGET_DIR/debug" "$CARGO_TARGET_DIR/release"
+    fi
+    mkdir -p "$CARGO_TARGET_DIR" && printf '%s' "$want" >"$stamp"
+}
+
 stage_start() { STAGE_NAME="$1"; STAGE_T0=$(date +%s); echo "==> $1"; }
 stage_end() { echo "==> $STAGE_NAME done in $(( $(date +%s) - STAGE_T0 )) s"; }
 

@@ -28,6 +28,7 @@ for s in scripts/setup-*.sh; do
     stage_end
 done
 
+prune_stale_target
 stage_start "build"
 cargo build --release --bin vela
 stage_end

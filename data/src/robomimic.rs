@@ -59,6 +59,15 @@ fn close_on_exec(file: &hdf5::File) {
     }
 }
 
+/// Opens files without taking HDF5's lock: a reader should never stop a writer (another
+/// process, or a copy of the descriptor that a child started meanwhile inherited) from
+/// replacing the file.
+fn unlocked() -> hdf5::FileBuilder {
+    let mut b = hdf5::File::with_options();
+    b.with_fapl(|p| p.file_locking(false));
+    b
+}
+
 impl RobomimicWriter {
     /// Creates (or truncates) `path`; `env_args` and `name` are stored at once.
     pub fn create(path: impl AsRef<Path>, meta: &DatasetMeta) -> Result<Self> {
@@ -190,10 +199,7 @@ impl RobomimicReader {
         if let Err(e) = std::fs::metadata(&path) {
             return Err(DataError::Io { path, source: e });
         }
-        // Reading takes no lock: a reader should never stop a writer (another process, or a
-        // copy of this descriptor that a child started meanwhile inherited) from replacing the file.
-        let file = hdf5::File::with_options()
-            .with_fapl(|p| p.file_locking(false))
+        let file = unlocked()
             .open(&path)
             .map_err(|e| format_err(&path, format!("not a readable HDF5 file (truncated or corrupt?): {e}")))?;
         close_on_exec(&file);
@@ -592,7 +598,7 @@ mod tests {
         let lite = r.read_lowdim(3).unwrap();
         assert!(lite.images.is_empty());
         assert_eq!(lite.actions, eps[3].actions);
-        let f = hdf5::File::with_options().with_fapl(|p| p.file_locking(false)).open(&path).unwrap();
+        let f = unlocked().open(&path).unwrap();
         assert_eq!(f.group("data").unwrap().attr("total").unwrap().read_scalar::<u64>().unwrap(), 120);
         let img = f.dataset("data/demo_0/obs/agentview_image").unwrap();
         assert_eq!(img.chunk(), Some(vec![1, 16, 16, 3]));
@@ -631,14 +637,14 @@ mod tests {
         let path = dir.path().join("bad.hdf5");
         write(&path, 1);
         {
-            let f = hdf5::File::with_options().with_fapl(|p| p.file_locking(false)).open_rw(&path).unwrap();
+            let f = unlocked().open_rw(&path).unwrap();
             f.unlink("data/demo_0/actions").unwrap();
         }
         expect_err(&path, "demo_0", "`actions`: missing");
 
         write(&path, 1);
         {
-            let f = hdf5::File::with_options().with_fapl(|p| p.file_locking(false)).open_rw(&path).unwrap();
+            let f = unlocked().open_rw(&path).unwrap();
             f.unlink("data/demo_0/actions").unwrap();
             f.new_dataset::<f32>().shape([10, 6]).create("data/demo_0/actions").unwrap();
         }
@@ -646,7 +652,7 @@ mod tests {
 
         write(&path, 1);
         {
-            let f = hdf5::File::with_options().with_fapl(|p| p.file_locking(false)).open_rw(&path).unwrap();
+            let f = unlocked().open_rw(&path).unwrap();
             f.unlink("data/demo_0/obs/agentview_image").unwrap();
             f.new_dataset::<u8>().shape([9, 16, 16, 3]).create("data/demo_0/obs/agentview_image").unwrap();
         }

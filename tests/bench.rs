@@ -147,8 +147,11 @@ fn interrupted_runs_resume_where_they_stopped() {
 fn bad_flags_and_missing_presets_give_clear_errors() {
     let dir = scratch("errors");
     let out = dir.join("x.json");
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 11] = [
         (&["bench", "--preset", "no-such-preset"], "no-such-preset"),
+        (&["bench", "voice", "--preset", "mimicgen-expert"], "needs a WebAudioIn node"),
+        (&["bench", "voice", "--preset", "no-such-preset"], "no-such-preset"),
+        (&["bench", "voice", "--gap", "0.2", "--wav", "/nonexistent.wav"], "--gap"),
         (&["bench", "--episodes", "3"], "--preset is required"),
         (&["bench", "--preset", "counter-demo"], "has no MimicGen node"),
         (&["bench", "--preset", "mimicgen-expert", "--parallel", "0"], "--parallel must be between 1 and 64"),

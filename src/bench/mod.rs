@@ -8,6 +8,7 @@
 mod dora;
 pub mod report;
 pub mod stats;
+pub mod voice;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -42,6 +43,10 @@ enum BenchCommand {
         #[arg(required = true, num_args = 2..)]
         files: Vec<PathBuf>,
     },
+    /// Spoken commands through a voice preset's graph: the time from the end of each command's
+    /// speech to the first action computed with the new instruction (VAD, Whisper, simulator
+    /// frame and policy shares).
+    Voice(voice::VoiceArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -104,6 +109,7 @@ pub fn run(store: &PresetStore, args: BenchArgs) -> Result<()> {
             print!("{}", compare_table(&runs));
             Ok(())
         }
+        Some(BenchCommand::Voice(v)) => voice::run(store, v),
         None => {
             let stats = run_bench(store, args.run)?;
             let s = &stats.summary;

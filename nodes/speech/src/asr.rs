@@ -7,6 +7,12 @@
 //! model can keep up with. End markers from VADFilter carry the running sample count,
 //! so an utterance is cut at the right sample even when the marker overtakes audio
 //! on the way (they travel on different edges).
+//!
+//! The VAD closes an utterance only after half a second of silence, so the final
+//! transcript would start that late. Instead, once the speech goes quiet the node
+//! transcribes what it has while the VAD waits (`speculate`); when the end marker comes
+//! and nothing but silence arrived since, that transcript is the final one. Whisper
+//! pads every utterance with silence to 30 s anyway, so the quiet tail changes nothing.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -25,6 +31,13 @@ use crate::whisper::{WhisperError, WhisperModel, MODELS};
 
 /// Shortest audio worth a partial transcript.
 const MIN_PARTIAL_S: f64 = 0.3;
+/// RMS under which a chunk counts as quiet (-40 dBFS): microphone noise sits well below,
+/// speech well above. It only decides when to transcribe early; the VAD still decides
+/// where utterances end.
+const QUIET_RMS: f32 = 0.01;
+/// Quiet that must follow speech before the early transcript starts: longer than the gaps
+/// inside a sentence, well under the VAD's 0.5 s window.
+const QUIET_BEFORE_EARLY_S: f64 = 0.2;
 
 /// The candle model by name (tests and tools reach into its encoder); nodes use
 /// [`recognizer::load`].
@@ -51,6 +64,23 @@ pub struct WhisperAsr {
     last_rtfx: f64,
     finals: u64,
     last_text: String,
+    speculate: bool,
+    /// Samples of the current utterance up to its last loud chunk.
+    voiced_len: usize,
+    /// Seconds of quiet since the last loud chunk.
+    quiet_s: f64,
+    /// The utterance's audio up to a quiet moment, where its loud part ended then, and its
+    /// transcript, made while the VAD waited for the utterance to end.
+    early: Option<(Vec<f32>, usize, crate::whisper::Transcript)>,
+    /// Finals that reused the early transcript.
+    early_finals: u64,
+}
+
+fn rms(samples: &[f32]) -> f32 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    (samples.iter().map(|x| x * x).sum::<f32>() / samples.len() as f32).sqrt()
 }
 
 impl WhisperAsr {
@@ -84,6 +114,12 @@ impl WhisperAsr {
                 0.25,
                 "seconds between partial transcripts (≤ 0: none)",
             ))
+            .param(ParamSpec::new(
+                "speculate",
+                ParamKind::Bool,
+                true,
+                "transcribe as soon as the speech goes quiet, while the VAD waits out its silence; the final reuses it if nothing was said since",
+            ))
     }
 
     pub fn new(init: &NodeInit) -> Result<Self, NodeError> {
@@ -113,6 +149,11 @@ impl WhisperAsr {
             last_rtfx: 0.0,
             finals: 0,
             last_text: String::new(),
+            speculate: init.params.bool("speculate")?,
+            voiced_len: 0,
+            quiet_s: 0.0,
+            early: None,
+            early_finals: 0,
         })
     }
 
@@ -129,10 +170,20 @@ impl WhisperAsr {
     /// Transcribes a finished utterance and sends it.
     fn finish_utterance(&mut self, audio: Vec<f32>, ctx: &mut Context) -> Result<(), NodeError> {
         self.last_partial = None;
+        let voiced = std::mem::take(&mut self.voiced_len);
+        self.quiet_s = 0.0;
+        let early = self.early.take();
         if audio.len() < SAMPLE_RATE / 10 {
             return Ok(()); // under 0.1 s: nothing to say
         }
-        let t = self.transcribe(&audio)?;
+        let t = match early {
+            // The same speech, and nothing loud since: the early transcript is the final one.
+            Some((head, loud, t)) if loud == voiced && audio.starts_with(&head) => {
+                self.early_finals += 1;
+                crate::whisper::Transcript { audio_s: audio.len() as f64 / SAMPLE_RATE as f64, ..t }
+            }
+            _ => self.transcribe(&audio)?,
+        };
         self.last_rtfx = t.rtfx();
         tracing::debug!(
             "final {:?} ({:.2}s of audio, RTFX {:.2})",
@@ -176,6 +227,30 @@ impl WhisperAsr {
         Ok(())
     }
 
+    /// The speech went quiet: transcribe the utterance up to its last loud chunk now, once,
+    /// while the VAD waits to be sure it ended.
+    fn maybe_speculate(&mut self, ctx: &mut Context) -> Result<(), NodeError> {
+        let n = self.voiced_len;
+        if !self.speculate
+            || self.quiet_s < QUIET_BEFORE_EARLY_S
+            || self.audio.waiting()
+            || n < (MIN_PARTIAL_S * SAMPLE_RATE as f64) as usize
+            || n > self.audio.current().len()
+            || self.early.as_ref().is_some_and(|(_, loud, _)| *loud == n)
+        {
+            return Ok(());
+        }
+        // With the quiet so far: cut at the last loud chunk, Whisper hears a clipped word.
+        let head = self.audio.current().to_vec();
+        let t = self.transcribe(&head)?;
+        self.last_partial = Some(Instant::now());
+        if self.partial_s > 0.0 && !t.text.is_empty() {
+            ctx.send("partial", Text::partial(t.text.clone()))?;
+        }
+        self.early = Some((head, n, t));
+        Ok(())
+    }
+
     fn finish_all(&mut self, done: Vec<Vec<f32>>, ctx: &mut Context) -> Result<(), NodeError> {
         for u in done {
             self.finish_utterance(u, ctx)?;
@@ -206,10 +281,17 @@ impl Node for WhisperAsr {
                     return Ok(());
                 }
                 let done = self.audio.audio(&a.samples, a.sample_rate, a.channels);
-                if done.is_empty() {
+                if !done.is_empty() {
+                    return self.finish_all(done, ctx);
+                }
+                if rms(&a.samples) >= QUIET_RMS {
+                    self.voiced_len = self.audio.current().len();
+                    self.quiet_s = 0.0;
                     self.maybe_partial(ctx)
                 } else {
-                    self.finish_all(done, ctx)
+                    let frames = a.samples.len() / a.channels as usize;
+                    self.quiet_s += frames as f64 / a.sample_rate as f64;
+                    self.maybe_speculate(ctx)
                 }
             }
             Payload::Event(Event::Custom { name, data }) if name == END_OF_SPEECH => {
@@ -240,6 +322,13 @@ impl Node for WhisperAsr {
                     .ok_or_else(|| NodeError::param(name, "expected a number"))?;
                 Ok(())
             }
+            "speculate" => {
+                self.speculate = value.as_bool().ok_or_else(|| NodeError::param(name, "expected true or false"))?;
+                if !self.speculate {
+                    self.early = None;
+                }
+                Ok(())
+            }
             _ => Err(NodeError::param(name, "cannot change while running")),
         }
     }
@@ -252,7 +341,7 @@ impl Node for WhisperAsr {
                 "loading".into()
             }
         } else {
-            format!("RTFX={:.2}", self.last_rtfx)
+            format!("RTFX={:.2} · {}/{} finals early", self.last_rtfx, self.early_finals, self.finals)
         })
     }
 

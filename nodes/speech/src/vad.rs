@@ -59,6 +59,9 @@ pub struct Utterance {
     /// All samples sent on `audio` so far, this utterance included. Consumers use it to
     /// tell where the utterance ends even if the marker overtakes the audio.
     pub total: u64,
+    /// All samples received when the utterance was closed (its end plus the silence it
+    /// took to be sure): how far the live audio had got, for timing what follows.
+    pub received: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -187,7 +190,7 @@ impl VadCore {
         }
         let mut out = self.drain_chunks(true);
         if self.speaking {
-            out.push(self.end_utterance());
+            out.push(self.end_utterance(self.position));
         }
         self.recent.clear();
         self.pre_roll.clear();
@@ -263,7 +266,7 @@ impl VadCore {
             }
         } else {
             if self.speaking {
-                out.push(self.end_utterance());
+                out.push(self.end_utterance(self.position + len + self.pending.len() as u64));
             }
             let keep = (self.cfg.pre_roll_s * VAD_RATE as f64) as usize;
             self.pre_roll_len += chunk.len();
@@ -292,7 +295,7 @@ impl VadCore {
         });
     }
 
-    fn end_utterance(&mut self) -> VadOutput {
+    fn end_utterance(&mut self, received: u64) -> VadOutput {
         self.speaking = false;
         self.interrupted = false;
         let u = Utterance {
@@ -301,6 +304,7 @@ impl VadCore {
             end_s: (self.utter_start + self.utter_samples) as f64 / VAD_RATE as f64,
             samples: self.utter_samples,
             total: self.sent_total,
+            received,
         };
         self.utterances += 1;
         VadOutput::End(u)
@@ -332,7 +336,7 @@ impl VadFilter {
             // Same order as Agent Studio's outputs (audio, interrupt), so imported presets keep their wiring.
             .output("audio", DataType::Audio, "speech, 16 kHz mono, in chunks")
             .output("interrupt", DataType::Event, "custom event `interrupt` after `interrupt_after` s of speech, once per utterance")
-            .output("end", DataType::Event, "custom event `end_of_speech` {start, end, samples, total} after each utterance; EndOfStream is passed on")
+            .output("end", DataType::Event, "custom event `end_of_speech` {start, end, samples, total, received} after each utterance (received: seconds of audio heard by then); EndOfStream is passed on")
             .param(ParamSpec::new("threshold", seconds(0.0, 1.0), 0.5, "voice probability above which a chunk counts as speech (≤ 0: pass everything)"))
             .param(ParamSpec::new("window", seconds(0.01, 10.0), 0.5, "speech stays on while any chunk in this many seconds was voiced"))
             .param(ParamSpec::new("interrupt_after", seconds(0.0, 60.0), 0.5, "seconds of speech before `interrupt` fires"))
@@ -376,6 +380,7 @@ impl VadFilter {
                     let data = json!({
                         "utterance": u.index, "start": u.start_s, "end": u.end_s,
                         "samples": u.samples, "total": u.total,
+                        "received": u.received as f64 / VAD_RATE as f64,
                     });
                     tracing::debug!(node = %self.name, "utterance {} from {:.2}s to {:.2}s", u.index, u.start_s, u.end_s);
                     ctx.publish(json!({"utterance": data.clone()}));

@@ -111,6 +111,13 @@ async fn spoken_command_becomes_partials_and_a_final(backend: Backend) {
         "{}",
         stats["asr"].summary
     );
+    // The speech went quiet before the VAD closed the utterance, so the final is the
+    // transcript made during the VAD's wait (`speculate`), not a second pass.
+    assert!(
+        stats["asr"].summary.ends_with("1/1 finals early"),
+        "{}",
+        stats["asr"].summary
+    );
     assert_eq!(stats["sink"].received, 1);
     // Played in real time, the utterance lasts long enough for partial transcripts.
     assert!(stats["partials"].received >= 1, "no partial transcripts");
@@ -170,4 +177,82 @@ async fn a_file_straight_into_whisper_is_transcribed_at_its_end() {
         lower.contains("red") && lower.contains("block") && lower.contains("green"),
         "{transcript:?}"
     );
+}
+
+/// A pause shorter than the VAD's silence window: the node transcribes early at the pause,
+/// then more speech comes and the recording ends mid-sentence (the end of stream closes the
+/// utterance with no quiet after it), so the early transcript must not become the final.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speech_after_a_short_pause_is_not_lost_to_the_early_transcript() {
+    let Some(_) = common::model_files_on("tiny.en", Backend::default_for_build()) else {
+        return;
+    };
+    let dir = common::temp_dir("graph-pause");
+    let a = vela_speech::wav::read_wav(&common::speak(&dir, "a", "put the red block")).unwrap();
+    let b = vela_speech::wav::read_wav(&common::speak(&dir, "b", "on the green block")).unwrap();
+    let trim = |s: &[f32]| {
+        let first = s.iter().position(|x| x.abs() > 0.01).unwrap();
+        let last = s.iter().rposition(|x| x.abs() > 0.01).unwrap();
+        s[first..=last].to_vec()
+    };
+    let rate = a.sample_rate;
+    let mut audio = common::silence(rate, 0.5);
+    audio.extend(trim(&a.samples));
+    audio.extend(common::silence(rate, 0.3)); // under the VAD's 0.5 s window
+    audio.extend(trim(&b.samples));
+    let path = dir.join("pause.wav");
+    std::fs::write(&path, vela_speech::wav::encode_wav(&audio, rate, 1)).unwrap();
+    let mut reg = Registry::with_builtins();
+    vela_speech::register(&mut reg);
+    let engine = Engine::new(Arc::new(reg));
+    let graph = GraphSpec {
+        nodes: vec![
+            NodeSpec::new("mic", "WavSource")
+                .param("path", path.display().to_string())
+                .param("realtime", false)
+                .param("chunk", 0.02),
+            NodeSpec::new("vad", "VADFilter"),
+            NodeSpec::new("asr", "WhisperASR"),
+            NodeSpec::new("sink", "Collector"),
+            NodeSpec::new("partials", "Collector"),
+        ],
+        edges: vec![
+            EdgeSpec::new("mic.audio", "vad.in"),
+            EdgeSpec::new("mic.end", "vad.in"),
+            EdgeSpec::new("vad.audio", "asr.in"),
+            EdgeSpec::new("vad.end", "asr.in"),
+            EdgeSpec::new("asr.final", "sink.in"),
+            EdgeSpec::new("asr.partial", "partials.in"),
+        ],
+    };
+    let mut events = engine.subscribe();
+    engine.load(&graph).await.unwrap();
+    engine.start().await;
+    let mut partials = Vec::new();
+    let outcome = tokio::time::timeout(Duration::from_secs(180), async {
+        loop {
+            match events.recv().await {
+                Ok(EngineEvent::Output { node, value }) if node == "sink" => {
+                    return Ok(value["value"].as_str().unwrap_or_default().to_string())
+                }
+                Ok(EngineEvent::Output { node, value }) if node == "partials" => {
+                    partials.push(value["value"].as_str().unwrap_or_default().to_lowercase())
+                }
+                Ok(EngineEvent::Status { node, status: NodeStatus::Failed { error } }) => {
+                    return Err(format!("{node} failed: {error}"))
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })
+    .await;
+    let stats = engine.stats().await;
+    engine.stop().await;
+    let transcript = outcome.expect("no transcript within 180 s").unwrap().to_lowercase();
+    assert!(transcript.contains("red") && transcript.contains("green"), "{transcript:?}");
+    // The pause was transcribed early (sent as a partial)...
+    assert!(partials.iter().any(|p| p.contains("red") && !p.contains("green")), "partials: {partials:?}");
+    // ...but the final came from a full pass over the whole utterance.
+    assert!(stats["asr"].summary.ends_with("0/1 finals early"), "{}", stats["asr"].summary);
 }

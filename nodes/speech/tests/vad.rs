@@ -89,6 +89,22 @@ fn finds_one_utterance_with_sensible_bounds() {
     assert_eq!(speech_samples(&out) as u64, u[0].samples);
     assert!((u[0].samples as f64 / 16000.0 - (end - start)).abs() < 1e-6);
     assert_eq!(interrupts(&out), 1);
+
+    // `received` says how far the live audio had got when the utterance closed (what
+    // `vela bench voice` times the rest of the chain from): all that was pushed so far.
+    let mut core = VadCore::new(VadConfig::default());
+    let (mut fed, mut closed) = (0usize, None);
+    for c in audio.chunks(rate as usize / 50) {
+        fed += c.len();
+        for o in core.push(c, rate, 1) {
+            if let VadOutput::End(u) = o {
+                closed = Some((u.received as f64 / 16000.0, fed as f64 / rate as f64));
+            }
+        }
+    }
+    let (received_s, fed_s) = closed.expect("the utterance closed while audio was still coming");
+    assert!((received_s - fed_s).abs() < 0.02, "received {received_s:.3} s, pushed {fed_s:.3} s");
+    assert!(received_s > end, "received {received_s:.3} s, utterance end {end:.3} s");
 }
 
 #[test]

@@ -8,6 +8,47 @@ use std::time::Duration;
 use vela_runtime::*;
 use vela_speech::recognizer::Backend;
 
+/// Runs `graph` until its `sink` collector gets a transcript (180 s at most) and stops it
+/// before anything is asserted: a blocking node left running would keep the runtime from
+/// shutting down and turn a failure into a hang. Returns the transcript, the texts that
+/// reached a `partials` collector, and the node stats.
+async fn run_until_final(graph: GraphSpec) -> (String, Vec<String>, std::collections::BTreeMap<String, NodeStats>) {
+    let mut reg = Registry::with_builtins();
+    vela_speech::register(&mut reg);
+    let engine = Engine::new(Arc::new(reg));
+    let mut events = engine.subscribe();
+    engine.load(&graph).await.unwrap();
+    engine.start().await;
+    let mut partials = Vec::new();
+    let outcome = tokio::time::timeout(Duration::from_secs(180), async {
+        loop {
+            match events.recv().await {
+                Ok(EngineEvent::Output { node, value }) if node == "sink" => {
+                    return Ok(value["value"].as_str().unwrap_or_default().to_string())
+                }
+                Ok(EngineEvent::Output { node, value }) if node == "partials" => {
+                    partials.push(value["value"].as_str().unwrap_or_default().to_lowercase())
+                }
+                Ok(EngineEvent::Output { node, value }) => {
+                    eprintln!("{node}: {}", value.get("text").unwrap_or(&value))
+                }
+                Ok(EngineEvent::Status { node, status: NodeStatus::Failed { error } }) => {
+                    return Err(format!("{node} failed: {error}"))
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })
+    .await;
+    // Stats after the stop: the node that sent the final may not have returned yet when the
+    // sink reports it, and its summary is taken when it does.
+    engine.stop().await;
+    let stats = engine.stats().await;
+    let transcript = outcome.expect("no transcript within 180 s").unwrap();
+    (transcript, partials, stats)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spoken_command_becomes_partials_and_a_final_on_whisper_cpp() {
     spoken_command_becomes_partials_and_a_final(Backend::WhisperCpp).await
@@ -47,9 +88,6 @@ async fn spoken_command_becomes_partials_and_a_final(backend: Backend) {
     // Load the model first (the node shares the cache), so audio played in real time
     // meets a ready recogniser, as it would in a running studio.
     vela_speech::recognizer::load("tiny.en", backend).unwrap();
-    let mut reg = Registry::with_builtins();
-    vela_speech::register(&mut reg);
-    let engine = Engine::new(Arc::new(reg));
     let graph = GraphSpec {
         nodes: vec![
             NodeSpec::new("mic", "WavSource")
@@ -69,34 +107,7 @@ async fn spoken_command_becomes_partials_and_a_final(backend: Backend) {
             EdgeSpec::new("asr.partial", "partials.in"),
         ],
     };
-    let mut events = engine.subscribe();
-    engine.load(&graph).await.unwrap();
-    engine.start().await;
-    let outcome = tokio::time::timeout(Duration::from_secs(180), async {
-        loop {
-            match events.recv().await {
-                Ok(EngineEvent::Output { node, value }) if node != "sink" => {
-                    eprintln!("{node}: {}", value.get("text").unwrap_or(&value))
-                }
-                Ok(EngineEvent::Output { node, value }) if node == "sink" => {
-                    return Ok(value["value"].as_str().unwrap_or_default().to_string());
-                }
-                Ok(EngineEvent::Status {
-                    node,
-                    status: NodeStatus::Failed { error },
-                }) => return Err(format!("{node} failed: {error}")),
-                Ok(_) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-    })
-    .await;
-    let stats = engine.stats().await;
-    // Stop before asserting: a blocking node left running would keep the runtime from
-    // shutting down and turn a failure into a hang.
-    engine.stop().await;
-    let transcript = outcome.expect("no transcript within 180 s").unwrap();
+    let (transcript, _, stats) = run_until_final(graph).await;
     eprintln!(
         "{backend}: transcript {transcript:?}; vad: {}; asr: {}; {} partials",
         stats["vad"].summary, stats["asr"].summary, stats["partials"].received
@@ -133,9 +144,6 @@ async fn a_file_straight_into_whisper_is_transcribed_at_its_end() {
     // 22050 Hz straight from espeak-ng: WhisperASR resamples, and the file's end marker
     // (which may overtake the last chunks) closes the utterance.
     let path = common::speak(&dir, "cmd", "put the red block on the green block");
-    let mut reg = Registry::with_builtins();
-    vela_speech::register(&mut reg);
-    let engine = Engine::new(Arc::new(reg));
     let graph = GraphSpec {
         nodes: vec![
             NodeSpec::new("file", "WavSource")
@@ -151,27 +159,7 @@ async fn a_file_straight_into_whisper_is_transcribed_at_its_end() {
             EdgeSpec::new("asr.final", "sink.in"),
         ],
     };
-    let mut events = engine.subscribe();
-    engine.load(&graph).await.unwrap();
-    engine.start().await;
-    let outcome = tokio::time::timeout(Duration::from_secs(180), async {
-        loop {
-            match events.recv().await {
-                Ok(EngineEvent::Output { node, value }) if node == "sink" => {
-                    return Ok(value["value"].as_str().unwrap_or_default().to_string())
-                }
-                Ok(EngineEvent::Status {
-                    node,
-                    status: NodeStatus::Failed { error },
-                }) => return Err(format!("{node} failed: {error}")),
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-    })
-    .await;
-    engine.stop().await;
-    let transcript = outcome.expect("no transcript within 180 s").unwrap();
+    let (transcript, _, _) = run_until_final(graph).await;
     let lower = transcript.to_lowercase();
     assert!(
         lower.contains("red") && lower.contains("block") && lower.contains("green"),
@@ -202,9 +190,6 @@ async fn speech_after_a_short_pause_is_not_lost_to_the_early_transcript() {
     audio.extend(trim(&b.samples));
     let path = dir.join("pause.wav");
     std::fs::write(&path, vela_speech::wav::encode_wav(&audio, rate, 1)).unwrap();
-    let mut reg = Registry::with_builtins();
-    vela_speech::register(&mut reg);
-    let engine = Engine::new(Arc::new(reg));
     let graph = GraphSpec {
         nodes: vec![
             NodeSpec::new("mic", "WavSource")
@@ -225,31 +210,8 @@ async fn speech_after_a_short_pause_is_not_lost_to_the_early_transcript() {
             EdgeSpec::new("asr.partial", "partials.in"),
         ],
     };
-    let mut events = engine.subscribe();
-    engine.load(&graph).await.unwrap();
-    engine.start().await;
-    let mut partials = Vec::new();
-    let outcome = tokio::time::timeout(Duration::from_secs(180), async {
-        loop {
-            match events.recv().await {
-                Ok(EngineEvent::Output { node, value }) if node == "sink" => {
-                    return Ok(value["value"].as_str().unwrap_or_default().to_string())
-                }
-                Ok(EngineEvent::Output { node, value }) if node == "partials" => {
-                    partials.push(value["value"].as_str().unwrap_or_default().to_lowercase())
-                }
-                Ok(EngineEvent::Status { node, status: NodeStatus::Failed { error } }) => {
-                    return Err(format!("{node} failed: {error}"))
-                }
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-    })
-    .await;
-    let stats = engine.stats().await;
-    engine.stop().await;
-    let transcript = outcome.expect("no transcript within 180 s").unwrap().to_lowercase();
+    let (transcript, partials, stats) = run_until_final(graph).await;
+    let transcript = transcript.to_lowercase();
     assert!(transcript.contains("red") && transcript.contains("green"), "{transcript:?}");
     // The pause was transcribed early (sent as a partial)...
     assert!(partials.iter().any(|p| p.contains("red") && !p.contains("green")), "partials: {partials:?}");

@@ -53,6 +53,9 @@ const RATE: u32 = 22_050;
 /// this much early and the measured latency errs long by at most this much.
 const CHUNK_S: f64 = 0.02;
 const PROBE: &str = "voice_probe";
+/// How far a final transcript may overtake the VAD event that closed its utterance. Far
+/// under the silence between commands (`--gap` is at least 1 s).
+const OVERTAKE_NS: Timestamp = 500_000_000;
 
 /// One spoken command in the composed recording.
 #[derive(Debug, Clone)]
@@ -383,13 +386,18 @@ fn attribute(spoken: &[Spoken], seen: &[Seen]) -> Vec<CommandTiming> {
             };
             let t_end = t_vad.saturating_sub(((heard_s - sp.end_s).max(0.0) * 1e9) as u64);
             row.vad_ms = Some(ms(t_end, t_vad));
+            // The final can reach the probe before the VAD's event does (an early transcript
+            // is sent the moment the ASR node sees the end marker, and the two travel on
+            // different edges, a few milliseconds apart at most): it is the first final from
+            // half a second before the VAD's event on.
+            let since = t_vad.saturating_sub(OVERTAKE_NS);
             let Some((t_final, text)) =
-                seen.iter().find_map(|s| match s { Seen::Final { at, text } if *at >= t_vad => Some((*at, text.clone())), _ => None })
+                seen.iter().find_map(|s| match s { Seen::Final { at, text } if *at >= since => Some((*at, text.clone())), _ => None })
             else {
                 row.note = Some("no transcript".into());
                 return row;
             };
-            row.asr_ms = Some(ms(t_vad, t_final));
+            row.asr_ms = Some(ms(t_vad, t_final).max(0.0));
             row.heard = Some(text.trim().to_string());
             let before = seen.iter().rev().find_map(|s| match s {
                 Seen::Prompt { at, text, .. } if *at < t_final => Some(text.clone()),
@@ -446,6 +454,28 @@ mod tests {
         assert!((r.policy_ms.unwrap() - 200.0).abs() < 1e-6);
         assert!((r.total_ms.unwrap() - 1900.0).abs() < 1e-3);
         assert_eq!(r.heard.as_deref(), Some("put the red block on the green block"));
+    }
+
+    #[test]
+    fn a_final_that_overtakes_the_vad_event_still_counts() {
+        let spoken = [Spoken { label: "a".into(), end_s: 1.0 }, Spoken { label: "b".into(), end_s: 3.0 }];
+        let seen = [
+            Seen::Prompt { at: S, text: "old".into(), image_ts: 1 },
+            Seen::Final { at: 2 * S - 1000, text: "a".into() },
+            Seen::Utterance { at: 2 * S, heard_s: 1.6 },
+            Seen::Prompt { at: 2 * S + S / 10, text: "a".into(), image_ts: 2 },
+            Seen::Action { at: 2 * S + S / 5, image_ts: 2 },
+            Seen::Utterance { at: 4 * S, heard_s: 3.6 },
+            Seen::Final { at: 4 * S + S / 2, text: "b".into() },
+            Seen::Prompt { at: 4 * S + 6 * S / 10, text: "b".into(), image_ts: 3 },
+            Seen::Action { at: 4 * S + 7 * S / 10, image_ts: 3 },
+        ];
+        let r = attribute(&spoken, &seen);
+        assert_eq!(r[0].heard.as_deref(), Some("a"));
+        assert_eq!(r[0].asr_ms, Some(0.0));
+        assert!((r[0].total_ms.unwrap() - 800.0).abs() < 1e-3);
+        assert_eq!(r[1].heard.as_deref(), Some("b"));
+        assert!((r[1].total_ms.unwrap() - 1300.0).abs() < 1e-3);
     }
 
     #[test]

@@ -82,6 +82,31 @@ impl std::fmt::Display for Backend {
     }
 }
 
+/// How much audio Whisper's encoder looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EncoderWindow {
+    /// The utterance plus half a second, at least 7.7 s: whisper.cpp's
+    /// `audio_ctx`. Whisper pads every input to 30 s and the encoder's cost grows with the
+    /// window, so a 4 s command costs about a quarter as much. On our spoken commands it
+    /// hears as well or better (BENCHMARKS.md, "Voice").
+    #[default]
+    Fit,
+    /// The whole 30 s window Whisper was trained on.
+    Full,
+}
+
+impl EncoderWindow {
+    pub const NAMES: [&'static str; 2] = ["fit", "full"];
+
+    pub fn parse(s: &str) -> Result<Self, WhisperError> {
+        match s {
+            "fit" => Ok(Self::Fit),
+            "full" => Ok(Self::Full),
+            other => Err(WhisperError::Model(format!("unknown encoder window '{other}' (fit or full)"))),
+        }
+    }
+}
+
 /// A loaded model on one backend; clones share it.
 #[derive(Clone)]
 pub enum Recognizer {
@@ -93,10 +118,19 @@ pub enum Recognizer {
 impl Recognizer {
     /// Transcribes 16 kHz mono audio of any length.
     pub fn transcribe(&self, audio: &[f32]) -> Result<Transcript, WhisperError> {
+        self.transcribe_with(audio, EncoderWindow::default())
+    }
+
+    /// [`Self::transcribe`] with a chosen encoder window (whisper.cpp only; candle always
+    /// encodes the whole 30 s).
+    pub fn transcribe_with(&self, audio: &[f32], window: EncoderWindow) -> Result<Transcript, WhisperError> {
         match self {
-            Recognizer::Candle(m) => m.lock().unwrap_or_else(|e| e.into_inner()).transcribe(audio),
+            Recognizer::Candle(m) => {
+                let _ = window;
+                m.lock().unwrap_or_else(|e| e.into_inner()).transcribe(audio)
+            }
             #[cfg(feature = "whisper-cpp")]
-            Recognizer::WhisperCpp(m) => m.lock().unwrap_or_else(|e| e.into_inner()).transcribe(audio),
+            Recognizer::WhisperCpp(m) => m.lock().unwrap_or_else(|e| e.into_inner()).transcribe_with(audio, window),
         }
     }
 

@@ -16,6 +16,7 @@ use std::time::Instant;
 use whisper_rs::{WhisperContext, WhisperContextParameters, WhisperState};
 
 use crate::mel::{N_SAMPLES, SAMPLE_RATE};
+use crate::recognizer::EncoderWindow;
 use crate::whisper::{read_suppress_ids, ModelFiles, Transcript, WhisperError};
 use vela_speech_convert::ggml;
 
@@ -53,6 +54,19 @@ fn threads() -> usize {
     }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     cores.saturating_sub(1).max(1)
+}
+
+/// The shortest fitted window, 7.7 s: with under about 5 s, tiny.en repeats a one-word
+/// command ("Stop. Stop. Stop. ...") until its token cap.
+pub const FIT_MIN_FRAMES: usize = 384;
+
+/// Encoder frames (20 ms each) for `samples` of audio; `None` for the whole window.
+fn encoder_frames(samples: usize, window: EncoderWindow) -> Option<usize> {
+    if window == EncoderWindow::Full {
+        return None;
+    }
+    let frames = ((samples as f64 / SAMPLE_RATE as f64 + 0.5) * 50.0).ceil() as usize;
+    Some((frames.div_ceil(64) * 64).clamp(FIT_MIN_FRAMES, 1500))
 }
 
 impl WhisperCpp {
@@ -128,13 +142,18 @@ impl WhisperCpp {
 
     /// Transcribes 16 kHz mono audio of any length, 30 s at a time.
     pub fn transcribe(&mut self, audio: &[f32]) -> Result<Transcript, WhisperError> {
+        self.transcribe_with(audio, EncoderWindow::default())
+    }
+
+    /// [`Self::transcribe`] with a chosen encoder window.
+    pub fn transcribe_with(&mut self, audio: &[f32], window: EncoderWindow) -> Result<Transcript, WhisperError> {
         let t0 = Instant::now();
         let mut tokens = Vec::new();
-        for window in audio.chunks(N_SAMPLES) {
+        for chunk in audio.chunks(N_SAMPLES) {
             // Speech runs at a few tokens per second; a cap stops greedy loops on noise.
-            let secs = window.len() as f64 / SAMPLE_RATE as f64;
+            let secs = chunk.len() as f64 / SAMPLE_RATE as f64;
             let max_tokens = ((secs * 10.0) as usize + 16).min(self.n_text_ctx / 2);
-            self.encode(window)?;
+            self.encode(chunk, window)?;
             tokens.extend(self.decode(max_tokens)?);
         }
         let mut bytes = Vec::new();
@@ -154,7 +173,7 @@ impl WhisperCpp {
     }
 
     /// Log-mel and encoder of one window (whisper.cpp pads it to 30 s), on every core.
-    fn encode(&mut self, window: &[f32]) -> Result<(), WhisperError> {
+    fn encode(&mut self, window: &[f32], fit: EncoderWindow) -> Result<(), WhisperError> {
         let padded;
         let window = if window.len() < SAMPLE_RATE / 10 {
             // whisper.cpp's log-mel wants some audio; Whisper pads to 30 s with zeros anyway.
@@ -163,9 +182,21 @@ impl WhisperCpp {
         } else {
             window
         };
-        self.state
-            .pcm_to_mel(window, self.threads)
-            .map_err(|e| cpp_err(&self.path, "log-mel failed", e))?;
+        // whisper.cpp takes an encoder window only through `whisper_full`, which keeps it in
+        // the state for the `encode`/`decode` calls that follow (0: the whole 30 s). With a
+        // 100 ms duration its decoding loop ends before it starts, so this call computes the
+        // log-mel and sets the window, nothing else.
+        let mut p = whisper_rs::FullParams::new(whisper_rs::SamplingStrategy::Greedy { best_of: 1 });
+        p.set_n_threads(self.threads as i32);
+        p.set_audio_ctx(encoder_frames(window.len(), fit).unwrap_or(0) as i32);
+        p.set_duration_ms(100);
+        p.set_language(Some("en"));
+        p.set_no_context(true);
+        p.set_print_progress(false);
+        p.set_print_realtime(false);
+        p.set_print_special(false);
+        p.set_print_timestamps(false);
+        self.state.full(p, window).map_err(|e| cpp_err(&self.path, "log-mel failed", e))?;
         self.state
             .encode(0, self.threads)
             .map_err(|e| cpp_err(&self.path, "encoder failed", e))
@@ -217,7 +248,7 @@ impl WhisperCpp {
     /// call, for benchmarks.
     pub fn encode_window(&mut self, audio: &[f32]) -> Result<f64, WhisperError> {
         let t0 = Instant::now();
-        self.encode(&audio[..audio.len().min(N_SAMPLES)])?;
+        self.encode(&audio[..audio.len().min(N_SAMPLES)], EncoderWindow::Full)?;
         Ok(t0.elapsed().as_secs_f64())
     }
 }

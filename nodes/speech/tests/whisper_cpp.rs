@@ -89,6 +89,39 @@ fn converted_tiny_en_runs_in_whisper_cpp() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// The fitted encoder window (the default) and Whisper's whole 30 s window hear the same
+/// commands, a one-word command included (too short a window made tiny.en repeat it until
+/// its token cap), and one state switches between them.
+#[test]
+fn fitted_and_full_encoder_windows_hear_the_same_commands() {
+    use vela_speech::recognizer::EncoderWindow;
+    let dir = common::temp_dir("cpp-window");
+    let Some(path) = convert("tiny.en", &dir) else {
+        return;
+    };
+    let mut m = load("tiny.en", &path).unwrap();
+    for (i, (text, words)) in [
+        ("put the purple block on the yellow block", &["purple", "yellow", "block"][..]),
+        ("stop", &["stop"][..]),
+        ("move the arm to the left, then open the gripper and put the green block on top of the red block", &["left", "green", "red"][..]),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let audio = speech(&dir, &format!("w{i}"), text, true);
+        for window in [EncoderWindow::Fit, EncoderWindow::Full, EncoderWindow::Fit] {
+            let t = m.transcribe_with(&audio, window).unwrap();
+            eprintln!("{window:?}: {text:?} -> {:?} ({:.2} s)", t.text, t.compute_s);
+            let lower = t.text.to_lowercase();
+            for w in words.iter() {
+                assert!(lower.contains(w), "{window:?}: {w:?} missing from {:?} (said: {text:?})", t.text);
+            }
+            assert!(lower.matches("stop").count() <= 1, "{window:?}: {:?}", t.text);
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn converted_base_runs_in_whisper_cpp() {
     let dir = common::temp_dir("cpp-base");

@@ -196,6 +196,12 @@ fn speech_transcribe_finds_the_words() {
     let lower = t.to_lowercase();
     assert!(lower.contains("red") && lower.contains("green") && lower.contains("block"), "{t}");
     assert!(t.contains(" s - "), "segments carry times: {t}");
+    // Whisper's whole 30 s window hears the same words as the fitted one.
+    let o = vela(&["speech", "transcribe", wav.to_str().unwrap(), "--encoder-window", "full"]);
+    let t = text(&o).to_lowercase();
+    assert!(o.status.success() && t.contains("red") && t.contains("green"), "{t}");
+    let o = vela(&["speech", "transcribe", wav.to_str().unwrap(), "--encoder-window", "half"]);
+    assert!(!o.status.success() && text(&o).contains("fit or full"), "{}", text(&o));
 
     std::fs::write(dir.join("junk.wav"), b"not a wav file").unwrap();
     let o = vela(&["speech", "transcribe", dir.join("junk.wav").to_str().unwrap()]);

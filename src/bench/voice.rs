@@ -57,6 +57,15 @@ const PROBE: &str = "voice_probe";
 /// under the silence between commands (`--gap` is at least 1 s).
 const OVERTAKE_NS: Timestamp = 500_000_000;
 
+/// The spoken commands' scratch folder goes away however the bench ends.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// One spoken command in the composed recording.
 #[derive(Debug, Clone)]
 struct Spoken {
@@ -253,6 +262,7 @@ fn measure(store: &PresetStore, args: &VoiceArgs) -> Result<(Vec<CommandTiming>,
 
     let dir = std::env::temp_dir().join(format!("vela-bench-voice-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
+    let _cleanup = RemoveOnDrop(dir.clone());
     let mut commands = Vec::new();
     let says = if args.say.is_empty() && args.wavs.is_empty() {
         let variant = preset
@@ -341,7 +351,6 @@ fn measure(store: &PresetStore, args: &VoiceArgs) -> Result<(Vec<CommandTiming>,
             None => Ok::<_, anyhow::Error>((seen, spoken)),
         }
     });
-    let _ = std::fs::remove_dir_all(&dir);
     let (seen, spoken) = seen?;
     let rows = attribute(&spoken, &seen);
     let totals: Vec<f64> = rows.iter().filter_map(|r| r.total_ms).collect();

@@ -1,7 +1,7 @@
 //! Whole-file transcription: VAD segments, then Whisper on each (what a
 //! `vela speech transcribe FILE.wav` command needs).
 
-use crate::recognizer::{load, Backend};
+use crate::recognizer::{load, Backend, EncoderWindow};
 use crate::vad::{Utterance, VadConfig, VadCore, VadOutput};
 use crate::whisper::WhisperError;
 
@@ -21,6 +21,19 @@ pub fn transcribe_segments(
     backend: Backend,
     vad: VadConfig,
 ) -> Result<Vec<Segment>, WhisperError> {
+    transcribe_segments_with(samples, sample_rate, channels, model, backend, vad, EncoderWindow::default())
+}
+
+/// [`transcribe_segments`] with a chosen encoder window (whisper.cpp).
+pub fn transcribe_segments_with(
+    samples: &[f32],
+    sample_rate: u32,
+    channels: u16,
+    model: &str,
+    backend: Backend,
+    vad: VadConfig,
+    window: EncoderWindow,
+) -> Result<Vec<Segment>, WhisperError> {
     let model = load(model, backend)?;
     let mut core = VadCore::new(vad);
     let block = (sample_rate as usize / 50).max(1) * channels.max(1) as usize;
@@ -35,7 +48,7 @@ pub fn transcribe_segments(
         match o {
             VadOutput::Speech { samples, .. } => speech.extend(samples),
             VadOutput::End(Utterance { start_s, end_s, .. }) => {
-                let t = model.transcribe(&speech)?;
+                let t = model.transcribe_with(&speech, window)?;
                 speech.clear();
                 if !t.text.is_empty() {
                     segments.push(Segment {

@@ -11,8 +11,8 @@
 //! The VAD closes an utterance only after half a second of silence, so the final
 //! transcript would start that late. Instead, once the speech goes quiet the node
 //! transcribes what it has while the VAD waits (`speculate`); when the end marker comes
-//! and nothing but silence arrived since, that transcript is the final one. Whisper
-//! pads every utterance with silence to 30 s anyway, so the quiet tail changes nothing.
+//! and nothing loud arrived since, that transcript is the final one. Whisper pads every
+//! input with silence to its window anyway, so the longer quiet tail changes nothing.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -235,7 +235,7 @@ impl WhisperAsr {
         Ok(())
     }
 
-    /// The speech went quiet: transcribe the utterance up to its last loud chunk now, once,
+    /// The speech went quiet: transcribe the utterance so far now, once per quiet stretch,
     /// while the VAD waits to be sure it ended.
     fn maybe_speculate(&mut self, ctx: &mut Context) -> Result<(), NodeError> {
         let n = self.voiced_len;

@@ -569,9 +569,20 @@ mod tests {
     use super::*;
     use crate::synthetic;
 
+    /// libhdf5 opens without O_CLOEXEC, and `create` marks the file close-on-exec just after.
+    /// A child started by another test in that instant would keep the new file's lock for
+    /// its whole life (CI saw `write` fail with errno 11 once). Tests that create files hold
+    /// this for reading; the test that starts children holds it for writing.
+    static SPAWNING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+    fn create(path: &Path, meta: &DatasetMeta) -> RobomimicWriter {
+        let _no_spawn = SPAWNING.read().unwrap_or_else(|e| e.into_inner());
+        RobomimicWriter::create(path, meta).unwrap()
+    }
+
     fn write(path: &Path, n: usize) -> Vec<Episode> {
         let meta = DatasetMeta { name: "stack_d0".into(), env_args: serde_json::json!({"env_name": "Stack_D0", "type": 1}) };
-        let mut w: Box<dyn EpisodeWriter> = Box::new(RobomimicWriter::create(path, &meta).unwrap());
+        let mut w: Box<dyn EpisodeWriter> = Box::new(create(path, &meta));
         let eps: Vec<Episode> = (0..n).map(|i| synthetic::episode(i, 10, &["agentview"], 16)).collect();
         for e in &eps {
             w.append(e).unwrap();
@@ -614,10 +625,11 @@ mod tests {
         let path = dir.path().join("open.hdf5");
         let meta = DatasetMeta { name: "stack_d0".into(), env_args: serde_json::json!({}) };
         let inherited = |p: &Path| {
+            let _spawning = SPAWNING.write().unwrap_or_else(|e| e.into_inner());
             let o = std::process::Command::new("ls").args(["-l", "/proc/self/fd"]).output().unwrap();
             String::from_utf8_lossy(&o.stdout).contains(p.to_str().unwrap())
         };
-        let w = RobomimicWriter::create(&path, &meta).unwrap();
+        let w = create(&path, &meta);
         assert!(!inherited(&path), "the writer's file leaked into a child");
         Box::new(w).finish().unwrap();
         let r = RobomimicReader::open(&path).unwrap();

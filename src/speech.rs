@@ -36,7 +36,7 @@ pub fn run(cmd: SpeechCommand) -> Result<()> {
                 Some(b) => vela_speech::recognizer::Backend::parse(&b)?,
                 None => vela_speech::recognizer::Backend::default_for_build(),
             };
-            let segments = vela_speech::transcribe::transcribe_segments_with(&wav.samples, wav.sample_rate, wav.channels, &model, backend, vad, window)?;
+            let segments = vela_speech::transcribe::transcribe_segments(&wav.samples, wav.sample_rate, wav.channels, &model, backend, vad, window)?;
             if segments.is_empty() {
                 println!("no speech found in {}", file.display());
             }

@@ -12,20 +12,9 @@ pub struct Segment {
     pub text: String,
 }
 
-/// Finds the utterances in `samples` (any rate and channel count) and transcribes each.
+/// Finds the utterances in `samples` (any rate and channel count) and transcribes each,
+/// encoding `window` of audio (whisper.cpp; see [`EncoderWindow`]).
 pub fn transcribe_segments(
-    samples: &[f32],
-    sample_rate: u32,
-    channels: u16,
-    model: &str,
-    backend: Backend,
-    vad: VadConfig,
-) -> Result<Vec<Segment>, WhisperError> {
-    transcribe_segments_with(samples, sample_rate, channels, model, backend, vad, EncoderWindow::default())
-}
-
-/// [`transcribe_segments`] with a chosen encoder window (whisper.cpp).
-pub fn transcribe_segments_with(
     samples: &[f32],
     sample_rate: u32,
     channels: u16,

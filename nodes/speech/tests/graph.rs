@@ -8,6 +8,28 @@ use std::time::Duration;
 use vela_runtime::*;
 use vela_speech::recognizer::Backend;
 
+/// `mic` (a WavSource) → VADFilter → `asr` (a WhisperASR), finals to `sink` and partials to
+/// `partials` (the collectors [`run_until_final`] watches).
+fn spoken_chain(mic: NodeSpec, asr: NodeSpec) -> GraphSpec {
+    GraphSpec {
+        nodes: vec![
+            mic,
+            NodeSpec::new("vad", "VADFilter"),
+            asr,
+            NodeSpec::new("sink", "Collector"),
+            NodeSpec::new("partials", "Collector"),
+        ],
+        edges: vec![
+            EdgeSpec::new("mic.audio", "vad.in"),
+            EdgeSpec::new("mic.end", "vad.in"),
+            EdgeSpec::new("vad.audio", "asr.in"),
+            EdgeSpec::new("vad.end", "asr.in"),
+            EdgeSpec::new("asr.final", "sink.in"),
+            EdgeSpec::new("asr.partial", "partials.in"),
+        ],
+    }
+}
+
 /// Runs `graph` until its `sink` collector gets a transcript (180 s at most) and stops it
 /// before anything is asserted: a blocking node left running would keep the runtime from
 /// shutting down and turn a failure into a hang. Returns the transcript, the texts that
@@ -88,25 +110,12 @@ async fn spoken_command_becomes_partials_and_a_final(backend: Backend) {
     // Load the model first (the node shares the cache), so audio played in real time
     // meets a ready recogniser, as it would in a running studio.
     vela_speech::recognizer::load("tiny.en", backend).unwrap();
-    let graph = GraphSpec {
-        nodes: vec![
-            NodeSpec::new("mic", "WavSource")
-                .param("path", path.display().to_string())
-                .param("realtime", true),
-            NodeSpec::new("vad", "VADFilter"),
-            NodeSpec::new("asr", "WhisperASR").param("backend", backend.name()),
-            NodeSpec::new("sink", "Collector"),
-            NodeSpec::new("partials", "Collector"),
-        ],
-        edges: vec![
-            EdgeSpec::new("mic.audio", "vad.in"),
-            EdgeSpec::new("mic.end", "vad.in"),
-            EdgeSpec::new("vad.audio", "asr.in"),
-            EdgeSpec::new("vad.end", "asr.in"),
-            EdgeSpec::new("asr.final", "sink.in"),
-            EdgeSpec::new("asr.partial", "partials.in"),
-        ],
-    };
+    let graph = spoken_chain(
+        NodeSpec::new("mic", "WavSource")
+            .param("path", path.display().to_string())
+            .param("realtime", true),
+        NodeSpec::new("asr", "WhisperASR").param("backend", backend.name()),
+    );
     let (transcript, _, stats) = run_until_final(graph).await;
     eprintln!(
         "{backend}: transcript {transcript:?}; vad: {}; asr: {}; {} partials",
@@ -190,26 +199,13 @@ async fn speech_after_a_short_pause_is_not_lost_to_the_early_transcript() {
     audio.extend(trim(&b.samples));
     let path = dir.join("pause.wav");
     std::fs::write(&path, vela_speech::wav::encode_wav(&audio, rate, 1)).unwrap();
-    let graph = GraphSpec {
-        nodes: vec![
-            NodeSpec::new("mic", "WavSource")
-                .param("path", path.display().to_string())
-                .param("realtime", false)
-                .param("chunk", 0.02),
-            NodeSpec::new("vad", "VADFilter"),
-            NodeSpec::new("asr", "WhisperASR"),
-            NodeSpec::new("sink", "Collector"),
-            NodeSpec::new("partials", "Collector"),
-        ],
-        edges: vec![
-            EdgeSpec::new("mic.audio", "vad.in"),
-            EdgeSpec::new("mic.end", "vad.in"),
-            EdgeSpec::new("vad.audio", "asr.in"),
-            EdgeSpec::new("vad.end", "asr.in"),
-            EdgeSpec::new("asr.final", "sink.in"),
-            EdgeSpec::new("asr.partial", "partials.in"),
-        ],
-    };
+    let graph = spoken_chain(
+        NodeSpec::new("mic", "WavSource")
+            .param("path", path.display().to_string())
+            .param("realtime", false)
+            .param("chunk", 0.02),
+        NodeSpec::new("asr", "WhisperASR"),
+    );
     let (transcript, partials, stats) = run_until_final(graph).await;
     let transcript = transcript.to_lowercase();
     assert!(transcript.contains("red") && transcript.contains("green"), "{transcript:?}");

@@ -226,6 +226,7 @@ fn transcribes_each_utterance_of_a_file() {
         "tiny.en",
         vela_speech::recognizer::Backend::Candle,
         Default::default(),
+        Default::default(),
     )
     .unwrap();
     eprintln!("{segs:?}");

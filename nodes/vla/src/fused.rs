@@ -12,6 +12,10 @@
 //! A fifth, a bf16 matrix-vector product, replaces cuBLAS for the one-row matmuls of decoding:
 //! cuBLAS streamed the 7B weights at about 2.2 TB/s of the H100's 3.0.
 //!
+//! The prompt (prefill) has a causal softmax that applies the mask itself, over keys padded to
+//! a multiple of 8 so that cuBLAS keeps its aligned kernels, and Linear biases get one
+//! contiguous kernel instead of candle's strided broadcast add.
+//!
 //! They run only on CUDA in bf16 with batch 1 and a preallocated cache (the replayed plan);
 //! everything else, the CPU and training included, keeps candle's ops.
 
@@ -291,10 +295,20 @@ mod imp {
         Ok((both.get(0)?, both.get(1)?))
     }
 
+    /// What follows a Linear's matmul in [`BiasEpilogue`]'s kernel.
+    #[derive(Clone, Copy)]
+    enum Epilogue<'a> {
+        /// `y + b`.
+        Bias,
+        /// `gelu_erf(y + b)`.
+        Gelu,
+        /// `x + ls · (y + b)` (`ls` None = 1).
+        Residual(&'a Tensor, Option<&'a Tensor>),
+    }
+
     struct BiasEpilogue<'a> {
         bias: &'a Tensor,
-        /// `Some((x, ls))`: `x + ls · (y + b)`; `None`: `gelu_erf(y + b)`.
-        residual: Option<(&'a Tensor, Option<&'a Tensor>)>,
+        then: Epilogue<'a>,
     }
 
     impl CustomOp1 for BiasEpilogue<'_> {
@@ -306,7 +320,11 @@ mod imp {
         }
         fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
             let n = *l.shape().dims().last().unwrap_or(&0);
-            let bad_residual = self.residual.is_some_and(|(x, ls)| x.shape() != l.shape() || ls.is_some_and(|g| g.dims() != [n]));
+            let (residual, scale) = match self.then {
+                Epilogue::Residual(x, ls) => (Some(x), ls),
+                _ => (None, None),
+            };
+            let bad_residual = residual.is_some_and(|x| x.shape() != l.shape()) || scale.is_some_and(|g| g.dims() != [n]);
             if self.bias.dims() != [n] || bad_residual {
                 candle_core::bail!("vela-bias-epilogue: y {:?} with bias {:?}", l.shape(), self.bias.shape());
             }
@@ -314,8 +332,8 @@ mod imp {
             let dev = s.device().clone();
             let y = src_addr(s, l)?;
             let b = ptr(self.bias)?;
-            let x = self.residual.map(|(x, _)| ptr(x)).transpose()?;
-            let g = self.residual.and_then(|(_, ls)| ls).map(ptr).transpose()?;
+            let x = residual.map(ptr).transpose()?;
+            let g = scale.map(ptr).transpose()?;
             // SAFETY: written in full by the kernel.
             let out = unsafe { dev.alloc::<bf16>(total)? };
             let (o, _sync) = out.device_ptr(out.stream());
@@ -330,7 +348,7 @@ mod imp {
                 Arg::Ptr(o),
                 Arg::I32((total / n.max(1)) as i32),
                 Arg::I32(n as i32),
-                Arg::I32(self.residual.is_none() as i32),
+                Arg::I32(matches!(self.then, Epilogue::Gelu) as i32),
             ];
             launch(&dev, "vela_bias_epilogue_bf16", cfg, &args)?;
             drop(_sync);
@@ -341,7 +359,7 @@ mod imp {
     /// `gelu_erf(y + bias)` in one kernel (the vision MLP's first layer).
     pub fn bias_gelu(y: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
         check_bf16(&[y, bias])?;
-        y.apply_op1_no_bwd(&BiasEpilogue { bias, residual: None })
+        y.apply_op1_no_bwd(&BiasEpilogue { bias, then: Epilogue::Gelu })
     }
 
     /// `x + scale · (y + bias)` in one kernel (`scale` None = 1): a vision block's projection
@@ -351,7 +369,7 @@ mod imp {
         if let Some(g) = scale {
             check_bf16(&[g])?;
         }
-        y.apply_op1_no_bwd(&BiasEpilogue { bias, residual: Some((x, scale)) })
+        y.apply_op1_no_bwd(&BiasEpilogue { bias, then: Epilogue::Residual(x, scale) })
     }
 
     /// Whether the epilogue kernels can follow `x`'s Linear layers: CUDA, bf16, inference.
@@ -366,6 +384,8 @@ mod imp {
     }
 
     const ATTN_THREADS: usize = 256;
+    /// Threads of the one-kernel decode attention: sixteen warps per head (at most, see the kernel).
+    const ATTN_ONE_THREADS: usize = 512;
     /// Positions per block of the split attention.
     const ATTN_CHUNK: usize = 64;
 
@@ -374,6 +394,13 @@ mod imp {
     fn attn_rows() -> bool {
         static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         *ON.get_or_init(|| std::env::var("VELA_ATTN_ROWS").map_or(true, |v| v != "0"))
+    }
+
+    /// Whether decode attention runs as one kernel with a block per head (default) or as the
+    /// split kernel and its merge (`VELA_ATTN_ONE=0`, for measuring).
+    fn attn_one() -> bool {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *ON.get_or_init(|| std::env::var("VELA_ATTN_ONE").map_or(true, |v| v != "0"))
     }
 
     impl CustomOp1 for DecodeAttn<'_> {
@@ -395,6 +422,17 @@ mod imp {
             let dev = s.device().clone();
             let q = src_addr(s, l)?;
             let (kc, vc) = (ptr(self.k_cache)?, ptr(self.v_cache)?);
+            if attn_one() {
+                // SAFETY: every output element is written by the kernel.
+                let out = unsafe { dev.alloc::<bf16>(h * d)? };
+                let (o, _s) = out.device_ptr(out.stream());
+                let cfg = LaunchConfig { grid_dim: (h as u32, 1, 1), block_dim: (ATTN_ONE_THREADS as u32, 1, 1), shared_mem_bytes: 0 };
+                let mut args: Vec<Arg> = [q, kc.addr, vc.addr, o].map(Arg::Ptr).into();
+                args.extend([h, kvh, d, cap, self.n].map(|i| Arg::I32(i as i32)));
+                launch(&dev, "vela_decode_attn_one_bf16", cfg, &args)?;
+                drop(_s);
+                return Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from((1, 1, h * d))));
+            }
             let splits = self.n.div_ceil(ATTN_CHUNK);
             // SAFETY: every part and every output element is written before it is read.
             let part = unsafe { dev.alloc::<f32>(h * splits * (d + 2))? };
@@ -567,6 +605,66 @@ mod imp {
         };
         drop(_wsync);
         Ok(Tensor::from_storage(Storage::Cuda(storage), (n, k), candle_core::op::BackpropOp::none(), false))
+    }
+
+    /// Whether a prompt's attention uses [`causal_softmax`] over padded keys (default) or a
+    /// mask add and candle's softmax (`VELA_CAUSAL_SOFTMAX=0`, to measure what it saves).
+    pub fn causal_softmax_on() -> bool {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *ON.get_or_init(|| std::env::var("VELA_CAUSAL_SOFTMAX").map_or(true, |v| v != "0"))
+    }
+
+    struct CausalSoftmax {
+        t: usize,
+        start: usize,
+    }
+
+    impl CustomOp1 for CausalSoftmax {
+        fn name(&self) -> &'static str {
+            "vela-causal-softmax"
+        }
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+            cpu_only(self.name())
+        }
+        fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+            let dims = l.shape().dims();
+            let n = *dims.last().unwrap_or(&0);
+            let total = l.shape().elem_count();
+            let rows = total / n.max(1);
+            if dims.len() < 2 || dims[dims.len() - 2] != self.t || n < self.start + self.t {
+                candle_core::bail!("vela-causal-softmax: scores {:?} for {} queries at {}", l.shape(), self.t, self.start);
+            }
+            let dev = s.device().clone();
+            let x = src_addr(s, l)?;
+            // SAFETY: written in full by the kernel (a warp per row, every column).
+            let out = unsafe { dev.alloc::<bf16>(total)? };
+            let (y, _sync) = out.device_ptr(out.stream());
+            let cfg = LaunchConfig { grid_dim: ((rows * 32).div_ceil(256) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+            let args = [Arg::Ptr(x), Arg::Ptr(y), Arg::I32(rows as i32), Arg::I32(n as i32), Arg::I32(self.t as i32), Arg::I32(self.start as i32)];
+            launch(&dev, "vela_causal_softmax_bf16", cfg, &args)?;
+            drop(_sync);
+            Ok((CudaStorage::wrap_cuda_slice(out, dev), l.shape().clone()))
+        }
+    }
+
+    /// Softmax of prompt scores `[.., T, n]` (bf16, contiguous) under the causal mask: query
+    /// `i` sees keys `0..=start+i`; later keys, padding included, get 0.
+    pub fn causal_softmax(scores: &Tensor, t: usize, start: usize) -> candle_core::Result<Tensor> {
+        check_bf16(&[scores])?;
+        scores.apply_op1_no_bwd(&CausalSoftmax { t, start })
+    }
+
+    /// Whether a Linear's bias on CUDA goes through [`bias_add`] (default) or candle's
+    /// broadcast add (`VELA_BIAS_KERNEL=0`, for measuring).
+    pub fn bias_kernel_on() -> bool {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *ON.get_or_init(|| std::env::var("VELA_BIAS_KERNEL").map_or(true, |v| v != "0"))
+    }
+
+    /// `y + bias` over the last axis in one contiguous kernel (a Linear's bias on CUDA).
+    pub fn bias_add(y: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
+        check_bf16(&[y, bias])?;
+        y.apply_op1_no_bwd(&BiasEpilogue { bias, then: Epilogue::Bias })
     }
 
     /// [`crate::preprocess::ResizeAxis`] on the device (`left`, `count`, `offset` u32,
@@ -767,6 +865,25 @@ mod imp {
             let mut c = compare("dequantize_q4k bf16 (exact)", format!("{n_out}x{k}"), &dequantize_q4k_as(&w, DType::BF16)?, &w.dequantize(dev)?.to_dtype(DType::BF16)?)?;
             c.passed = c.max_abs == 0.0;
             out.push(c);
+        }
+
+        // The prompt's masked softmax over keys padded to a multiple of 8, against the mask add
+        // and softmax over the real keys, padded with zeros: the whole prompt, and a few
+        // positions after a cached one.
+        for (t, at) in [(start, 0usize), (5, start)] {
+            let n = at + t;
+            let padded = n.next_multiple_of(8);
+            let scores = rnd(&[1, h, t, padded], 3.0)?;
+            let mask = crate::llama::causal_mask(t, at, DType::BF16, dev).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+            let real = candle_nn::ops::softmax_last_dim(&scores.narrow(3, 0, n)?.broadcast_add(&mask)?)?;
+            let reference = Tensor::cat(&[real, Tensor::zeros((1, h, t, padded - n), DType::BF16, dev)?], 3)?;
+            out.push(compare("causal_softmax", format!("{h}x{t}x{padded} at {at}"), &causal_softmax(&scores, t, at)?, &reference)?);
+        }
+
+        // A Linear's bias, at the vision qkv's shape.
+        {
+            let (y, b) = (rnd(&[1, 257, 3072], 1.0)?, rnd(&[3072], 0.5)?);
+            out.push(compare("bias_add", "257x3072".into(), &bias_add(&y, &b)?, &y.broadcast_add(&b)?)?);
         }
 
         // One-row matmuls at the decoder's widths (qkv, o, gate/up, lm_head).

@@ -366,7 +366,11 @@ impl Llama {
         let kvh = self.cfg.kv_heads();
         let hd = self.cfg.head_dim();
         let start = cache.pos;
-        let mask = if t > 1 { Some(causal_mask(t, start, x.dtype(), x.device())?) } else { None };
+        // The prompt's attention masks inside its softmax kernel and reads keys padded to a
+        // multiple of 8 positions (the padding gets weight 0): at 279 positions the score and
+        // value GEMMs had rows of odd length, and cuBLAS fell back to its unaligned kernels.
+        let masked_softmax = fused::causal_softmax_on();
+        let mask = if t > 1 && !masked_softmax { Some(causal_mask(t, start, x.dtype(), x.device())?) } else { None };
         let r = &self.rotary;
         let tables = [&r.cos_scaled, &r.sin_scaled, &r.cos, &r.sin];
         let dev = x.device();
@@ -382,13 +386,15 @@ impl Llama {
                 p("attention", &mut || Ok(fused::decode_attention(&q, kc, vc, start + 1)?))?
             } else {
                 p("attention", &mut || {
-                    let k = repeat_kv(kc.narrow(2, 0, start + t)?, heads / kvh)?;
-                    let v = repeat_kv(vc.narrow(2, 0, start + t)?, heads / kvh)?;
-                    let mut att = q.matmul(&k.t()?)?;
-                    if let Some(m) = &mask {
-                        att = att.broadcast_add(m)?;
-                    }
-                    Ok(crate::ops::softmax_last_dim(&att)?.matmul(&v)?.transpose(1, 2)?.reshape((1, t, h))?)
+                    let n = if masked_softmax { (start + t).next_multiple_of(8).min(kc.dim(2)?) } else { start + t };
+                    let k = repeat_kv(kc.narrow(2, 0, n)?, heads / kvh)?;
+                    let v = repeat_kv(vc.narrow(2, 0, n)?, heads / kvh)?;
+                    let att = q.matmul(&k.t()?)?;
+                    let att = match &mask {
+                        Some(m) => crate::ops::softmax_last_dim(&att.broadcast_add(m)?)?,
+                        None => fused::causal_softmax(&att, t, start)?,
+                    };
+                    Ok(att.matmul(&v)?.transpose(1, 2)?.reshape((1, t, h))?)
                 })?
             };
             let o = p("o", &mut || Ok(layer.o.forward(&y)?))?;

@@ -229,6 +229,13 @@ impl Module for Lin {
                     None => Ok(y),
                 }
             }
+            // A bias on CUDA: one contiguous kernel after the matmul instead of candle's
+            // strided broadcast add (the vision towers' qkv and the projector).
+            #[cfg(feature = "cuda")]
+            Lin::Dense(l) if l.bias().is_some() && crate::fused::epilogue_applies(x) && crate::fused::bias_kernel_on() => {
+                let y = candle_nn::Linear::new(l.weight().clone(), None).forward(x)?;
+                crate::fused::bias_add(&y, l.bias().expect("checked"))
+            }
             Lin::Dense(l) => l.forward(x),
             Lin::Quant { w, b } => {
                 let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?.max(1);

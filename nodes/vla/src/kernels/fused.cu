@@ -242,6 +242,122 @@ extern "C" __global__ void vela_decode_attn_part_thread_bf16(const bf16* q, cons
     write_attn_part(part, acc, stripes, D, m, l);
 }
 
+// One kernel per decoded position: a CUDA block per head, each warp folding every sixteenth cached
+// position into its own running softmax (max, sum and weighted values, as flash decoding
+// does), four positions per pass with their key and value rows loaded together, then the
+// warps merged through shared memory. The split kernel above spends two launches per layer
+// and a block-wide reduction per 64 positions (12.8 us per layer on an H200 at 280
+// positions, for 4.6 MB of cache); here each head streams its 2 x n rows once.
+// Lane l holds elements [l * D/32, (l+1) * D/32) of q, each key and the output (D % 64 == 0,
+// D <= 256). Grid H, blockDim.x <= 512 (a multiple of 32): sixteen warps a head, as a
+// block per head leaves most of the card idle and each warp's positions are a latency chain.
+extern "C" __global__ void vela_decode_attn_one_bf16(const bf16* q, const bf16* k_cache, const bf16* v_cache, bf16* out,
+                                                     int H, int KVH, int D, int cap, int n) {
+    __shared__ float wm[16], wl[16];
+    __shared__ float wacc[16 * 256];
+    int h = blockIdx.x, kh = h / (H / KVH), lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    int pairs = D / 64;
+    float2 qv[4];
+    const __nv_bfloat162* qh = (const __nv_bfloat162*)(q + (size_t)h * D) + lane * pairs;
+#pragma unroll
+    for (int e = 0; e < 4; e++) qv[e] = e < pairs ? __bfloat1622float2(qh[e]) : make_float2(0.f, 0.f);
+    const __nv_bfloat162* kb = (const __nv_bfloat162*)(k_cache + (size_t)kh * cap * D) + lane * pairs;
+    const __nv_bfloat162* vb = (const __nv_bfloat162*)(v_cache + (size_t)kh * cap * D) + lane * pairs;
+    float m = -INFINITY, l = 0.f;
+    float2 a[4];
+#pragma unroll
+    for (int e = 0; e < 4; e++) a[e] = make_float2(0.f, 0.f);
+    int j = warp;
+    for (; j + 3 * nw < n; j += 4 * nw) {
+        float2 kf[4][4], vf[4][4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const __nv_bfloat162* kr = kb + (size_t)(j + u * nw) * (D / 2);
+            const __nv_bfloat162* vr = vb + (size_t)(j + u * nw) * (D / 2);
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                kf[u][e] = e < pairs ? __bfloat1622float2(kr[e]) : make_float2(0.f, 0.f);
+                vf[u][e] = e < pairs ? __bfloat1622float2(vr[e]) : make_float2(0.f, 0.f);
+            }
+        }
+        float dot[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            dot[u] = 0.f;
+#pragma unroll
+            for (int e = 0; e < 4; e++) dot[u] += qv[e].x * kf[u][e].x + qv[e].y * kf[u][e].y;
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+            for (int u = 0; u < 4; u++) dot[u] += __shfl_xor_sync(0xffffffff, dot[u], o);
+        float mx = fmaxf(fmaxf(m, fmaxf(dot[0], dot[1])), fmaxf(dot[2], dot[3]));
+        float scale = __expf(m - mx);
+        l *= scale;
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            a[e].x *= scale;
+            a[e].y *= scale;
+        }
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            float p = __expf(dot[u] - mx);
+            l += p;
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                a[e].x += p * vf[u][e].x;
+                a[e].y += p * vf[u][e].y;
+            }
+        }
+        m = mx;
+    }
+    for (; j < n; j += nw) {
+        const __nv_bfloat162* kr = kb + (size_t)j * (D / 2);
+        const __nv_bfloat162* vr = vb + (size_t)j * (D / 2);
+        float dot = 0.f;
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            if (e < pairs) {
+                float2 f = __bfloat1622float2(kr[e]);
+                dot += qv[e].x * f.x + qv[e].y * f.y;
+            }
+        dot = warp_sum(dot);
+        float mx = fmaxf(m, dot), scale = __expf(m - mx), p = __expf(dot - mx);
+        l = l * scale + p;
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            if (e < pairs) {
+                float2 f = __bfloat1622float2(vr[e]);
+                a[e].x = a[e].x * scale + p * f.x;
+                a[e].y = a[e].y * scale + p * f.y;
+            }
+        m = mx;
+    }
+    if (lane == 0) {
+        wm[warp] = m;
+        wl[warp] = l;
+    }
+#pragma unroll
+    for (int e = 0; e < 4; e++)
+        if (e < pairs) {
+            wacc[warp * D + 2 * (lane * pairs + e)] = a[e].x;
+            wacc[warp * D + 2 * (lane * pairs + e) + 1] = a[e].y;
+        }
+    __syncthreads();
+    float M = -INFINITY;
+    for (int w = 0; w < nw; w++) M = fmaxf(M, wm[w]);
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float L = 0.f, o = 0.f;
+        for (int w = 0; w < nw; w++) {
+            // A warp that saw no position has m = -inf and l = 0: weight 0.
+            float c = wl[w] > 0.f ? __expf(wm[w] - M) : 0.f;
+            L += wl[w] * c;
+            o += wacc[w * D + d] * c;
+        }
+        out[(size_t)h * D + d] = __float2bfloat16(o / L);
+    }
+}
+
 // Pass 2: merges the S parts of each head into the attention output [H * D]. Grid H, D threads.
 extern "C" __global__ void vela_decode_attn_merge_bf16(const float* part, bf16* out, int S, int D) {
     int h = blockIdx.x, d = threadIdx.x;
@@ -346,7 +462,9 @@ GEMV(4)
 // The epilogues of the vision towers' Linear layers. candle runs the matmul, then the bias add,
 // then each element-wise op after it as a kernel of its own; at 257 tokens these small kernels,
 // about twenty per block of 51, are most of the towers' time. gelu != 0: out = gelu_erf(y + b);
-// otherwise out = x + ls * (y + b), with ls null meaning 1. Same bf16 roundings as candle's chain.
+// otherwise out = x + ls * (y + b), with ls null meaning 1, or y + b alone when x is null (a
+// Linear's bias: candle's broadcast add is a strided kernel, ~27 us at 257x3072). Same bf16
+// roundings as candle's chain.
 extern "C" __global__ void vela_bias_epilogue_bf16(const bf16* y, const bf16* b, const bf16* x, const bf16* ls, bf16* out,
                                                   int rows, int n, int gelu) {
     size_t total = (size_t)rows * n;
@@ -356,6 +474,10 @@ extern "C" __global__ void vela_bias_epilogue_bf16(const bf16* y, const bf16* b,
         if (gelu) {
             out[idx] = __float2bfloat16(0.5f * v * (1.f + erff(v * 0.70710678118654752f)));
         } else {
+            if (!x) {  // plain bias add (a Linear's output)
+                out[idx] = __float2bfloat16(v);
+                continue;
+            }
             if (ls) v = round_bf16(v * ld(ls + c));
             out[idx] = __float2bfloat16(ld(x + idx) + v);
         }
@@ -453,6 +575,26 @@ extern "C" __global__ void vela_dequant_q4k_f16(const q4k_block* blocks, __half*
 
 extern "C" __global__ void vela_dequant_q4k_bf16(const q4k_block* blocks, bf16* out, int n_blocks) {
     dequant_q4k(blocks, out, n_blocks);
+}
+
+// Softmax of a prompt's attention scores with the causal mask applied on the fly: rows are
+// [heads * T] query rows of n >= start + T keys (n may be padded past the last position so
+// that the score and value GEMMs see 16-byte aligned rows); query i of a head sees keys
+// 0..=start+i, the rest (later positions and padding) get exactly 0. Replaces a broadcast
+// add of a [T, n] mask (a strided kernel of its own per layer) and candle's softmax.
+extern "C" __global__ void vela_causal_softmax_bf16(const bf16* x, bf16* y, int rows, int n, int T, int start) {
+    int r = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+    if (r >= rows) return;
+    int last = start + r % T;
+    const bf16* xr = x + (size_t)r * n;
+    bf16* yr = y + (size_t)r * n;
+    float m = -INFINITY;
+    for (int c = lane; c <= last; c += 32) m = fmaxf(m, ld(xr + c));
+    m = warp_max(m);
+    float s = 0.f;
+    for (int c = lane; c <= last; c += 32) s += __expf(ld(xr + c) - m);
+    float inv = 1.f / warp_sum(s);
+    for (int c = lane; c < n; c += 32) yr[c] = __float2bfloat16(c <= last ? __expf(ld(xr + c) - m) * inv : 0.f);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -147,8 +147,11 @@ fn interrupted_runs_resume_where_they_stopped() {
 fn bad_flags_and_missing_presets_give_clear_errors() {
     let dir = scratch("errors");
     let out = dir.join("x.json");
-    let cases: [(&[&str], &str); 11] = [
+    let cases: [(&[&str], &str); 14] = [
         (&["bench", "--preset", "no-such-preset"], "no-such-preset"),
+        (&["bench", "commanded", "--episodes", "0"], "--episodes must be at least 1"),
+        (&["bench", "commanded", "--preset", "mimicgen-expert", "--episodes", "1"], "needs a WebAudioIn node"),
+        (&["bench", "commanded", "--via", "shouted"], "shouted"),
         (&["bench", "voice", "--preset", "mimicgen-expert"], "needs a WebAudioIn node"),
         (&["bench", "voice", "--preset", "no-such-preset"], "no-such-preset"),
         (&["bench", "voice", "--gap", "0.2", "--wav", "/nonexistent.wav"], "--gap"),
@@ -252,4 +255,44 @@ fn a_policy_that_never_answers_is_reported_after_the_startup_limit() {
     assert!(!o.status.success(), "{}", text(&o));
     let t = text(&o);
     assert!(t.contains("environment 0 has made no step") && t.contains("--startup-timeout"), "{t}");
+}
+
+/// `vela bench commanded` on the shipped voice preset: typed commands reach the simulator as
+/// given and restart the scene they name; spoken ones go through espeak-ng, the VAD and
+/// Whisper first. Four steps per episode: this checks the loop and its records, not the
+/// policy (which cannot stack in four steps).
+#[test]
+fn commanded_episodes_run_typed_and_spoken() {
+    let dir = scratch("commanded");
+    let file = dir.join("c.json");
+    let o = vela(&["bench", "commanded", "--episodes", "2", "--max-steps", "4", "--seed", "3", "--save", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("Voice commands") && t.contains("Typed commands"), "{t}");
+    let doc = stats(&file);
+    let runs = doc["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0]["via"], "voice");
+    assert_eq!(runs[1]["via"], "typed");
+    for run in runs {
+        let rows = run["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 2, "{run}");
+        assert_eq!(rows[0]["seed"], 3);
+        assert_eq!(rows[1]["seed"], 4);
+        assert_eq!(run["summary"]["episodes"], 2);
+        for r in rows {
+            assert!(r["heard"].as_str().is_some_and(|h| !h.is_empty()), "a transcript for every command: {r}");
+        }
+    }
+    // Typed commands are understood as given, and each commanded episode runs to its limit.
+    for r in runs[1]["rows"].as_array().unwrap() {
+        assert_eq!(r["understood"], true, "{r}");
+        assert_eq!(r["heard_right"], true, "{r}");
+        assert!(r["steps"].as_u64().unwrap() <= 4, "{r}");
+    }
+    // The first command asks for the big cube on the small one, the second the reverse.
+    let c0 = runs[1]["rows"][0]["command"].as_str().unwrap();
+    let c1 = runs[1]["rows"][1]["command"].as_str().unwrap();
+    assert!(c0.starts_with("put the ") && c1.starts_with("put the ") && c0 != c1, "{c0} / {c1}");
+    assert!(doc["machine"].is_string() || doc["machine"].is_object(), "{doc}");
 }

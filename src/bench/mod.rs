@@ -8,6 +8,7 @@
 mod dora;
 pub mod report;
 pub mod stats;
+pub mod commanded;
 pub mod voice;
 
 use std::collections::{BTreeSet, VecDeque};
@@ -47,6 +48,9 @@ enum BenchCommand {
     /// speech to the first action computed with the new instruction (VAD, Whisper, simulator
     /// frame and policy shares).
     Voice(voice::VoiceArgs),
+    /// Episodes of a voice preset's language variant, each started by a spoken (or typed)
+    /// command that names which cube goes on which: the share stacked in the commanded order.
+    Commanded(commanded::CommandedArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -110,6 +114,7 @@ pub fn run(store: &PresetStore, args: BenchArgs) -> Result<()> {
             Ok(())
         }
         Some(BenchCommand::Voice(v)) => voice::run(store, v),
+        Some(BenchCommand::Commanded(c)) => commanded::run(store, c),
         None => {
             let stats = run_bench(store, args.run)?;
             let s = &stats.summary;

@@ -47,7 +47,7 @@ pub struct VoiceArgs {
 }
 
 /// Sample rate of the composed recording (espeak-ng's own).
-const RATE: u32 = 22_050;
+pub(super) const RATE: u32 = 22_050;
 /// Audio per message from the stand-in microphone. A real microphone delivers a block once it
 /// is recorded; `WavSource` sends it at the start of its interval, so each block arrives up to
 /// this much early and the measured latency errs long by at most this much.
@@ -58,7 +58,7 @@ const PROBE: &str = "voice_probe";
 const OVERTAKE_NS: Timestamp = 500_000_000;
 
 /// The spoken commands' scratch folder goes away however the bench ends.
-struct RemoveOnDrop(PathBuf);
+pub(super) struct RemoveOnDrop(pub(super) PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
@@ -191,7 +191,7 @@ fn default_commands(variant: &str, seed: u64) -> Result<Vec<String>> {
 }
 
 /// Mono samples at [`RATE`], by linear interpolation (the VAD resamples again to 16 kHz).
-fn to_rate(w: &vela_speech::wav::WavData) -> Vec<f32> {
+pub(super) fn to_rate(w: &vela_speech::wav::WavData) -> Vec<f32> {
     let ch = w.channels.max(1) as usize;
     let mono: Vec<f32> = w.samples.chunks(ch).map(|f| f.iter().sum::<f32>() / ch as f32).collect();
     if w.sample_rate == RATE || mono.is_empty() {
@@ -210,7 +210,7 @@ fn to_rate(w: &vela_speech::wav::WavData) -> Vec<f32> {
         .collect()
 }
 
-fn speak(text: &str, dir: &Path, i: usize) -> Result<PathBuf> {
+pub(super) fn speak(text: &str, dir: &Path, i: usize) -> Result<PathBuf> {
     let path = dir.join(format!("say-{i}.wav"));
     let status = std::process::Command::new("espeak-ng")
         .args(["-s", "130", "-g", "10", "-w"])

@@ -23,7 +23,7 @@ use vela_runtime::{
 };
 use vela_sim::{CubeColor, StackOrder};
 
-use super::voice::{speak, to_rate, RemoveOnDrop, RATE};
+use super::voice::{only_node, speak, to_rate, RemoveOnDrop, RATE};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct CommandedArgs {
@@ -279,14 +279,7 @@ fn run_one(store: &PresetStore, args: &CommandedArgs, via: Via, orders: &[Order]
     for w in &warnings {
         tracing::warn!("{w}");
     }
-    let find = |ty: &str| -> Result<String> {
-        let mut it = preset.nodes.iter().filter(|n| n.type_name == ty);
-        match (it.next(), it.next()) {
-            (Some(n), None) => Ok(n.name.clone()),
-            (None, _) => bail!("{}: `vela bench commanded` needs a {ty} node; the preset has none", path.display()),
-            (Some(_), Some(_)) => bail!("{}: more than one {ty} node; `vela bench commanded` needs exactly one", path.display()),
-        }
-    };
+    let find = |ty: &str| only_node(&preset, &path, ty, "commanded");
     let (mic, asr, sim) = (find("WebAudioIn")?, find("WhisperASR")?, find("MimicGen")?);
     let variant = preset.nodes.iter().find(|n| n.name == sim).and_then(|n| n.params.get("environment")).and_then(Value::as_str);
     if variant != Some("Stack_Lang") {

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use vela_runtime::{
     now_ns, Context, DataType, EdgePolicy, EdgeSpec, Engine, EngineEvent, Event, Message, Node, NodeDescriptor, NodeError,
-    NodeSpec, NodeStatus, Payload, PortRef, PresetStore, Registry, Timestamp,
+    NodeSpec, NodeStatus, Payload, PortRef, Preset, PresetStore, Registry, Timestamp,
 };
 
 #[derive(clap::Args, Clone, Debug)]
@@ -244,19 +244,22 @@ fn compose(args: &VoiceArgs, commands: &[(String, PathBuf)], out: &Path) -> Resu
     Ok(spoken)
 }
 
+/// The name of the preset's one node of type `ty`; `bench` names the subcommand in the error.
+pub(super) fn only_node(preset: &Preset, path: &Path, ty: &str, bench: &str) -> Result<String> {
+    let mut it = preset.nodes.iter().filter(|n| n.type_name == ty);
+    match (it.next(), it.next()) {
+        (Some(n), None) => Ok(n.name.clone()),
+        (None, _) => bail!("{}: `vela bench {bench}` needs a {ty} node; the preset has none", path.display()),
+        (Some(_), Some(_)) => bail!("{}: more than one {ty} node; `vela bench {bench}` needs exactly one", path.display()),
+    }
+}
+
 fn measure(store: &PresetStore, args: &VoiceArgs) -> Result<(Vec<CommandTiming>, Value)> {
     let (preset, path, warnings) = store.load(&args.preset)?;
     for w in &warnings {
         tracing::warn!("{w}");
     }
-    let find = |ty: &str| -> Result<String> {
-        let mut it = preset.nodes.iter().filter(|n| n.type_name == ty);
-        match (it.next(), it.next()) {
-            (Some(n), None) => Ok(n.name.clone()),
-            (None, _) => bail!("{}: `vela bench voice` needs a {ty} node; the preset has none", path.display()),
-            (Some(_), Some(_)) => bail!("{}: more than one {ty} node; `vela bench voice` needs exactly one", path.display()),
-        }
-    };
+    let find = |ty: &str| only_node(&preset, &path, ty, "voice");
     let (mic, vad, asr, prompt, vla, sim) =
         (find("WebAudioIn")?, find("VADFilter")?, find("WhisperASR")?, find("AutoPrompt")?, find("OpenVLA")?, find("MimicGen")?);
 

@@ -527,7 +527,7 @@ impl StackEnv {
             });
         }
         self.order = order;
-        self.instruction = text.trim().to_string();
+        self.instruction = variant::clean_instruction(text);
         self.instruction_given = true;
         Ok(order)
     }

@@ -294,6 +294,17 @@ pub fn parse_instruction(text: &str, small: CubeColor, big: CubeColor) -> Option
     Some(if moved_small { StackOrder::SmallOnBig } else { StackOrder::BigOnSmall })
 }
 
+/// A command as the task keeps it: a transcript's sentence punctuation and stray spacing
+/// removed ("Put the red block on the green one." → "Put the red block on the green one").
+/// The policy's training instructions carry no full stop, and the prompt template closes with
+/// its own "?", so Whisper's "." would put "one.?" in front of a model that never saw it.
+pub fn clean_instruction(text: &str) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let joined = words.join(" ");
+    let edge = |c: char| matches!(c, '.' | '!' | '?' | ',' | ';' | ':' | '"' | '\'' | '…' | '“' | '”') || c.is_whitespace();
+    joined.trim_matches(edge).to_string()
+}
+
 /// The instruction D0/D1 show (the fork's default text).
 pub fn default_instruction(top: CubeColor, bottom: CubeColor) -> String {
     format!("put the {top} block on top of the {bottom} block")
@@ -316,6 +327,14 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("agentview"));
+    }
+
+    #[test]
+    fn transcripts_lose_their_sentence_punctuation() {
+        assert_eq!(clean_instruction(" Put the red block on the green one. "), "Put the red block on the green one");
+        assert_eq!(clean_instruction("\"stack  the green cube\tonto the red one!\""), "stack the green cube onto the red one");
+        assert_eq!(clean_instruction("put the red block on the green block"), "put the red block on the green block");
+        assert_eq!(clean_instruction("...?"), "");
     }
 
     #[test]

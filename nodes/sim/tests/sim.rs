@@ -542,6 +542,9 @@ fn given_instruction_decides_the_task_in_stack_lang() {
     assert!(ok, "big cube stacked on the small one (seed {seed})");
     assert!(e.cube_pose(Cube::B).pos[2] > e.cube_pose(Cube::A).pos[2]);
     assert_eq!(e.instruction(), said, "kept for the episode");
+    // A transcript's full stop does not reach the task's instruction (nor the policy's prompt).
+    e.instruct(&format!("  Put the {big} block on the {small} one. ")).unwrap();
+    assert_eq!(e.instruction(), format!("Put the {big} block on the {small} one"));
     e.reset(seed).unwrap();
     assert_eq!(e.order(), StackOrder::SmallOnBig, "a reset goes back to the scene's own instruction");
 

@@ -69,6 +69,13 @@ fn scripted_expert_succeeds_and_the_report_is_written() {
     assert_eq!(e["variant"], "Stack_D2");
     assert!(!e["instruction"].as_str().unwrap().is_empty(), "{e}");
     assert!(e["policy_ms_mean"].is_null(), "built-in motion has no policy latency");
+    // Each episode says how far it got; the expert's successes got all the way.
+    for e in v["episodes"].as_array().unwrap() {
+        let want = if e["success"] == true { "stacked" } else { e["stage"].as_str().unwrap_or("missing") };
+        assert_eq!(e["stage"], want, "{e}");
+        assert_eq!(e["grasped_other"], false, "{e}");
+    }
+    assert!(text(&o).contains("furthest stage: start ") && text(&o).contains("grasped the other cube"), "{}", text(&o));
     assert!(s["wilson95_pct"][1].as_f64().unwrap() <= 100.0);
     for f in ["index.html", "success.png", "steps.png", "latency.png", "frames.png"] {
         assert!(report.join(f).is_file(), "missing {f}");
@@ -76,6 +83,7 @@ fn scripted_expert_succeeds_and_the_report_is_written() {
     assert_eq!(std::fs::read_dir(report.join("frames")).unwrap().count(), 3, "one final frame per episode");
     let html = std::fs::read_to_string(report.join("index.html")).unwrap();
     assert!(html.contains("successes (") && html.contains("success.png"), "{html}");
+    assert!(html.contains("Episodes by furthest stage") && html.contains("stacked <b>"), "{html}");
 }
 
 #[test]
@@ -94,6 +102,8 @@ fn zero_policy_never_succeeds_and_parallel_runs_the_same_episodes() {
     assert_eq!(outcomes(&a), (7..11).map(|s| (s, false, 15)).collect::<Vec<_>>());
     assert_eq!(outcomes(&a), outcomes(&b), "--parallel 2 must run the same episodes");
     assert!(a["episodes"][0]["policy_ms_mean"].as_f64().unwrap() > 0.0);
+    // A policy that never moves never gets near a cube.
+    assert!(a["episodes"].as_array().unwrap().iter().all(|e| e["stage"] == "start"), "{a}");
     let o = vela(&["bench", "compare", one.to_str().unwrap(), two.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     let t = text(&o);

@@ -199,6 +199,10 @@ pub struct Row {
     /// Stacked in the commanded order.
     pub success: bool,
     pub steps: Option<u64>,
+    /// The furthest stage of the commanded task (`vela_sim::Stage`).
+    pub stage: Option<String>,
+    /// The gripper held the cube that was meant to stay put: the command was not followed.
+    pub grasped_other: bool,
     pub note: Option<String>,
 }
 
@@ -242,21 +246,28 @@ fn summarise(rows: &[Row]) -> Value {
         "wilson95": [lo, hi],
         "heard_right": rows.iter().filter(|r| r.heard_right).count(),
         "understood": rows.iter().filter(|r| r.understood).count(),
+        "grasped_other": rows.iter().filter(|r| r.grasped_other).count(),
         "mean_steps_success": if steps.is_empty() { None } else { Some(steps.iter().sum::<u64>() as f64 / steps.len() as f64) },
     })
 }
 
 fn print_rows(via: Via, rows: &[Row], summary: &Value) {
     println!("\n{via:?} commands");
-    println!("{:>4} {:>6}  {:<40} {:>7} {:>6}  heard", "ep", "seed", "command", "result", "steps");
+    println!("{:>4} {:>6}  {:<40} {:>7} {:>8} {:>6}  heard", "ep", "seed", "command", "result", "got to", "steps");
     for r in rows {
         let result = if r.success { "stacked" } else if r.understood { "failed" } else { "unheard" };
+        let got_to = match (r.stage.as_deref(), r.grasped_other) {
+            (_, true) => "wrong cube",
+            (Some(s), false) => s,
+            (None, false) => "-",
+        };
         println!(
-            "{:>4} {:>6}  {:<40} {:>7} {:>6}  {}{}",
+            "{:>4} {:>6}  {:<40} {:>7} {:>8} {:>6}  {}{}",
             r.index,
             r.seed,
             r.command,
             result,
+            got_to,
             r.steps.map_or("-".into(), |s| s.to_string()),
             r.heard.as_deref().unwrap_or("(nothing)"),
             r.note.as_ref().map(|n| format!(" [{n}]")).unwrap_or_default()
@@ -264,13 +275,14 @@ fn print_rows(via: Via, rows: &[Row], summary: &Value) {
     }
     let w = &summary["wilson95"];
     println!(
-        "{via:?}: {} of {} in the commanded order ({:.0} %, Wilson 95 %: {:.0}–{:.0} %); {} transcripts named the commanded order",
+        "{via:?}: {} of {} in the commanded order ({:.0} %, Wilson 95 %: {:.0}–{:.0} %); {} transcripts named the commanded order; the arm held the cube meant to stay put in {}",
         summary["successes"],
         summary["episodes"],
         100.0 * summary["success_rate"].as_f64().unwrap_or(0.0),
         100.0 * w[0].as_f64().unwrap_or(0.0),
         100.0 * w[1].as_f64().unwrap_or(0.0),
-        summary["heard_right"]
+        summary["heard_right"],
+        summary["grasped_other"]
     );
 }
 
@@ -426,6 +438,8 @@ impl Driver<'_> {
             understood: false,
             success: false,
             steps: None,
+            stage: None,
+            grasped_other: false,
             note: None,
         };
         // The scene, held with its own instruction until the command arrives.
@@ -466,6 +480,8 @@ impl Driver<'_> {
                 Some(Seen::Stats(s)) if commanded.is_some() && s["episode"].as_u64() == commanded => {
                     row.understood = true;
                     row.steps = s["steps"].as_u64();
+                    row.stage = s["stage"].as_str().map(str::to_string);
+                    row.grasped_other = s["grasped_other"].as_bool() == Some(true);
                     row.heard_right = row.heard.as_deref().is_some_and(|h| o.heard_right(h));
                     row.success = row.heard_right && s["success"].as_bool() == Some(true);
                     if !row.heard_right {
@@ -527,12 +543,15 @@ mod tests {
             understood,
             success,
             steps: understood.then_some(if success { 90 } else { 200 }),
+            stage: understood.then(|| if success { "stacked" } else { "grasped" }.into()),
+            grasped_other: understood && !success,
             note: None,
         };
         let s = summarise(&[row(true, true), row(false, true), row(false, false), row(true, true)]);
         assert_eq!(s["successes"], 2);
         assert_eq!(s["episodes"], 4);
         assert_eq!(s["understood"], 3);
+        assert_eq!(s["grasped_other"], 1);
         assert_eq!(s["mean_steps_success"], 90.0);
         let w = s["wilson95"].as_array().unwrap();
         assert!(w[0].as_f64().unwrap() < 0.5 && w[1].as_f64().unwrap() > 0.5);

@@ -129,6 +129,9 @@ pub fn run(store: &PresetStore, args: BenchArgs) -> Result<()> {
                 s.fps,
                 s.wall_s
             );
+            if let Some(line) = stats::stage_line(&stats.episodes) {
+                println!("{line}");
+            }
             Ok(())
         }
     }
@@ -327,6 +330,8 @@ pub(crate) fn record(stats: &Value, index: u64, variant: &str) -> Result<Episode
         policy_ms_p95: f("policy_ms_p95"),
         wall_s: f("wall_s").unwrap_or(0.0),
         final_positions: stats.get("final").and_then(|v| serde_json::from_value(v.clone()).ok()),
+        stage: stats.get("stage").and_then(Value::as_str).map(str::to_string),
+        grasped_other: stats.get("grasped_other").and_then(Value::as_bool),
     })
 }
 

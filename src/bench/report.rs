@@ -320,18 +320,26 @@ fn page(stats: &BenchStats, stats_file: Option<&Path>, frames: usize) -> String 
         ("Wall time", format!("{:.1} s", s.wall_s)),
         ("Machine", esc(&s.machine)),
     ];
+    let mut facts = facts.to_vec();
+    if let Some((counts, other)) = super::stats::stage_counts(&stats.episodes) {
+        // Where the failures stopped: the furthest stage each episode reached.
+        let cells: Vec<String> = counts.iter().map(|(name, n)| format!("{name} <b>{n}</b>")).collect();
+        facts.push(("Episodes by furthest stage", cells.join(" · ")));
+        facts.push(("Grasped the cube that should stay", other.to_string()));
+    }
     let facts: String = facts.iter().map(|(k, v)| format!("<tr><th>{k}</th><td>{v}</td></tr>\n")).collect();
     let rows: String = stats
         .episodes
         .iter()
         .map(|e| {
             format!(
-                "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td></tr>\n",
+                "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td></tr>\n",
                 if e.success { "ok" } else { "bad" },
                 e.index,
                 e.seed,
                 esc(&e.instruction),
                 if e.success { "success" } else { "fail" },
+                esc(e.stage.as_deref().unwrap_or("–")),
                 e.steps,
                 opt(e.policy_ms_mean, ""),
                 opt(e.policy_ms_p95, ""),
@@ -374,7 +382,7 @@ img {{ max-width: 100%; border: 1px solid #ddd; margin: 8px 0; }}
 <h2>Final frames</h2>{frames_html}
 <h2>Episodes</h2>
 <details><summary>{n} episodes</summary>
-<table class="episodes"><tr><th>#</th><th>seed</th><th>instruction</th><th>outcome</th><th>steps</th><th>policy ms</th><th>p95 ms</th><th>wall s</th></tr>
+<table class="episodes"><tr><th>#</th><th>seed</th><th>instruction</th><th>outcome</th><th>furthest stage</th><th>steps</th><th>policy ms</th><th>p95 ms</th><th>wall s</th></tr>
 {rows}</table></details>
 </body></html>
 "#,

@@ -31,6 +31,33 @@ pub struct EpisodeRecord {
     /// are compared with in-process ones; absent in files from before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_positions: Option<FinalPositions>,
+    /// The furthest stage of the task reached (`vela_sim::Stage`: start, reached, grasped,
+    /// lifted, aligned, stacked); absent in files from before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// Whether the gripper held the cube that should have stayed put at some step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grasped_other: Option<bool>,
+}
+
+/// Episodes by the furthest stage they reached, in task order, and how many grasped the cube
+/// that should have stayed put; `None` when no episode recorded a stage.
+pub fn stage_counts(episodes: &[EpisodeRecord]) -> Option<(Vec<(&'static str, u64)>, u64)> {
+    if episodes.iter().all(|e| e.stage.is_none()) {
+        return None;
+    }
+    let counts = vela_sim::Stage::ALL
+        .iter()
+        .map(|s| (s.name(), episodes.iter().filter(|e| e.stage.as_deref() == Some(s.name())).count() as u64))
+        .collect();
+    Some((counts, episodes.iter().filter(|e| e.grasped_other == Some(true)).count() as u64))
+}
+
+/// One line for people: "furthest stage: start 3 · reached 10 · … · stacked 32; 4 grasped the other cube".
+pub fn stage_line(episodes: &[EpisodeRecord]) -> Option<String> {
+    let (counts, other) = stage_counts(episodes)?;
+    let parts: Vec<String> = counts.iter().map(|(name, n)| format!("{name} {n}")).collect();
+    Some(format!("furthest stage: {}; {other} grasped the other cube", parts.join(" · ")))
 }
 
 /// End-of-episode positions, metres in the world frame.

@@ -154,6 +154,59 @@ pub struct StepResult {
     pub done: bool,
     /// Sparse reward as robosuite Stack (1 on success, else 0; reward_scale 1).
     pub reward: f64,
+    /// The episode's progress up to and including this step.
+    pub progress: Progress,
+}
+
+/// How far an episode got towards the stack. A success rate alone cannot tell a policy that
+/// never reaches the cube from one that drops it over the target; bench reports count
+/// episodes by the furthest stage they reached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stage {
+    /// Nothing below.
+    #[default]
+    Start,
+    /// The gripper stood around the cube to move (centred over it within its half width,
+    /// within 3 cm of its centre height).
+    Reached,
+    /// Both finger pads touched that cube (robosuite's grasp test).
+    Grasped,
+    /// Held with its bottom face above the other cube's top face.
+    Lifted,
+    /// Centred over the other cube (within that cube's half width), bottom face at most 5 mm
+    /// below the other's top face, but not (yet) a stack.
+    Aligned,
+    /// The task's success predicate.
+    Stacked,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 6] = [Stage::Start, Stage::Reached, Stage::Grasped, Stage::Lifted, Stage::Aligned, Stage::Stacked];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Start => "start",
+            Stage::Reached => "reached",
+            Stage::Grasped => "grasped",
+            Stage::Lifted => "lifted",
+            Stage::Aligned => "aligned",
+            Stage::Stacked => "stacked",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+/// An episode's progress so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// The furthest stage reached at any step (it may have been lost again, e.g. a drop).
+    pub furthest: Stage,
+    /// The gripper held the cube that should have stayed put, at some step: in Stack_Lang,
+    /// the sign of a policy that ignores which cube it was told to move.
+    pub grasped_other: bool,
 }
 
 /// Model indices resolved once by name.
@@ -301,6 +354,7 @@ pub struct StackEnv {
     instruction: String,
     /// Set by `instruct`: the given text stays for the rest of the episode.
     instruction_given: bool,
+    progress: Progress,
     last_image: Option<RgbImage>,
 }
 
@@ -329,6 +383,7 @@ impl StackEnv {
             order: StackOrder::SmallOnBig,
             instruction: String::new(),
             instruction_given: false,
+            progress: Progress::default(),
             last_image: None,
             data,
             ids,
@@ -415,6 +470,7 @@ impl StackEnv {
         self.episode_seed = seed;
         self.rng = ChaCha8Rng::seed_from_u64(seed);
         self.steps = 0;
+        self.progress = Progress::default();
         self.data.reset();
         let placements = self.sample_placements()?;
         let ids = &self.ids;
@@ -526,6 +582,10 @@ impl StackEnv {
                 reason: format!("{text:?} asks for the big cube on the small one, which only Stack_Lang supports"),
             });
         }
+        if order != self.order {
+            // Another cube to move: progress on the old task does not count for the new one.
+            self.progress = Progress::default();
+        }
         self.order = order;
         self.instruction = variant::clean_instruction(text);
         self.instruction_given = true;
@@ -584,6 +644,8 @@ impl StackEnv {
         }
         let success = self.check_success();
         let timeout = !success && self.steps >= self.cfg.horizon;
+        self.progress.furthest = self.progress.furthest.max(self.stage_now(success));
+        self.progress.grasped_other |= self.is_grasped(self.top_cube().other());
         self.render_if_enabled()?;
         Ok(StepResult {
             obs: self.observation(),
@@ -591,6 +653,7 @@ impl StackEnv {
             timeout,
             done: success || timeout,
             reward: if success { 1.0 } else { 0.0 },
+            progress: self.progress,
         })
     }
 
@@ -762,6 +825,38 @@ impl StackEnv {
         let top = self.top_cube();
         let lifted = self.cube_pose(top).pos[2] > TABLE_TOP_Z + LIFT_THRESHOLD;
         lifted && !self.is_grasped(top) && self.cubes_touch()
+    }
+
+    /// The episode's progress so far (see [`Stage`]).
+    pub fn progress(&self) -> Progress {
+        self.progress
+    }
+
+    /// The stage the scene is in now (not the furthest one).
+    fn stage_now(&self, success: bool) -> Stage {
+        if success {
+            return Stage::Stacked;
+        }
+        let (top, base) = (self.top_cube(), self.top_cube().other());
+        let (t, b) = (self.cube_pose(top).pos, self.cube_pose(base).pos);
+        let xy = |p: Vec3, q: Vec3| (p[0] - q[0]).hypot(p[1] - q[1]);
+        let bottom = t[2] - top.half_size();
+        let base_top = b[2] + base.half_size();
+        if xy(t, b) < base.half_size() && bottom > base_top - 0.005 {
+            return Stage::Aligned;
+        }
+        let grasped = self.is_grasped(top);
+        if grasped && bottom > base_top {
+            return Stage::Lifted;
+        }
+        if grasped {
+            return Stage::Grasped;
+        }
+        let e = self.eef_pose().pos;
+        if xy(e, t) < top.half_size() && (e[2] - t[2]).abs() < 0.03 {
+            return Stage::Reached;
+        }
+        Stage::Start
     }
 
     /// Places a cube directly (tests and scripted scenes). Velocities are zeroed.

@@ -18,7 +18,7 @@ pub mod scene;
 pub mod tools;
 pub mod variant;
 
-pub use env::{Cube, EnvConfig, Observation, Pose, RgbImage, StackEnv, StepResult, INSET_FRACTION};
+pub use env::{Cube, EnvConfig, Observation, Pose, Progress, RgbImage, StackEnv, Stage, StepResult, INSET_FRACTION};
 pub use error::{Result, SimError};
 pub use expert::{Expert, ExpertConfig, Phase};
 pub use image_io::write_png;

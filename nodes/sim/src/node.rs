@@ -547,6 +547,9 @@ impl MimicGenNode {
                 // Small cube, big cube: what a spoken command may name.
                 "colours": self.sim.colours.map(|(a, b)| [a.name(), b.name()]),
                 "success": r.success,
+                // How far it got (see vela_sim::Stage): failures told apart in reports.
+                "stage": r.progress.furthest.name(),
+                "grasped_other": r.progress.grasped_other,
                 "steps": steps,
                 "successes": self.successes,
                 "episodes": self.finished,

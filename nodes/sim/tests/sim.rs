@@ -156,6 +156,55 @@ fn success_predicate_cases() {
 }
 
 #[test]
+fn progress_follows_the_expert_through_every_stage() {
+    let mut e = env(Variant::D2);
+    e.reset(5).unwrap();
+    assert_eq!(e.progress(), Progress::default());
+    // Standing still reaches nothing.
+    let r = e.step(&[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0]).unwrap();
+    assert_eq!(r.progress.furthest, Stage::Start);
+    let mut expert = Expert::default();
+    let mut seen = vec![Stage::Start];
+    for _ in 0..300 {
+        let r = e.step(&expert.act(&e)).unwrap();
+        assert!(r.progress.furthest >= *seen.last().unwrap(), "the furthest stage never goes back");
+        if r.progress.furthest != *seen.last().unwrap() {
+            seen.push(r.progress.furthest);
+        }
+        if r.success {
+            break;
+        }
+    }
+    assert_eq!(seen, Stage::ALL.to_vec(), "the expert passes every stage in order");
+    assert!(!e.progress().grasped_other);
+    e.reset(5).unwrap();
+    assert_eq!(e.progress(), Progress::default(), "a reset starts over");
+    for s in Stage::ALL {
+        assert_eq!(Stage::from_name(s.name()), Some(s));
+    }
+}
+
+#[test]
+fn holding_the_wrong_cube_is_noticed_in_stack_lang() {
+    let mut e = env(Variant::Lang);
+    let seed = (0..50).find(|&s| { e.reset(s).unwrap(); e.order() == StackOrder::SmallOnBig }).unwrap();
+    let mut expert = Expert::default();
+    for _ in 0..200 {
+        e.step(&expert.act(&e)).unwrap();
+        if e.is_grasped(Cube::A) {
+            break;
+        }
+    }
+    assert!(e.is_grasped(Cube::A), "the expert grasps the small cube (seed {seed})");
+    // Now told to move the big one: the held small cube is the wrong one.
+    let (small, big) = e.colours();
+    e.instruct(&format!("put the {big} block on the {small} block")).unwrap();
+    assert_eq!(e.progress(), Progress::default(), "a new task's progress starts over");
+    let r = e.step(&[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]).unwrap();
+    assert!(r.progress.grasped_other && r.progress.furthest < Stage::Grasped, "{:?}", r.progress);
+}
+
+#[test]
 fn resets_are_deterministic() {
     let mut e = env(Variant::D4);
     let trace = |e: &mut StackEnv, seed: u64| {

@@ -108,6 +108,7 @@ fn zero_policy_never_succeeds_and_parallel_runs_the_same_episodes() {
     assert!(o.status.success(), "{}", text(&o));
     let t = text(&o);
     assert!(t.contains("0/4 (0.0%)") && t.contains("p1 vs p2: 0 of 4 common seeds differ"), "{t}");
+    assert!(t.contains("furthest: start") && t.contains("held the other cube"), "{t}");
 }
 
 #[test]

@@ -615,7 +615,7 @@ pub fn compare_table(runs: &[(PathBuf, BenchStats)]) -> String {
     use std::fmt::Write as _;
     let name = |p: &Path| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let opt = |v: Option<f64>, prec: usize| v.map_or("-".to_string(), |x| format!("{x:.prec$}"));
-    let rows: Vec<(&str, Vec<String>)> = vec![
+    let mut rows: Vec<(&str, Vec<String>)> = vec![
         ("preset", runs.iter().map(|(_, s)| s.config.preset.clone()).collect()),
         ("variant", runs.iter().map(|(_, s)| s.config.variant.clone()).collect()),
         ("quantization", runs.iter().map(|(_, s)| s.config.quantization.clone().unwrap_or("-".into())).collect()),
@@ -629,6 +629,22 @@ pub fn compare_table(runs: &[(PathBuf, BenchStats)]) -> String {
         ("steps/s", runs.iter().map(|(_, s)| format!("{:.1}", s.summary.fps)).collect()),
         ("wall s", runs.iter().map(|(_, s)| format!("{:.1}", s.summary.wall_s)).collect()),
     ];
+    // Where the failures stopped, for files that recorded it: a row per stage.
+    let stages: Vec<_> = runs.iter().map(|(_, s)| stats::stage_counts(&s.episodes)).collect();
+    if stages.iter().any(Option::is_some) {
+        for (i, stage) in vela_sim::Stage::ALL.iter().enumerate() {
+            let label = match stage {
+                vela_sim::Stage::Start => "furthest: start",
+                vela_sim::Stage::Reached => "furthest: reached",
+                vela_sim::Stage::Grasped => "furthest: grasped",
+                vela_sim::Stage::Lifted => "furthest: lifted",
+                vela_sim::Stage::Aligned => "furthest: aligned",
+                vela_sim::Stage::Stacked => "furthest: stacked",
+            };
+            rows.push((label, stages.iter().map(|c| c.as_ref().map_or("-".into(), |(counts, _)| counts[i].1.to_string())).collect()));
+        }
+        rows.push(("held the other cube", stages.iter().map(|c| c.as_ref().map_or("-".into(), |(_, other)| other.to_string())).collect()));
+    }
     let heads: Vec<String> = runs.iter().map(|(p, _)| name(p)).collect();
     let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
     let widths: Vec<usize> = (0..runs.len())

@@ -615,6 +615,7 @@ pub fn compare_table(runs: &[(PathBuf, BenchStats)]) -> String {
     use std::fmt::Write as _;
     let name = |p: &Path| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let opt = |v: Option<f64>, prec: usize| v.map_or("-".to_string(), |x| format!("{x:.prec$}"));
+    let stage_labels: Vec<String> = vela_sim::Stage::ALL.iter().map(|s| format!("furthest: {}", s.name())).collect();
     let mut rows: Vec<(&str, Vec<String>)> = vec![
         ("preset", runs.iter().map(|(_, s)| s.config.preset.clone()).collect()),
         ("variant", runs.iter().map(|(_, s)| s.config.variant.clone()).collect()),
@@ -632,16 +633,8 @@ pub fn compare_table(runs: &[(PathBuf, BenchStats)]) -> String {
     // Where the failures stopped, for files that recorded it: a row per stage.
     let stages: Vec<_> = runs.iter().map(|(_, s)| stats::stage_counts(&s.episodes)).collect();
     if stages.iter().any(Option::is_some) {
-        for (i, stage) in vela_sim::Stage::ALL.iter().enumerate() {
-            let label = match stage {
-                vela_sim::Stage::Start => "furthest: start",
-                vela_sim::Stage::Reached => "furthest: reached",
-                vela_sim::Stage::Grasped => "furthest: grasped",
-                vela_sim::Stage::Lifted => "furthest: lifted",
-                vela_sim::Stage::Aligned => "furthest: aligned",
-                vela_sim::Stage::Stacked => "furthest: stacked",
-            };
-            rows.push((label, stages.iter().map(|c| c.as_ref().map_or("-".into(), |(counts, _)| counts[i].1.to_string())).collect()));
+        for (i, label) in stage_labels.iter().enumerate() {
+            rows.push((label.as_str(), stages.iter().map(|c| c.as_ref().map_or("-".into(), |(counts, _)| counts[i].1.to_string())).collect()));
         }
         rows.push(("held the other cube", stages.iter().map(|c| c.as_ref().map_or("-".into(), |(_, other)| other.to_string())).collect()));
     }

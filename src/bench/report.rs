@@ -6,6 +6,7 @@ use std::sync::Once;
 
 use anyhow::{Context as _, Result};
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{register_font, FontStyle};
 use vela_runtime::Image;
 
@@ -86,13 +87,18 @@ fn blank((w, h): (u32, u32)) -> Vec<u8> {
 }
 
 /// Each episode as a tick (top = success, bottom = failure) under the running success
-/// rate and its Wilson 95% band: whether the rate has settled is visible at once.
+/// rate and its Wilson 95% band: whether the rate has settled is visible at once. The legend
+/// sits in a strip of its own above the chart: inside it, any corner hides either the tick
+/// rows or, near 50 %, the rate line.
 fn success_plot(path: &Path, stats: &BenchStats) -> PlotResult {
     render(path, SIZE, blank(SIZE), |root| {
         let n = stats.episodes.len().max(1);
-        let mut chart = ChartBuilder::on(root)
-            .caption(format!("Success over episodes: {:.1}% of {}", stats.summary.success_pct, stats.summary.episodes), ("sans-serif", 22))
+        let root = root.titled(&format!("Success over episodes: {:.1}% of {}", stats.summary.success_pct, stats.summary.episodes), ("sans-serif", 22))?;
+        let (strip, body) = root.split_vertically(30);
+        success_legend(&strip)?;
+        let mut chart = ChartBuilder::on(&body)
             .margin(12)
+            .margin_top(4)
             .x_label_area_size(36)
             .y_label_area_size(52)
             .build_cartesian_2d(0f64..n as f64 + 1.0, -5f64..105f64)?;
@@ -117,32 +123,41 @@ fn success_plot(path: &Path, stats: &BenchStats) -> PlotResult {
             hi.push((x, 100.0 * h));
         }
         let band: Vec<(f64, f64)> = hi.iter().copied().chain(lo.iter().rev().copied()).collect();
-        chart
-            .draw_series(std::iter::once(Polygon::new(band, BLUE.mix(0.18))))?
-            .label("Wilson 95% interval")
-            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 18, y + 5)], BLUE.mix(0.18).filled()));
-        chart
-            .draw_series(LineSeries::new(rate, BLUE.stroke_width(3)))?
-            .label("running success rate")
-            .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], BLUE.stroke_width(3)));
-        chart
-            .draw_series(stats.episodes.iter().enumerate().map(|(i, e)| {
-                let (y, c) = if e.success { (102.0, GREEN) } else { (-2.0, RED) };
-                Rectangle::new([((i + 1) as f64 - 0.3, y - 2.0), ((i + 1) as f64 + 0.3, y + 2.0)], c.filled())
-            }))?
-            .label("episode (top: success, bottom: failure)")
-            .legend(|(x, y)| Rectangle::new([(x + 6, y - 5), (x + 12, y + 5)], GREEN.filled()));
-        // The legend goes where the rate line is not.
-        let corner = if stats.summary.success_pct >= 50.0 { SeriesLabelPosition::LowerRight } else { SeriesLabelPosition::UpperRight };
-        chart
-            .configure_series_labels()
-            .position(corner)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .label_font(("sans-serif", 15))
-            .draw()?;
+        chart.draw_series(std::iter::once(Polygon::new(band, BLUE.mix(0.18))))?;
+        chart.draw_series(LineSeries::new(rate, BLUE.stroke_width(3)))?;
+        chart.draw_series(stats.episodes.iter().enumerate().map(|(i, e)| {
+            let (y, c) = if e.success { (102.0, GREEN) } else { (-2.0, RED) };
+            Rectangle::new([((i + 1) as f64 - 0.3, y - 2.0), ((i + 1) as f64 + 0.3, y + 2.0)], c.filled())
+        }))?;
         Ok(())
     })
+}
+
+/// The success plot's legend in one row, centred in `strip` (pixel coordinates).
+fn success_legend(strip: &Area) -> PlotResult {
+    let font = TextStyle::from(("sans-serif", 15).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+    let entries = ["Wilson 95% interval", "running success rate", "episode: success (top) / failure (bottom)"];
+    let (swatch, gap, pad) = (22i32, 28i32, 6i32);
+    let widths: Vec<i32> = entries
+        .iter()
+        .map(|t| strip.estimate_text_size(t, &font).map(|(w, _)| w as i32))
+        .collect::<Result<_, _>>()?;
+    let total = widths.iter().map(|w| swatch + pad + w).sum::<i32>() + gap * (entries.len() as i32 - 1);
+    let (w, h) = strip.dim_in_pixel();
+    let (mut x, y) = ((w as i32 - total).max(0) / 2, h as i32 / 2);
+    for (i, (text, tw)) in entries.iter().zip(&widths).enumerate() {
+        match i {
+            0 => strip.draw(&Rectangle::new([(x, y - 6), (x + swatch, y + 6)], BLUE.mix(0.18).filled()))?,
+            1 => strip.draw(&PathElement::new([(x, y), (x + swatch, y)], BLUE.stroke_width(3)))?,
+            _ => {
+                strip.draw(&Rectangle::new([(x + 4, y - 7), (x + 9, y + 7)], GREEN.filled()))?;
+                strip.draw(&Rectangle::new([(x + 13, y - 7), (x + 18, y + 7)], RED.filled()))?;
+            }
+        }
+        strip.draw(&Text::new(text.to_string(), (x + swatch + pad, y), font.clone()))?;
+        x += swatch + pad + tw + gap;
+    }
+    Ok(())
 }
 
 /// Tick count for an axis of whole counts up to `top`, so no tick falls between integers.
